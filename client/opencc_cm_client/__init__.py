@@ -1,0 +1,1 @@
+"""Client library for the opencc-cm-escalation content-moderation classifier on Triton."""

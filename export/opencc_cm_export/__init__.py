@@ -1,0 +1,1 @@
+"""Export side of opencc-cm-escalation: checkpoint format, reference oracle, ONNX/TensorRT export."""

@@ -1,0 +1,99 @@
+"""``python -m opencc_cm_export`` (also ``opencc-cm-export``): checkpoints, export, parity, TensorRT, bench."""
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from pathlib import Path
+
+print = functools.partial(print, flush=True)  # progress lines show up as they happen
+
+
+def _checkpoint(args) -> int:
+    from .synthetic_checkpoint import write_synthetic_checkpoint
+
+    paths = write_synthetic_checkpoint(Path(args.out), args.size, variant=args.variant, progress=print)
+    print(f"checkpoint: {paths['classifier']}\nbase model: {paths['base_model']}")
+    return 0
+
+
+def _export(args) -> int:
+    from .export_pipeline import ParityError, export_bundle
+
+    try:
+        export_bundle(args.checkpoint, args.out, base_model=args.base_model, precision=args.precision,
+                      max_tokens=args.max_tokens, progress=print)
+    except ParityError:
+        print("export FAILED parity: the graph was written for inspection but must not be deployed",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _tensorrt(args) -> int:
+    from .tensorrt_engine import Profile, TensorRTUnavailable, build_engine
+
+    profile = Profile(max_batch=args.max_batch, opt_batch=args.opt_batch,
+                      max_tokens=args.max_tokens, opt_tokens=args.opt_tokens)
+    try:
+        build_engine(Path(args.bundle) / "model.onnx", Path(args.out), precision=args.precision,
+                     profile=profile, progress=print)
+    except TensorRTUnavailable as exc:
+        print(f"cannot build a TensorRT engine here: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _bench(args) -> int:
+    from .benchmark import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="opencc-cm-export", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("checkpoint", help="write a random-weight checkpoint in the published TACTIC layout")
+    c.add_argument("--size", choices=["tiny", "real-shape"], default="tiny")
+    c.add_argument("--variant", choices=["cm", "jailbreak"], default="cm")
+    c.add_argument("--out", required=True, help="folder; gets base-model/ and classifier/")
+    c.set_defaults(func=_checkpoint)
+
+    e = sub.add_parser("export", help="merge, export ONNX, prove parity, write the deploy bundle")
+    e.add_argument("--checkpoint", required=True, help="TACTIC checkpoint folder or hub repo id")
+    e.add_argument("--base-model", help="override the manifest's base model (local folder or repo id)")
+    e.add_argument("--out", required=True, help="bundle folder (model.onnx, tokenizer.json, classifier.json)")
+    e.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
+    e.add_argument("--max-tokens", type=int, default=8192, help="longest input the graph and server accept")
+    e.set_defaults(func=_export)
+
+    t = sub.add_parser("tensorrt", help="build a TensorRT engine from a bundle (needs TensorRT and a GPU)")
+    t.add_argument("--bundle", required=True)
+    t.add_argument("--out", required=True, help="engine path, e.g. model.plan")
+    t.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp16")
+    t.add_argument("--max-batch", type=int, default=64)
+    t.add_argument("--opt-batch", type=int, default=16)
+    t.add_argument("--max-tokens", type=int, default=8192)
+    t.add_argument("--opt-tokens", type=int, default=64)
+    t.set_defaults(func=_tensorrt)
+
+    b = sub.add_parser("bench", help="reference path vs exported ONNX on ONNX Runtime, same cores, one run")
+    b.add_argument("--checkpoint", required=True)
+    b.add_argument("--base-model")
+    b.add_argument("--bundle", required=True)
+    b.add_argument("--batches", default="1,8")
+    b.add_argument("--seqs", default="64,256")
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--json", help="write the results here")
+    b.set_defaults(func=_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""The deploy bundle: what the export hands to the Triton model repository.
+
+A folder with ``model.onnx`` (+ ``model.onnx.data``), ``tokenizer.json`` and
+``classifier.json`` (labels in column order, resolved thresholds, objective, limits).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .reference import ReferenceClassifier
+
+BUNDLE_MODEL = "model.onnx"
+BUNDLE_TOKENIZER = "tokenizer.json"
+BUNDLE_MANIFEST = "classifier.json"
+
+
+def write_bundle_manifest(reference: ReferenceClassifier, bundle: Path, *, max_tokens: int,
+                          precision: str, checkpoint: str, parity: dict | None = None) -> Path:
+    """Write ``classifier.json`` and ``tokenizer.json`` next to the exported graph."""
+    bundle = Path(bundle)
+    tok = reference.tokenizer
+    tok.backend_tokenizer.save(str(bundle / BUNDLE_TOKENIZER))
+    text_config = reference.backbone.get_base_model().config.get_text_config()
+    manifest = {
+        "labels": list(reference.spec.labels),
+        "thresholds": reference.spec.thresholds,
+        "objective": reference.spec.objective,
+        "activation": reference.spec.activation,
+        "num_labels": reference.spec.num_labels,
+        "vocab_size": int(text_config.vocab_size),
+        "tokenizer_vocab_size": len(tok),
+        "pad_token_id": int(tok.pad_token_id),
+        "max_tokens": int(max_tokens),
+        "base_model": reference.spec.base_model,
+        "checkpoint": checkpoint,
+        "precision": precision,
+        "parity": parity,
+    }
+    path = bundle / BUNDLE_MANIFEST
+    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def read_bundle_manifest(bundle: Path) -> dict:
+    return json.loads((Path(bundle) / BUNDLE_MANIFEST).read_text())

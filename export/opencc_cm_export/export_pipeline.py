@@ -1,0 +1,57 @@
+"""checkpoint -> reference oracle -> merged classifier -> ONNX -> parity -> deploy bundle."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .bundle import BUNDLE_MODEL, write_bundle_manifest
+from .classifier_graph import build_merged_classifier
+from .onnx_export import PRECISIONS, export_onnx
+from .parity import check_parity, onnx_runner, onnx_session
+from .reference import ReferenceClassifier
+
+DEFAULT_MAX_TOKENS = 8192
+
+
+class ParityError(AssertionError):
+    """The exported graph does not reproduce the reference within tolerance."""
+
+
+def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | Path | None = None,
+                  precision: str = "fp32", max_tokens: int = DEFAULT_MAX_TOKENS,
+                  parity_lengths=None, progress=print):
+    """Export ``checkpoint`` into the bundle folder ``out`` and prove parity; return the report.
+
+    Raises :class:`ParityError` (after writing the graph, for inspection) when parity fails.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    progress(f"[load] reading checkpoint {checkpoint} (base model: {base_model or 'from manifest'})")
+    reference = ReferenceClassifier.load(checkpoint, base_model=base_model, dtype=torch.float32)
+    spec = reference.spec
+    progress(f"[load] {spec.objective} head, {spec.num_labels} labels, LoRA r={spec.lora['r']} on "
+             f"{len(spec.lora['target_modules'])} module kinds ({time.perf_counter() - started:.0f} s)")
+    progress("[merge] merging the LoRA into the base weights")
+    merged = build_merged_classifier(reference, keep_reference=True, dtype=PRECISIONS[precision])
+    vocab = int(reference.backbone.get_base_model().config.get_text_config().vocab_size)
+    model_path = export_onnx(merged, out / BUNDLE_MODEL, vocab=vocab, max_tokens=max_tokens,
+                             progress=progress)
+    del merged
+    progress(f"[parity] {precision} ONNX Runtime vs the reference (unmerged PEFT, fp32)")
+    kwargs = {"lengths": parity_lengths} if parity_lengths else {}
+    report = check_parity(reference, onnx_runner(onnx_session(model_path)), precision=precision,
+                          progress=progress, **kwargs)
+    progress(report.summary())
+    parity = {"max_abs_score_diff": report.max_abs_diff, "decision_agreement": report.decision_agreement,
+              "tolerance": report.tolerance, "passed": report.passed,
+              "cases": [asdict(c) for c in report.cases]}
+    write_bundle_manifest(reference, out, max_tokens=max_tokens, precision=precision,
+                          checkpoint=str(checkpoint), parity=parity)
+    if not report.passed:
+        raise ParityError(report.summary())
+    progress(f"[done] bundle in {out} ({time.perf_counter() - started:.0f} s)")
+    return report
