@@ -1,0 +1,39 @@
+"""Shared fixtures: a tiny generated checkpoint and its exported, parity-checked bundle.
+
+Both are built once per test session (seconds for the checkpoint, under a minute for the
+export) under pytest's temporary directory, from the same code the README's commands run.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> dict[str, Path]:
+    from opencc_cm_export.synthetic_checkpoint import write_synthetic_checkpoint
+
+    return write_synthetic_checkpoint(tmp_path_factory.mktemp("tiny"), "tiny", progress=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
+    """The tiny checkpoint exported to fp32 ONNX; the export itself fails on a parity miss."""
+    from opencc_cm_export.export_pipeline import export_bundle
+
+    out = tmp_path_factory.mktemp("tiny-bundle")
+    export_bundle(tiny_checkpoint["classifier"], out, base_model=tiny_checkpoint["base_model"],
+                  max_tokens=2048, progress=lambda *_: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_checkpoint):
+    from opencc_cm_export.reference import ReferenceClassifier
+
+    return ReferenceClassifier.load(tiny_checkpoint["classifier"], base_model=tiny_checkpoint["base_model"])

@@ -1,0 +1,121 @@
+"""The oracle, the merged graph, the export-friendly DeltaNet rule and the exported ONNX agree."""
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from opencc_cm_client.contract import ATTENTION_MASK, INPUT_IDS, LOGITS
+from opencc_cm_export.bundle import read_bundle_manifest
+from opencc_cm_export.classifier_graph import build_merged_classifier
+from opencc_cm_export.gated_delta_export import (scan_chunk_gated_delta_rule,
+                                                 unit_lower_triangular_inverse)
+from opencc_cm_export.onnx_export import ExportError, check_graph_interface
+from opencc_cm_export.parity import check_parity, onnx_runner, onnx_session, probe_batches
+from opencc_cm_export.reference import activate
+
+
+def test_right_padding_gives_exactly_the_unpadded_scores(tiny_reference):
+    texts = ["short", "a somewhat longer prompt about chemistry " * 4, "x"]
+    batched = tiny_reference.scores(texts)
+    alone = np.concatenate([tiny_reference.scores([t]) for t in texts])
+    np.testing.assert_allclose(batched, alone, atol=1e-6)
+
+
+def test_block_inverse_inverts_unit_lower_triangular_systems():
+    torch.manual_seed(0)
+    strict = torch.randn(5, 64, 64).tril(-1) * 0.3
+    product = unit_lower_triangular_inverse(strict) @ (strict + torch.eye(64))
+    assert (product - torch.eye(64)).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("seq", [1, 2, 63, 64, 65, 200])
+def test_scan_rule_equals_transformers_chunk_rule(seq):
+    from transformers.models.qwen3_5.modeling_qwen3_5 import torch_chunk_gated_delta_rule
+
+    torch.manual_seed(seq)
+    q, k = torch.randn(2, seq, 4, 16), torch.randn(2, seq, 4, 16)
+    v, g, beta = torch.randn(2, seq, 4, 16), -torch.rand(2, seq, 4), torch.rand(2, seq, 4)
+    stock, _ = torch_chunk_gated_delta_rule(q, k, v, g=g, beta=beta, use_qk_l2norm_in_kernel=True)
+    ours, _ = scan_chunk_gated_delta_rule(q, k, v, g=g, beta=beta, use_qk_l2norm_in_kernel=True)
+    assert (stock - ours).abs().max() < 1e-6
+
+
+def test_merged_classifier_matches_the_unmerged_oracle(tiny_reference):
+    merged = build_merged_classifier(tiny_reference)
+    for name, ids, mask in probe_batches(tiny_reference, lengths=(1, 65, 130)):
+        ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
+        with torch.no_grad():
+            ours = activate(merged(ids_t, mask_t), "sigmoid")
+        oracle = activate(tiny_reference.logits_from_ids(ids_t, mask_t), "sigmoid")
+        assert (ours - oracle).abs().max() < 1e-5, name
+
+
+def test_exported_bundle_passed_parity_and_is_complete(tiny_bundle):
+    manifest = read_bundle_manifest(tiny_bundle)
+    assert manifest["parity"]["passed"] and manifest["parity"]["max_abs_score_diff"] <= 1e-5
+    assert manifest["parity"]["decision_agreement"] == 1.0
+    assert manifest["labels"][6] == "Information Integrity" and len(manifest["thresholds"]) == 11
+    assert {"model.onnx", "tokenizer.json", "classifier.json"} <= {p.name for p in tiny_bundle.iterdir()}
+
+
+def test_exported_graph_keeps_batch_and_sequence_dynamic(tiny_bundle, tiny_reference):
+    check_graph_interface(tiny_bundle / "model.onnx")
+    run = onnx_runner(onnx_session(tiny_bundle / "model.onnx"))
+    rng = np.random.default_rng(1)
+    for batch, seq in [(1, 1), (5, 3), (2, 700), (9, 64)]:  # none of these is the export example
+        ids = rng.integers(0, 1000, size=(batch, seq), dtype=np.int64)
+        mask = np.ones_like(ids)
+        mask[0, seq // 2 + 1:] = 0
+        logits = run(ids, mask)
+        oracle = tiny_reference.logits_from_ids(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+        assert logits.shape == (batch, 11)
+        assert np.abs(activate(torch.from_numpy(logits), "sigmoid").numpy()
+                      - activate(torch.from_numpy(oracle), "sigmoid").numpy()).max() <= 1e-5
+
+
+def test_parity_check_catches_a_graph_without_the_lora(tiny_reference, tiny_checkpoint):
+    """A wrong merge (here: no LoRA at all) must fail parity, so the check can fail."""
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_checkpoint["base_model"], dtype=torch.float32)
+
+    def without_lora(ids, mask):
+        with torch.no_grad():
+            hidden = base.model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state
+            last = mask.shape[1] - 1 - np.flip(mask, 1).argmax(1)
+            return tiny_reference.head(hidden[torch.arange(len(ids)), torch.from_numpy(last.copy())]).numpy()
+
+    report = check_parity(tiny_reference, without_lora, lengths=(1, 64), progress=lambda *_: None)
+    assert not report.passed and report.max_abs_diff > 1e-3
+
+
+def test_interface_check_rejects_a_fixed_sequence_axis(tmp_path):
+    def value(name, dtype, dims):
+        return helper.make_tensor_value_info(name, dtype, dims)
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", [INPUT_IDS], ["f"], to=TensorProto.FLOAT),
+         helper.make_node("ReduceSum", ["f"], [LOGITS], keepdims=1),
+         helper.make_node("Identity", [ATTENTION_MASK], ["unused"])],
+        "fixed", [value(INPUT_IDS, TensorProto.INT64, ["batch", 70]),
+                  value(ATTENTION_MASK, TensorProto.INT64, ["batch", 70])],
+        [value(LOGITS, TensorProto.FLOAT, ["batch", 1])])
+    path = tmp_path / "fixed.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(ExportError, match="axis 1 \\(seq\\) is fixed to 70"):
+        check_graph_interface(path)
+
+
+def test_tensorrt_builder_fails_clearly_without_tensorrt_or_gpu(tiny_bundle, tmp_path):
+    import importlib.util
+    import shutil
+
+    from opencc_cm_export.tensorrt_engine import TensorRTUnavailable, build_engine
+
+    if importlib.util.find_spec("tensorrt") is not None and shutil.which("nvidia-smi"):
+        plan = build_engine(tiny_bundle / "model.onnx", tmp_path / "model.plan", progress=lambda *_: None)
+        assert plan.stat().st_size > 0
+        return
+    with pytest.raises(TensorRTUnavailable, match="tensorrt|GPU"):
+        build_engine(tiny_bundle / "model.onnx", tmp_path / "model.plan")
