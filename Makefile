@@ -14,7 +14,7 @@ METRICS_PORT ?= 8002
 export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test checkpoint export deploy serve demo bench-export clean
+.PHONY: setup test checkpoint export deploy serve demo bench-export clean proto
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.lock client/pyproject.toml serving/pyproject.toml export/pyproject.toml
@@ -37,3 +37,10 @@ $(BUNDLE)/classifier.json: $(CKPT)/classifier/weight_frame.json
 
 clean:
 	rm -rf $(ARTIFACTS) build
+
+# Typed results: proto/ -> client/opencc_cm_client/classification_pb2.py (checked fresh by a test).
+PROTO_SRC := proto/opencc_cm/v1/classification.proto
+proto: setup
+	rm -rf build/proto && mkdir -p build/proto
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=build/proto --pyi_out=build/proto $(PROTO_SRC)
+	cp build/proto/opencc_cm/v1/classification_pb2.py build/proto/opencc_cm/v1/classification_pb2.pyi client/opencc_cm_client/

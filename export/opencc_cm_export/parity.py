@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .reference import ReferenceClassifier, activate
+from .reference import ReferenceClassifier, activate, decide
 
 PROBE_LENGTHS = (1, 2, 63, 64, 65, 129, 317)
 UNICODE_PROBES = (
@@ -108,16 +108,14 @@ def check_parity(reference: ReferenceClassifier, run_graph, *, precision: str = 
                  lengths=PROBE_LENGTHS, progress=print) -> ParityReport:
     """Compare ``run_graph(input_ids, attention_mask) -> logits`` with the oracle on the probe set."""
     report = ParityReport(precision, TOLERANCE[precision])
-    thresholds = np.array([reference.spec.thresholds[label] for label in reference.spec.labels],
-                          dtype=np.float32) if reference.spec.thresholds else None
     for name, ids, mask in probe_batches(reference, lengths):
         oracle_logits = reference.logits_from_ids(torch.from_numpy(ids), torch.from_numpy(mask))
         oracle = activate(oracle_logits, reference.spec.activation).numpy()
         ours = activate(torch.from_numpy(np.asarray(run_graph(ids, mask), dtype=np.float32)),
                         reference.spec.activation).numpy()
         diff = float(np.abs(oracle - ours).max())
-        if thresholds is not None:
-            agree = int(((oracle >= thresholds) == (ours >= thresholds)).sum())
+        if reference.spec.thresholds is not None:
+            agree = int((decide(oracle, reference.spec) == decide(ours, reference.spec)).sum())
         else:
             agree = oracle.size
         report.cases.append(ParityCase(name, tuple(ids.shape), diff, agree, oracle.size))

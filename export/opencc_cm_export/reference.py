@@ -107,6 +107,15 @@ def load_base_model(spec: CheckpointSpec, dtype: torch.dtype):
                               "Pass base_model= (--base-model) to point at a local copy.") from exc
 
 
+def decide(scores: np.ndarray, spec: CheckpointSpec) -> np.ndarray:
+    """Per-label flags, ``score >= threshold``, compared as the reference does: the fp32 score
+    against the threshold as a Python float (float64), never a threshold rounded to fp32."""
+    if spec.thresholds is None:
+        raise CheckpointError(spec.directory, "thresholds", "checkpoint has no calibrated thresholds")
+    thresholds = np.array([spec.thresholds[label] for label in spec.labels], dtype=np.float64)
+    return scores.astype(np.float64) >= thresholds
+
+
 @dataclass
 class ReferenceClassifier:
     """The unmerged PEFT model + fp32 head, scoring exactly as the reference does."""
@@ -157,7 +166,4 @@ class ReferenceClassifier:
 
     def decisions(self, scores: np.ndarray) -> np.ndarray:
         """Per-label flags with the reference rule ``score >= threshold``."""
-        if self.spec.thresholds is None:
-            raise CheckpointError(self.spec.directory, "thresholds", "checkpoint has no calibrated thresholds")
-        thresholds = np.array([self.spec.thresholds[label] for label in self.spec.labels], dtype=np.float32)
-        return scores >= thresholds
+        return decide(scores, self.spec)
