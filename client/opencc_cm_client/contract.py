@@ -61,3 +61,9 @@ def canonical_label(name: str) -> str:
 def fires(score: float, threshold: float) -> bool:
     """The reference decision rule: a label fires when ``score >= threshold``."""
     return score >= threshold
+
+# --- Appended by the serving side: row bookkeeping between preprocessing and calibration.
+# INT64 [rows, 1]: for each encoder row, the index of the request row (text) it came from.
+# Equal to 0..batch-1 unless the tokenizer's long_input_policy is "windows", where one long
+# text becomes several overlapping windows; calibration then takes the max score per label.
+TEXT_ROW = "text_row"

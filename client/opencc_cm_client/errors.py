@@ -1,0 +1,33 @@
+"""Client exceptions, one per thing a caller may handle differently."""
+from __future__ import annotations
+
+
+class ClassifierError(RuntimeError):
+    """Any failure to classify. ``code`` is the gRPC status name (or ``LOCAL`` before any call)."""
+
+    def __init__(self, message: str, code: str = "UNKNOWN"):
+        super().__init__(message)
+        self.code = code
+
+
+class InvalidRequestError(ClassifierError):
+    """The input is wrong (INVALID_ARGUMENT from the server, or caught locally first)."""
+
+
+class UnavailableError(ClassifierError):
+    """The server could not be reached or is not ready, after every retry."""
+
+
+class DeadlineExceededError(ClassifierError):
+    """The call's deadline passed."""
+
+
+class OverloadedError(ClassifierError):
+    """The server shed the request (RESOURCE_EXHAUSTED: queue full or queue timeout)."""
+
+
+def from_status(code: str, message: str) -> ClassifierError:
+    code = code.replace("StatusCode.", "") if code else "UNKNOWN"
+    cls = {"INVALID_ARGUMENT": InvalidRequestError, "UNAVAILABLE": UnavailableError,
+           "DEADLINE_EXCEEDED": DeadlineExceededError, "RESOURCE_EXHAUSTED": OverloadedError}.get(code, ClassifierError)
+    return cls(f"{code}: {message}", code)

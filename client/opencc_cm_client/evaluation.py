@@ -1,0 +1,160 @@
+"""The model card's evaluation and a recalibration, as pure functions over labeled results.
+
+Data: JSONL or CSV rows with ``text`` and ``category``; ``Benign`` marks negatives. A prompt
+counts as detected when it is flagged (any label fired), as in the model card's table.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .contract import canonical_label
+from .results import Classification
+
+BENIGN = "Benign"
+
+
+@dataclass(frozen=True)
+class Sample:
+    text: str
+    category: str
+
+    @property
+    def harmful(self) -> bool:
+        return self.category != BENIGN
+
+
+def read_samples(path: str | Path) -> list[Sample]:
+    """JSONL (one object per line) or CSV (header with ``text`` and ``category``)."""
+    path = Path(path)
+    rows: list[dict] = []
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    else:
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{n}: invalid JSON: {exc}") from None
+    samples = []
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not isinstance(row.get("category"), str):
+            raise ValueError(f"{path}: row {n} needs string fields 'text' and 'category'")
+        samples.append(Sample(row["text"], row["category"].strip()))
+    if not samples:
+        raise ValueError(f"{path}: no samples")
+    return samples
+
+
+def latency_summary(latencies_ms: Sequence[float]) -> dict:
+    """Mean with a normal-approximation 95% CI, p50, p95, p99 (linear interpolation)."""
+    arr = np.asarray(latencies_ms, dtype=np.float64)
+    mean = float(arr.mean())
+    half = 1.96 * statistics.stdev(arr) / math.sqrt(len(arr)) if len(arr) > 1 else 0.0
+    return {"n": int(len(arr)), "mean_ms": mean, "ci95_ms": [mean - half, mean + half],
+            "p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)),
+            "p99_ms": float(np.percentile(arr, 99))}
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return a / b if b else None
+
+
+def evaluate(samples: Sequence[Sample], results: Sequence[Classification]) -> dict:
+    """Detection per category, FPR on benign, accuracy, precision, F1, TP/FP/FN/TN."""
+    if len(samples) != len(results):
+        raise ValueError(f"{len(samples)} samples but {len(results)} results")
+    tp = sum(s.harmful and r.flagged for s, r in zip(samples, results))
+    fn = sum(s.harmful and not r.flagged for s, r in zip(samples, results))
+    fp = sum(not s.harmful and r.flagged for s, r in zip(samples, results))
+    tn = sum(not s.harmful and not r.flagged for s, r in zip(samples, results))
+    per_category = {}
+    for category in sorted({s.category for s in samples if s.harmful}):
+        rows = [(s, r) for s, r in zip(samples, results) if s.category == category]
+        entry = {"n": len(rows), "detection": _ratio(sum(r.flagged for _, r in rows), len(rows))}
+        label = canonical_label(category)
+        if rows and any(x.label == label for x in rows[0][1].labels):
+            entry["own_label_recall"] = _ratio(sum(label in r.fired_labels for _, r in rows), len(rows))
+        per_category[category] = entry
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    f1 = 2 * precision * recall / (precision + recall) if precision and recall else (0.0 if precision is not None and recall is not None else None)
+    return {"confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+            "detection": recall, "fpr": _ratio(fp, fp + tn), "accuracy": _ratio(tp + tn, len(samples)),
+            "precision": precision, "f1": f1, "per_category": per_category,
+            "benign": {"n": fp + tn, "fpr": _ratio(fp, fp + tn)}}
+
+
+def cost_summary(input_tokens: int, wall_seconds: float, dollars_per_hour: float) -> dict:
+    total = dollars_per_hour * wall_seconds / 3600
+    return {"input_tokens": input_tokens, "wall_seconds": wall_seconds, "dollars_per_hour": dollars_per_hour,
+            "total_dollars": total,
+            "dollars_per_million_input_tokens": total / input_tokens * 1e6 if input_tokens else None}
+
+
+def _just_above(value: float) -> float:
+    return float(min(1.0, np.nextafter(np.float64(value), np.inf)))
+
+
+def _flags(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    return scores.astype(np.float64) >= thresholds[None, :]
+
+
+def calibrate_for_fpr(labels: Sequence[str], scores: np.ndarray, harmful: np.ndarray, target_fpr: float) -> np.ndarray:
+    """Per-label thresholds at a common benign quantile, the lowest that keeps benign FPR <= target.
+
+    Each label's threshold sits just above the ``q``-quantile of that label's benign scores; ``q``
+    is found by bisection (FPR only falls as ``q`` rises), so detection is as high as this family
+    allows under the target.
+    """
+    benign = scores[~harmful].astype(np.float64)
+    if not len(benign):
+        raise ValueError("calibration needs benign samples")
+
+    def thresholds_at(q: float) -> np.ndarray:
+        return np.array([_just_above(np.quantile(benign[:, j], q, method="higher")) if q < 1 else 1.0
+                         for j in range(len(labels))])
+
+    def fpr(q: float) -> float:
+        return float(_flags(benign, thresholds_at(q)).any(axis=1).mean())
+
+    lo, hi = 0.0, 1.0
+    if fpr(lo) <= target_fpr:
+        return thresholds_at(lo)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if fpr(mid) <= target_fpr else (mid, hi)
+    return thresholds_at(hi)
+
+
+def calibrate_for_recall(labels: Sequence[str], scores: np.ndarray, categories: Sequence[str],
+                         target_recall: float, fallback: Sequence[float]) -> np.ndarray:
+    """Per label: the highest threshold that still fires on ``target_recall`` of that category's
+    samples. Labels without samples keep ``fallback`` (the server's current threshold)."""
+    thresholds = np.array(fallback, dtype=np.float64)
+    cats = np.array([canonical_label(c) for c in categories])
+    for j, label in enumerate(labels):
+        own = np.sort(scores[cats == label, j].astype(np.float64))
+        if len(own):
+            k = int(math.floor((1 - target_recall) * len(own) + 1e-9))
+            thresholds[j] = float(own[min(k, len(own) - 1)])
+    return thresholds
+
+
+def expected_metrics(scores: np.ndarray, harmful: np.ndarray, thresholds: np.ndarray) -> dict:
+    flagged = _flags(scores, thresholds).any(axis=1)
+    return {"detection": float(flagged[harmful].mean()) if harmful.any() else None,
+            "fpr": float(flagged[~harmful].mean()) if (~harmful).any() else None}
+
+
+def profile_file(name: str, labels: Sequence[str], thresholds: Sequence[float]) -> dict:
+    """The threshold-profile file the server's calibration model loads."""
+    return {"profiles": {name: {label: float(t) for label, t in zip(labels, thresholds)}}}

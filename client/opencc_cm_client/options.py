@@ -1,0 +1,48 @@
+"""Connection settings shared by the sync and asyncio clients."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries with exponential backoff and jitter, on UNAVAILABLE only (classification is
+    idempotent; INVALID_ARGUMENT, deadlines and overload are never retried)."""
+
+    attempts: int = 4
+    initial_backoff_s: float = 0.1
+    max_backoff_s: float = 2.0
+    multiplier: float = 2.0
+
+    def delays(self):
+        delay = self.initial_backoff_s
+        for _ in range(self.attempts - 1):
+            yield delay * (0.5 + random.random() / 2)
+            delay = min(delay * self.multiplier, self.max_backoff_s)
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """gRPC settings. ``timeout_s`` is the per-call deadline. TLS: ``ssl=True`` with
+    ``root_certificates`` (CA file); mTLS adds ``private_key`` and ``certificate_chain``.
+    ``headers`` go with every call (e.g. auth metadata, or the key for restricted protocols).
+    ``compression``: None, "gzip" or "deflate"."""
+
+    timeout_s: float = 10.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    ssl: bool = False
+    root_certificates: str | None = None
+    private_key: str | None = None
+    certificate_chain: str | None = None
+    headers: dict[str, str] | None = None
+    compression: str | None = None
+    keepalive_time_ms: int = 30_000
+    keepalive_timeout_ms: int = 10_000
+
+    def client_kwargs(self, keepalive_cls) -> dict:
+        return dict(ssl=self.ssl, root_certificates=self.root_certificates, private_key=self.private_key,
+                    certificate_chain=self.certificate_chain,
+                    keepalive_options=keepalive_cls(keepalive_time_ms=self.keepalive_time_ms,
+                                                    keepalive_timeout_ms=self.keepalive_timeout_ms,
+                                                    keepalive_permit_without_calls=True))

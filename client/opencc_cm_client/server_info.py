@@ -1,0 +1,73 @@
+"""What the client learns from the server instead of hard-coding it.
+
+``deploy`` writes these keys into the ``parameters`` of both ensembles' ``config.pbtxt`` (from
+the same bundle that the calibration model loads), so a new checkpoint needs no client
+release: labels, threshold profiles, limits and the tokenizer's fingerprint.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+# config.pbtxt parameter keys (string values; JSON where structured).
+PARAM_LABELS = "labels"                    # JSON list, column order
+PARAM_PROFILES = "threshold_profiles"      # JSON {profile: [threshold per label]}
+PARAM_MAX_TOKENS = "max_tokens"            # int
+PARAM_VOCAB_SIZE = "vocab_size"            # int
+PARAM_PAD_TOKEN_ID = "pad_token_id"        # int
+PARAM_TOKENIZER_SHA256 = "tokenizer_sha256"
+PARAM_LONG_INPUT_POLICY = "long_input_policy"  # reject | windows
+PARAM_CHECKPOINT = "checkpoint"
+METADATA_KEYS = (PARAM_LABELS, PARAM_PROFILES, PARAM_MAX_TOKENS, PARAM_VOCAB_SIZE, PARAM_PAD_TOKEN_ID,
+                 PARAM_TOKENIZER_SHA256, PARAM_LONG_INPUT_POLICY, PARAM_CHECKPOINT)
+
+
+class ServerContractError(RuntimeError):
+    """The server's model does not publish what this client needs (or publishes nonsense)."""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    model_name: str
+    model_version: str
+    max_batch_size: int
+    labels: tuple[str, ...]
+    profiles: dict[str, tuple[float, ...]]
+    max_tokens: int
+    vocab_size: int
+    pad_token_id: int
+    tokenizer_sha256: str
+    long_input_policy: str
+    checkpoint: str
+
+    @classmethod
+    def from_model_config(cls, config: dict, version: str) -> "ServerInfo":
+        """From ``get_model_config(..., as_json=True)['config']`` of an ensemble."""
+        name = config.get("name", "?")
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        missing = [k for k in METADATA_KEYS if k not in params]
+        if missing:
+            raise ServerContractError(f"model {name!r} does not publish {missing} in its config parameters; "
+                                      "was the repository filled by opencc_cm_serving.deploy?")
+        try:
+            labels = tuple(json.loads(params[PARAM_LABELS]))
+            profiles = {k: tuple(float(x) for x in v) for k, v in json.loads(params[PARAM_PROFILES]).items()}
+            info = cls(model_name=name, model_version=str(version),
+                       max_batch_size=int(config.get("max_batch_size", 0)), labels=labels, profiles=profiles,
+                       max_tokens=int(params[PARAM_MAX_TOKENS]), vocab_size=int(params[PARAM_VOCAB_SIZE]),
+                       pad_token_id=int(params[PARAM_PAD_TOKEN_ID]),
+                       tokenizer_sha256=params[PARAM_TOKENIZER_SHA256],
+                       long_input_policy=params[PARAM_LONG_INPUT_POLICY], checkpoint=params[PARAM_CHECKPOINT])
+        except (ValueError, TypeError) as exc:
+            raise ServerContractError(f"model {name!r}: malformed metadata parameters: {exc}") from exc
+        bad = [p for p, t in profiles.items() if len(t) != len(labels)]
+        if not labels or bad or info.max_batch_size < 1:
+            raise ServerContractError(f"model {name!r}: labels {labels}, profiles of wrong length {bad}, "
+                                      f"max_batch_size {info.max_batch_size}")
+        return info
+
+    def thresholds(self, profile: str) -> tuple[float, ...]:
+        try:
+            return self.profiles[profile]
+        except KeyError:
+            raise ValueError(f"unknown threshold profile {profile!r}; the server has {sorted(self.profiles)}") from None

@@ -1,0 +1,118 @@
+"""Client pieces that need no server: typed results, proto freshness, metrics, calibration, gate."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from opencc_cm_client import classification_pb2 as pb
+from opencc_cm_client.evaluation import (Sample, calibrate_for_fpr, calibrate_for_recall, evaluate,
+                                         expected_metrics, latency_summary, read_samples)
+from opencc_cm_client.gate import gate_decision
+from opencc_cm_client.results import Classification, LabelResult
+from opencc_cm_client.text_rules import InputError, decode_text
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _result(flags, scores=None, tokens=7):
+    labels = ("CBRN", "Cyber", "Privacy")
+    scores = scores or [0.9 if f else 0.1 for f in flags]
+    return Classification(tuple(LabelResult(l, s, 0.5, f) for l, s, f in zip(labels, scores, flags)),
+                          any(flags), tokens, "classify_ids", "1", "default")
+
+
+def test_results_round_trip_through_proto_and_json():
+    res = _result([True, False, True], [0.75, 0.25, 0.5])
+    assert Classification.from_proto(pb.Classification.FromString(res.to_proto().SerializeToString())) == res
+    assert Classification.from_json(res.to_json()) == res
+    assert Classification.from_dict(json.loads(json.dumps(res.to_dict()))) == res
+    assert json.loads(res.to_json())["inputTokens"] == "7"  # protobuf JSON mapping, int64 as string
+    assert res.fired_labels == ["CBRN", "Privacy"]
+
+
+def test_generated_proto_code_is_fresh(tmp_path):
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"--python_out={tmp_path}",
+                    f"--pyi_out={tmp_path}", str(ROOT / "proto/opencc_cm/v1/classification.proto")], check=True)
+    for name in ("classification_pb2.py", "classification_pb2.pyi"):
+        fresh = (tmp_path / "opencc_cm/v1" / name).read_text()
+        assert fresh == (ROOT / "client/opencc_cm_client" / name).read_text(), f"run `make proto`: {name} is stale"
+
+
+def test_client_imports_without_torch_or_transformers():
+    code = ("import sys, opencc_cm_client.client, opencc_cm_client.aio, opencc_cm_client.cli; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'onnx') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_evaluation_counts_a_known_confusion_matrix_exactly():
+    samples = [Sample("a", "CBRN")] * 4 + [Sample("b", "Privacy")] * 2 + [Sample("c", "Benign")] * 4
+    results = ([_result([True, False, False])] * 3 + [_result([False] * 3)]          # CBRN: 3/4 detected
+               + [_result([False, False, True]), _result([True, False, False])]     # Privacy: 2/2, own label 1/2
+               + [_result([False, True, False])] + [_result([False] * 3)] * 3)      # Benign: 1 false positive
+    report = evaluate(samples, results)
+    assert report["confusion"] == {"tp": 5, "fp": 1, "fn": 1, "tn": 3}
+    assert report["detection"] == 5 / 6 and report["fpr"] == 1 / 4 and report["accuracy"] == 8 / 10
+    assert report["precision"] == 5 / 6 and report["f1"] == pytest.approx(5 / 6)
+    assert report["per_category"]["CBRN"] == {"n": 4, "detection": 0.75, "own_label_recall": 0.75}
+    assert report["per_category"]["Privacy"] == {"n": 2, "detection": 1.0, "own_label_recall": 0.5}
+
+
+def test_latency_summary():
+    s = latency_summary([10.0, 20.0, 30.0, 40.0])
+    assert s["mean_ms"] == 25.0 and s["p50_ms"] == 25.0
+    half = 1.96 * np.std([10, 20, 30, 40], ddof=1) / 2
+    assert s["ci95_ms"] == pytest.approx([25 - half, 25 + half])
+
+
+def test_read_samples_from_jsonl_and_csv(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"text": "x", "category": "Cyber"}\n\n{"text": "y", "category": "Benign"}\n')
+    (tmp_path / "d.csv").write_text("text,category\n\"x, with comma\",Cyber\ny,Benign\n")
+    assert [s.harmful for s in read_samples(tmp_path / "d.jsonl")] == [True, False]
+    assert read_samples(tmp_path / "d.csv")[0].text == "x, with comma"
+    (tmp_path / "bad.jsonl").write_text('{"text": 3}\n')
+    with pytest.raises(ValueError, match="row 1"):
+        read_samples(tmp_path / "bad.jsonl")
+
+
+def test_calibration_reaches_its_fpr_target_with_the_lowest_thresholds():
+    rng = np.random.default_rng(0)
+    benign = rng.uniform(0, 0.6, size=(300, 3))
+    harmful = rng.uniform(0.3, 1.0, size=(300, 3))
+    scores = np.vstack([benign, harmful]).astype(np.float32)
+    is_harmful = np.array([False] * 300 + [True] * 300)
+    for target in (0.0, 0.05, 0.17, 0.5):
+        t = calibrate_for_fpr(["a", "b", "c"], scores, is_harmful, target)
+        got = expected_metrics(scores, is_harmful, t)
+        assert got["fpr"] <= target
+        looser = expected_metrics(scores, is_harmful, t - 0.02)  # any lower thresholds overshoot
+        assert looser["fpr"] > target or target == 0.5
+
+
+def test_recall_calibration_keeps_the_target_per_label():
+    rng = np.random.default_rng(1)
+    scores = rng.uniform(0, 1, size=(200, 2)).astype(np.float32)
+    cats = ["CBRN"] * 100 + ["Cyber"] * 100
+    t = calibrate_for_recall(["CBRN", "Cyber"], scores, cats, 0.9, [0.5, 0.5])
+    assert (scores[:100, 0] >= t[0]).mean() >= 0.9 and (scores[100:, 1] >= t[1]).mean() >= 0.9
+    assert (scores[:100, 0].astype(np.float64) >= np.nextafter(t[0], 1)).mean() < 0.9  # the highest one
+
+
+def test_gate_fails_closed():
+    assert gate_decision(lambda: _result([False] * 3)).escalate is False
+    assert gate_decision(lambda: _result([False, True, False])).escalate is True
+    def boom():
+        raise ConnectionError("server gone")
+    decision = gate_decision(boom)
+    assert decision.escalate and "server gone" in decision.reason and decision.classification is None
+
+
+@pytest.mark.parametrize("raw, words", [(b"", "empty"), (b"  \n\t", "whitespace"), (b"\xff\xfe", "invalid UTF-8"),
+                                        (b"a\x00b", "NUL"), (b"x" * (1 << 20 + 1), "max_text_bytes"),
+                                        ("\ud800", "not encodable")])
+def test_text_rules_reject_with_a_named_reason(raw, words):
+    with pytest.raises(InputError, match=words):
+        decode_text(raw, "text[3]")
