@@ -110,7 +110,7 @@ def check_parity(reference: ReferenceClassifier, run_graph, *, precision: str = 
     report = ParityReport(precision, TOLERANCE[precision])
     for name, ids, mask in probe_batches(reference, lengths):
         oracle_logits = reference.logits_from_ids(torch.from_numpy(ids), torch.from_numpy(mask))
-        oracle = activate(oracle_logits, reference.spec.activation).numpy()
+        oracle = activate(oracle_logits, reference.spec.activation).cpu().numpy()
         ours = activate(torch.from_numpy(np.asarray(run_graph(ids, mask), dtype=np.float32)),
                         reference.spec.activation).numpy()
         diff = float(np.abs(oracle - ours).max())

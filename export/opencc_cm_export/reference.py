@@ -125,10 +125,12 @@ class ReferenceClassifier:
     head: torch.nn.Linear
     tokenizer: object
     dtype: torch.dtype
+    device: torch.device = torch.device("cpu")
 
     @classmethod
     def load(cls, checkpoint: str | Path, *, base_model: str | Path | None = None,
-             dtype: torch.dtype = torch.float32, require_thresholds: bool = True) -> "ReferenceClassifier":
+             dtype: torch.dtype = torch.float32, require_thresholds: bool = True,
+             device: str | torch.device = "cpu") -> "ReferenceClassifier":
         from peft import LoraConfig, get_peft_model
 
         spec = read_checkpoint(checkpoint, base_model=base_model, require_thresholds=require_thresholds)
@@ -143,10 +145,12 @@ class ReferenceClassifier:
         except ValueError as exc:  # e.g. target modules not found in the base model
             raise CheckpointError(spec.directory / "adapter_config.json", "target_modules", str(exc)) from exc
         load_adapter_strictly(backbone, spec)
-        return cls(spec, backbone.eval(), head, load_tokenizer(spec), dtype)
+        device = torch.device(device)
+        return cls(spec, backbone.to(device).eval(), head.to(device), load_tokenizer(spec), dtype, device)
 
     @torch.no_grad()
     def logits_from_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         pooled = last_token_pool(out.hidden_states[-1], attention_mask)
         return self.head(pooled.to(self.head.weight.dtype))
