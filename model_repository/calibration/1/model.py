@@ -1,0 +1,64 @@
+"""Triton model ``calibration``: ``logits`` FP32 [rows, num_labels] + ``attention_mask``
+INT64 [rows, seq] + ``text_row`` INT64 [rows, 1] -> ``scores`` FP32 (sigmoid),
+``label_flags`` BOOL (score >= threshold), ``flagged`` BOOL [batch, 1] (any label),
+``token_count`` INT64 [batch, 1] (tokens the encoder scored).
+
+Rows sharing a ``text_row`` (windows of one long text) fold into one output row: max score
+per label, summed token counts. Without windows rows == batch and nothing folds.
+
+Labels, objective and the ``default`` thresholds come from the bundle's classifier.json;
+more named profiles from the JSON file in parameter ``profiles_file`` (``""`` = none). The
+request parameter ``threshold_profile`` picks one per request; unknown -> INVALID_ARG.
+Config parameters: ``artifact_dir`` (classifier.json), ``profiles_file``.
+"""
+import os
+import sys
+
+# The backend stub ignores PYTHONPATH; the launcher puts our packages and deps there.
+sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+
+import json  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from opencc_cm_client.contract import (  # noqa: E402
+    ATTENTION_MASK, CALIBRATION_MODEL, FLAGGED, LABEL_FLAGS, LOGITS, SCORES, TEXT_ROW, THRESHOLD_PROFILE_PARAMETER,
+    TOKEN_COUNT,
+)
+from opencc_cm_serving.bundle import CLASSIFIER_FILE, load_classifier, load_profiles  # noqa: E402
+from opencc_cm_serving.calibration import ThresholdProfiles, activate, decide, reduce_windows  # noqa: E402
+from opencc_cm_serving.errors import InputError  # noqa: E402
+from opencc_cm_serving.triton import (  # noqa: E402
+    input_array, parameters, pb, request_parameter, require, respond_each, version_path,
+)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        params = parameters(json.loads(args["model_config"]))
+        artifacts = version_path(args, require(params, "artifact_dir", CALIBRATION_MODEL))
+        self.spec = load_classifier(artifacts / CLASSIFIER_FILE)
+        profiles_file = require(params, "profiles_file", CALIBRATION_MODEL)
+        extra = load_profiles(version_path(args, profiles_file), self.spec.labels) if profiles_file else {}
+        self.profiles = ThresholdProfiles(self.spec.thresholds, extra)
+        warm = activate(np.zeros((1, self.spec.num_labels), np.float32), self.spec.objective)
+        decide(warm, self.profiles.select(None))
+        pb().Logger.log_info(f"{CALIBRATION_MODEL}: labels {list(self.spec.labels)}, "
+                             f"profiles {list(self.profiles.names)}")
+
+    def execute(self, requests):
+        return respond_each(requests, self._calibrate, CALIBRATION_MODEL)
+
+    def _calibrate(self, request):
+        thresholds = self.profiles.select(request_parameter(request, THRESHOLD_PROFILE_PARAMETER))
+        logits = input_array(request, LOGITS)
+        mask = input_array(request, ATTENTION_MASK)
+        rows = logits.shape[0] if logits.ndim == 2 else -1
+        if rows < 0 or logits.shape[1] != self.spec.num_labels or mask.ndim != 2 or mask.shape[0] != rows:
+            raise InputError(f"{LOGITS} {list(logits.shape)} / {ATTENTION_MASK} {list(mask.shape)}: "
+                             f"expected [batch, {self.spec.num_labels}] and [batch, seq]")
+        text_row = input_array(request, TEXT_ROW)
+        scores = reduce_windows(activate(logits, self.spec.objective), text_row, "max")
+        tokens = reduce_windows(mask.sum(axis=1, keepdims=True, dtype=np.int64), text_row, "sum")
+        flags, flagged = decide(scores, thresholds)
+        return {SCORES: scores, LABEL_FLAGS: flags, FLAGGED: flagged, TOKEN_COUNT: tokens}

@@ -1,0 +1,142 @@
+"""Reading and validating the export side's deploy bundle and threshold-profile files.
+
+Bundle folder: ``model.onnx`` (+ optional ``model.onnx.data``), ``tokenizer.json`` and
+``classifier.json`` = {labels, thresholds, objective, num_labels, vocab_size, pad_token_id,
+max_tokens, base_model, checkpoint, precision}. Thresholds are always held in label column
+order as float64; label names are matched through ``contract.canonical_label`` aliases.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from opencc_cm_client.contract import DEFAULT_PROFILE, canonical_label
+
+from .errors import ConfigError
+
+CLASSIFIER_FILE = "classifier.json"
+TOKENIZER_FILE = "tokenizer.json"
+ONNX_FILE = "model.onnx"
+ONNX_DATA_FILE = "model.onnx.data"
+OBJECTIVES = ("multilabel", "softmax", "binary")  # binary: the sibling jailbreak head
+PROFILE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    """Everything the serving side needs to know about the exported classifier."""
+
+    labels: tuple[str, ...]
+    thresholds: tuple[float, ...]  # column order, the checkpoint's profile "default"
+    objective: str
+    vocab_size: int
+    pad_token_id: int
+    max_tokens: int
+    base_model: str = ""
+    checkpoint: str = ""
+    precision: str = "fp32"
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+
+def _int_field(raw: Mapping[str, Any], key: str, where: str, minimum: int) -> int:
+    value = raw.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}: '{key}' must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def resolve_thresholds(labels: tuple[str, ...], mapping: Any, where: str) -> tuple[float, ...]:
+    """``{label: float}`` -> tuple in column order. Every label exactly once (aliases count
+    as their canonical label), no unknown label, each value a finite float in [0, 1]."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{where}: thresholds must be an object {{label: float}}")
+    found: dict[str, float] = {}
+    for key, value in mapping.items():
+        label = canonical_label(key)
+        if label not in labels:
+            raise ConfigError(f"{where}: unknown label {key!r} (labels: {list(labels)})")
+        if label in found:
+            raise ConfigError(f"{where}: label {label!r} given more than once")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and 0.0 <= value <= 1.0
+        ):
+            raise ConfigError(f"{where}: threshold of {key!r} must be a float in [0, 1], got {value!r}")
+        found[label] = float(value)
+    missing = [label for label in labels if label not in found]
+    if missing:
+        raise ConfigError(f"{where}: missing thresholds for {missing}")
+    return tuple(found[label] for label in labels)
+
+
+def load_classifier(path: str | Path) -> ClassifierSpec:
+    """Parse and validate ``classifier.json``; raises ConfigError naming the problem."""
+    where = str(path)
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{where}: cannot read classifier spec: {exc}") from exc
+    labels = raw.get("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
+        raise ConfigError(f"{where}: 'labels' must be a non-empty list of names")
+    labels_t = tuple(canonical_label(x) for x in labels)
+    if len(set(labels_t)) != len(labels_t):
+        raise ConfigError(f"{where}: duplicate labels in {labels}")
+    if raw.get("num_labels", len(labels_t)) != len(labels_t):
+        raise ConfigError(f"{where}: num_labels {raw.get('num_labels')} != {len(labels_t)} labels")
+    objective = raw.get("objective")
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"{where}: objective must be one of {OBJECTIVES}, got {objective!r}")
+    vocab_size = _int_field(raw, "vocab_size", where, 1)
+    pad = _int_field(raw, "pad_token_id", where, 0)
+    if pad >= vocab_size:
+        raise ConfigError(f"{where}: pad_token_id {pad} is not below vocab_size {vocab_size}")
+    return ClassifierSpec(
+        labels=labels_t,
+        thresholds=resolve_thresholds(labels_t, raw.get("thresholds"), f"{where} thresholds"),
+        objective=objective,
+        vocab_size=vocab_size,
+        pad_token_id=pad,
+        max_tokens=_int_field(raw, "max_tokens", where, 1),
+        base_model=str(raw.get("base_model", "")),
+        checkpoint=str(raw.get("checkpoint", "")),
+        precision=str(raw.get("precision", "fp32")),
+    )
+
+
+def load_profiles(path: str | Path, labels: tuple[str, ...]) -> dict[str, tuple[float, ...]]:
+    """Parse a threshold-profile file ``{"profiles": {name: {label: float}}}``.
+
+    Names are simple identifiers (letter, then letters/digits/_; at most 64); ``default`` is
+    reserved for the checkpoint's own thresholds and may not be redefined."""
+    where = str(path)
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{where}: cannot read threshold profiles: {exc}") from exc
+    profiles = raw.get("profiles") if isinstance(raw, dict) else None
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{where}: expected an object {{\"profiles\": {{name: {{label: float}}}}}}")
+    out: dict[str, tuple[float, ...]] = {}
+    for name, mapping in profiles.items():
+        if not PROFILE_NAME.match(name):
+            raise ConfigError(f"{where}: profile name {name!r} is not a simple identifier")
+        if name == DEFAULT_PROFILE:
+            raise ConfigError(f"{where}: profile name {DEFAULT_PROFILE!r} is reserved for the checkpoint's thresholds")
+        out[name] = resolve_thresholds(labels, mapping, f"{where} profile {name!r}")
+    return out
+
+
+def check_bundle(bundle: str | Path) -> ClassifierSpec:
+    """Check that a bundle folder holds the files the repository needs; return its spec."""
+    root = Path(bundle)
+    for name in (CLASSIFIER_FILE, TOKENIZER_FILE, ONNX_FILE):
+        if not (root / name).is_file():
+            raise ConfigError(f"bundle {root}: missing {name}")
+    return load_classifier(root / CLASSIFIER_FILE)

@@ -1,0 +1,94 @@
+"""Glue between ``model.py`` files and ``triton_python_backend_utils`` (imported lazily, so
+the rest of the package and its tests never need a server; tests stub it in sys.modules).
+
+- ``parameters``: the config's string parameters; any ``${...}`` left unfilled is a ConfigError.
+- ``respond_each``: one response per request, in order; InputError -> INVALID_ARG, anything
+  else -> INTERNAL with the traceback logged. One bad request never sinks the others.
+"""
+from __future__ import annotations
+
+import json
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import ConfigError, InputError
+
+
+def pb():
+    import triton_python_backend_utils as pb_utils
+
+    return pb_utils
+
+
+def parameters(model_config: dict) -> dict[str, str]:
+    """``parameters {key, value {string_value}}`` of a model config as a plain dict."""
+    out = {}
+    for key, value in (model_config.get("parameters") or {}).items():
+        text = value.get("string_value", "") if isinstance(value, dict) else str(value)
+        if "${" in text:
+            model = model_config.get("name", "?")
+            raise ConfigError(f"{model}: parameter {key!r} holds an unfilled placeholder {text!r}")
+        out[key] = text
+    return out
+
+
+def require(params: dict[str, str], key: str, model: str) -> str:
+    if key not in params:
+        raise ConfigError(f"{model}: config parameter {key!r} is missing")
+    return params[key]
+
+
+def version_path(args: dict, value: str) -> Path:
+    """A config path: absolute as given, relative to the model version folder otherwise."""
+    path = Path(value)
+    return path if path.is_absolute() else Path(args["model_repository"]) / str(args["model_version"]) / path
+
+
+def input_array(request, name: str):
+    tensor = pb().get_input_tensor_by_name(request, name)
+    if tensor is None:
+        raise InputError(f"missing input tensor {name!r}")
+    return tensor.as_numpy()
+
+
+def request_parameter(request, key: str) -> Any:
+    """A request parameter's value, or None when absent."""
+    raw = request.parameters()
+    params = json.loads(raw) if isinstance(raw, str) and raw else (raw or {})
+    return params.get(key)
+
+
+def error_response(exc: BaseException, model: str):
+    """A response carrying ``exc`` as a TritonError with an explicit code."""
+    utils = pb()
+    if isinstance(exc, InputError):
+        error = utils.TritonError(str(exc), utils.TritonError.INVALID_ARG)
+        return utils.InferenceResponse(output_tensors=[], error=error)
+    utils.Logger.log_error(f"{model}: " + "".join(traceback.format_exception(exc)))
+    message = f"{model}: internal error ({type(exc).__name__}: {exc})"
+    return utils.InferenceResponse(output_tensors=[], error=utils.TritonError(message, utils.TritonError.INTERNAL))
+
+
+def outputs_response(outputs: dict[str, Any]):
+    utils = pb()
+    return utils.InferenceResponse(output_tensors=[utils.Tensor(name, value) for name, value in outputs.items()])
+
+
+def respond_each(requests: Sequence, handle: Callable[[Any], dict[str, Any]], model: str) -> list:
+    """Apply ``handle(request) -> {output name: array}`` to each request independently."""
+    responses = []
+    for request in requests:
+        try:
+            responses.append(outputs_response(handle(request)))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes that request's error
+            responses.append(error_response(exc, model))
+    assert len(responses) == len(requests)
+    return responses
+
+
+def cancelled_response(model: str):
+    utils = pb()
+    return utils.InferenceResponse(
+        output_tensors=[], error=utils.TritonError(f"{model}: request cancelled", utils.TritonError.CANCELLED)
+    )

@@ -1,0 +1,99 @@
+"""Small tritonclient wrappers and reference decisions shared by the server tests."""
+from __future__ import annotations
+
+import queue
+import random
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+from opencc_cm_client.contract import (
+    ATTENTION_MASK, FLAGGED, IDS_ENSEMBLE, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT, TEXT_ENSEMBLE,
+    THRESHOLD_PROFILE_PARAMETER, TOKEN_COUNT,
+)
+from opencc_cm_serving.deploy import main as deploy_main
+from opencc_cm_serving.ids import pad_right
+
+from toy_bundle import WORDS
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "model_repository"
+
+OUTPUTS = (SCORES, LABEL_FLAGS, FLAGGED, TOKEN_COUNT)
+TIMEOUT_S = 30
+
+
+def text_inputs(texts: list[bytes | str]) -> list:
+    data = np.array([[t.encode("utf-8") if isinstance(t, str) else t] for t in texts], dtype=object)
+    tensor = grpcclient.InferInput(TEXT, list(data.shape), "BYTES")
+    tensor.set_data_from_numpy(data)
+    return [tensor]
+
+
+def ids_inputs(ids: np.ndarray, mask: np.ndarray, dtype: str = "INT64") -> list:
+    out = []
+    for name, array in ((INPUT_IDS, ids), (ATTENTION_MASK, mask)):
+        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        out.append(tensor)
+    return out
+
+
+def params(profile: str | None) -> dict | None:
+    return {THRESHOLD_PROFILE_PARAMETER: profile} if profile else None
+
+
+def as_dict(result) -> dict[str, np.ndarray]:
+    return {name: result.as_numpy(name) for name in OUTPUTS}
+
+
+def classify_text(client, texts, profile=None) -> dict[str, np.ndarray]:
+    return as_dict(client.infer(TEXT_ENSEMBLE, text_inputs(texts), parameters=params(profile)))
+
+
+def classify_rows(client, rows, pad_id: int, profile=None, width=None) -> dict[str, np.ndarray]:
+    ids, mask = pad_right(rows, pad_id, width)
+    return as_dict(client.infer(IDS_ENSEMBLE, ids_inputs(ids, mask), parameters=params(profile)))
+
+
+def expected(logits: np.ndarray, thresholds) -> dict[str, np.ndarray]:
+    """Reference scores (float64) and decisions on the fp32-rounded scores (``>=``)."""
+    return expected_from_scores(1.0 / (1.0 + np.exp(-logits)), thresholds)
+
+
+def expected_from_scores(scores: np.ndarray, thresholds) -> dict[str, np.ndarray]:
+    flags = scores.astype(np.float32).astype(np.float64) >= np.asarray(thresholds)[None, :]
+    return {SCORES: scores, LABEL_FLAGS: flags, FLAGGED: flags.any(axis=1, keepdims=True)}
+
+
+def prompts(tokenizer, max_tokens: int, count: int, seed: int = 1) -> list[str]:
+    """Deterministic prompts of many lengths (1 .. max_tokens tokens)."""
+    rng = random.Random(seed)
+    out = ["x", "café", "中文 测试 🙂"]
+    while len(out) < count:
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 40)))
+        if len(tokenizer.encode(text, add_special_tokens=False).ids) <= max_tokens:
+            out.append(text)
+    return out[:count]
+
+
+def deploy_to(bundle: Path, output: Path, target: str, *extra: str) -> Path:
+    """Fill a copy of the committed repository at ``output`` (python -m opencc_cm_serving.deploy)."""
+    code = deploy_main(["--bundle", str(bundle), "--repository", str(TEMPLATES), "--output", str(output),
+                        "--target", target, *extra])
+    assert code == 0, f"deploy {target} failed"
+    return output
+
+
+def fire(client, model, batches, profiles=None):
+    """Send every request at once (async gRPC), wait for all; returns results in order."""
+    done: queue.Queue = queue.Queue()
+    for i, inputs in enumerate(batches):
+        profile = profiles[i] if profiles else None
+        client.async_infer(model, inputs, callback=lambda result, error, i=i: done.put((i, result, error)),
+                           parameters=params(profile), client_timeout=TIMEOUT_S)
+    out = [None] * len(batches)
+    for _ in batches:
+        i, result, error = done.get(timeout=TIMEOUT_S)
+        out[i] = error if error is not None else result
+    return out

@@ -1,0 +1,91 @@
+"""Every generated config.pbtxt (all three encoder targets) is a valid Triton ModelConfig,
+names match the contract, and deploy fails loudly on bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from opencc_cm_client import contract
+from opencc_cm_serving.deploy import MODELS, TARGETS, fill
+from opencc_cm_serving.deploy import main as deploy_main
+from opencc_cm_serving.errors import ConfigError
+
+from serving_calls import TEMPLATES, deploy_to
+
+ENCODER_PLATFORM = {"python-ort": ("python", ""), "onnxruntime": ("", "onnxruntime_onnx"),
+                    "tensorrt": ("", "tensorrt_plan")}
+
+
+def parse(path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
+
+
+@pytest.fixture(scope="module", params=TARGETS)
+def deployed(request, tmp_path_factory, bundle_dir):
+    out = tmp_path_factory.mktemp(request.param) / "repo"
+    return request.param, deploy_to(bundle_dir, out, request.param, "--max-batch-size", "48")
+
+
+def test_configs_parse_and_agree(deployed, spec):
+    target, repo = deployed
+    configs = {model: parse(repo / model / "config.pbtxt") for model in MODELS}
+    for model, config in configs.items():
+        assert config.name == model
+        assert config.max_batch_size == 48
+        assert list(config.version_policy.specific.versions) == [1]
+        if config.platform != "ensemble":
+            assert config.dynamic_batching.default_queue_policy.max_queue_size > 0
+    backend, platform = ENCODER_PLATFORM[target]
+    encoder = configs[contract.ENCODER_MODEL]
+    assert (encoder.backend, encoder.platform) == (backend, platform)
+    assert [i.name for i in encoder.input] == [contract.INPUT_IDS, contract.ATTENTION_MASK]
+    assert all(i.allow_ragged_batch for i in encoder.input) == (target == "python-ort")
+    assert list(encoder.output[0].dims) == [spec.num_labels] and encoder.output[0].name == contract.LOGITS
+    warmup_file = encoder.model_warmup[0].inputs[contract.ATTENTION_MASK].input_data_file
+    assert (repo / "encoder" / "warmup" / warmup_file).is_file()
+    buckets = configs[contract.TOKENIZER_MODEL].parameters["length_buckets"].string_value
+    assert (buckets == "") == (target == "python-ort")
+    for name in (contract.TEXT_ENSEMBLE, contract.IDS_ENSEMBLE):
+        ensemble = configs[name]
+        assert {o.name for o in ensemble.output} == {contract.SCORES, contract.LABEL_FLAGS, contract.FLAGGED,
+                                                     contract.TOKEN_COUNT}
+        steps = ensemble.ensemble_scheduling.step
+        assert [s.model_version for s in steps] == [1, 1, 1]
+        assert [s.model_name for s in steps][1:] == [contract.ENCODER_MODEL, contract.CALIBRATION_MODEL]
+    assert (repo / "encoder" / "1" / "model.onnx").is_file()
+
+
+def test_fill_rejects_missing_and_leftover_placeholders():
+    with pytest.raises(ConfigError, match="no value for placeholder"):
+        fill("a: ${missing}", {}, "t")
+    with pytest.raises(ConfigError, match="unfilled placeholder"):
+        fill("a: ${x}", {"x": "${y}"}, "t")
+
+
+def test_templates_use_contract_names():
+    for model in MODELS:
+        for template in (TEMPLATES / model).glob("config*.pbtxt.template"):
+            assert f'name: "{model}"' in template.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("profiles, problem", [
+    ({"profiles": {"x": {}}}, "missing thresholds"),
+    ({"profiles": {"bad name": {}}}, "not a simple identifier"),
+    ({"profiles": {"default": {}}}, "reserved"),
+])
+def test_bad_profiles_fail_before_writing(tmp_path, bundle_dir, profiles, problem, capsys):
+    path = tmp_path / "profiles.json"
+    path.write_text(json.dumps(profiles))
+    out = tmp_path / "repo"
+    code = deploy_main(["--bundle", str(bundle_dir), "--repository", str(TEMPLATES), "--output", str(out),
+                        "--profiles", str(path)])
+    assert code == 2 and problem in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_missing_bundle_file(tmp_path, capsys):
+    code = deploy_main(["--bundle", str(tmp_path), "--repository", str(TEMPLATES), "--output", str(tmp_path / "r")])
+    assert code == 2 and "missing classifier.json" in capsys.readouterr().err

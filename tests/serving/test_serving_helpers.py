@@ -1,0 +1,179 @@
+"""Pure helpers of opencc_cm_serving, without a server."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from opencc_cm_serving.batching import plan_groups, run_grouped
+from opencc_cm_serving.bundle import load_classifier, load_profiles, resolve_thresholds
+from opencc_cm_serving.calibration import ThresholdProfiles, activate, decide, reduce_windows
+from opencc_cm_serving.errors import ConfigError, InputError
+from opencc_cm_serving.ids import pad_right, padded_width, parse_buckets, right_padded_lengths, validate_ids
+from opencc_cm_serving.text import check_token_count, decode_text, split_windows, texts_to_rows
+
+LABELS = ("A", "B", "Information Integrity")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=80), st.floats(0.0, 0.9),
+       st.integers(1, 64), st.integers(1, 4096))
+def test_plan_groups_partitions_with_bounded_waste(lengths, fraction, max_rows, max_tokens):
+    groups = plan_groups(lengths, fraction, max_rows, max_tokens)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(len(lengths)))
+    for group in groups:
+        sizes = [lengths[i] for i in group]
+        padded = len(group) * max(sizes)
+        if len(group) > 1:
+            assert len(group) <= max_rows and padded <= max_tokens
+            assert padded - sum(sizes) <= fraction * padded + 1e-9
+
+
+def test_plan_groups_keeps_similar_lengths_together():
+    groups = plan_groups([10, 11, 12, 200, 201, 10], 0.25, 64, 10_000)
+    assert sorted(sorted(g.tolist()) for g in groups) == [[0, 1, 2, 5], [3, 4]]
+
+
+def test_run_grouped_restores_order():
+    rows = [np.arange(n) + 1 for n in (5, 1, 3, 5, 2)]
+    seen = []
+
+    def run(ids, mask):
+        seen.append(ids.shape)
+        return np.stack([ids[i, mask[i] == 1].sum(keepdims=True) for i in range(len(ids))])
+
+    out = run_grouped(rows, 0, plan_groups([len(r) for r in rows], 0.0, 64, 1000), run)
+    assert out.ravel().tolist() == [r.sum() for r in rows]
+    assert all(shape[1] in (1, 2, 3, 5) for shape in seen)
+
+
+@pytest.mark.parametrize("raw, problem", [
+    (b"", "empty string"), (b"   ", "whitespace-only"), (b"\xc3", "invalid UTF-8 at byte offset 0"),
+    (b"ok\x00", "NUL byte at byte offset 2"), (b"x" * 11, "11 bytes, above max_text_bytes 10"),
+])
+def test_decode_text_rejections(raw, problem):
+    with pytest.raises(InputError, match=problem):
+        decode_text(raw, "text[0]", 10)
+
+
+def test_decode_text_accepts_unicode():
+    assert decode_text("中文 🙂".encode(), "text[0]", 100) == "中文 🙂"
+    with pytest.raises(InputError, match="above max_tokens 2"):
+        check_token_count([1, 2, 3], "text[0]", 2)
+
+
+def test_validate_ids_and_padding():
+    ids, mask = pad_right([[5, 6, 7], [8]], pad_id=0)
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert validate_ids(ids, mask, vocab_size=10, max_tokens=3).tolist() == [3, 1]
+    with pytest.raises(InputError, match="outside \\[0, 8\\)"):
+        validate_ids(ids, mask, vocab_size=8, max_tokens=3)
+    with pytest.raises(InputError, match="empty batch or sequence"):
+        validate_ids(ids[:0], mask[:0], vocab_size=10, max_tokens=3)
+    with pytest.raises(InputError, match="row 1 is not right padded"):
+        right_padded_lengths(np.array([[1, 1], [0, 1]]))
+    with pytest.raises(InputError, match="found 3 at row 0, column 1"):
+        right_padded_lengths(np.array([[1, 3]]))
+
+
+def test_buckets():
+    buckets = parse_buckets("16, 32,64,128", max_tokens=100)
+    assert buckets == (16, 32, 64, 100)
+    assert [padded_width(n, buckets) for n in (1, 16, 17, 65, 100)] == [16, 16, 32, 100, 100]
+    assert parse_buckets("", 100) == () and padded_width(7, ()) == 7
+
+
+def test_thresholds_validation():
+    assert resolve_thresholds(LABELS, {"A": 0, "B": 1, "Integrity & Quality violations": 0.5}, "t") == (0.0, 1.0, 0.5)
+    for mapping, problem in [({"A": 0.1, "B": 0.1}, "missing"), ({"A": 0.1, "B": 0.1, "C": 0.1}, "unknown label"),
+                             ({"A": 1.5, "B": 0, "Information Integrity": 0}, "in \\[0, 1\\]"),
+                             ({"A": True, "B": 0, "Information Integrity": 0}, "in \\[0, 1\\]"),
+                             ({"A": 0, "B": 0, "Information Integrity": 0, "Integrity & Quality violations": 0},
+                              "more than once")]:
+        with pytest.raises(ConfigError, match=problem):
+            resolve_thresholds(LABELS, mapping, "t")
+
+
+def test_profiles_file(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"profiles": {"strict": {"A": 0.1, "B": 0.2, "Information Integrity": 0.3}}}))
+    assert load_profiles(path, LABELS) == {"strict": (0.1, 0.2, 0.3)}
+    path.write_text(json.dumps({"profiles": {"1x": {}}}))
+    with pytest.raises(ConfigError, match="not a simple identifier"):
+        load_profiles(path, LABELS)
+
+
+def test_classifier_spec_errors(tmp_path):
+    path = tmp_path / "classifier.json"
+    good = {"labels": list(LABELS), "thresholds": {k: 0.5 for k in LABELS}, "objective": "multilabel",
+            "num_labels": 3, "vocab_size": 10, "pad_token_id": 0, "max_tokens": 8}
+    path.write_text(json.dumps(good))
+    assert load_classifier(path).num_labels == 3
+    for change, problem in [({"num_labels": 4}, "num_labels"), ({"pad_token_id": 10}, "pad_token_id"),
+                            ({"objective": "x"}, "objective"), ({"max_tokens": 0}, "max_tokens")]:
+        path.write_text(json.dumps({**good, **change}))
+        with pytest.raises(ConfigError, match=problem):
+            load_classifier(path)
+
+
+def test_scores_and_decisions():
+    logits = np.array([[0.0, 100.0, -200.0]], np.float32)
+    scores = activate(logits, "multilabel")
+    assert scores.dtype == np.float32 and scores.tolist() == [[0.5, 1.0, 0.0]]
+    flags, flagged = decide(scores, np.array([0.5, 1.0, 0.01]))
+    assert flags.tolist() == [[True, True, False]] and flagged.tolist() == [[True]]  # >= fires at equality
+    assert np.allclose(activate(np.array([[1.0, 1.0]]), "softmax"), 0.5)
+
+
+def test_profiles_are_read_only():
+    profiles = ThresholdProfiles((0.5, 0.5), {"low": (0.1, 0.1)})
+    with pytest.raises(ValueError):
+        profiles.select("low")[0] = 0.9
+    with pytest.raises(TypeError):
+        profiles._table["new"] = np.zeros(2)
+    with pytest.raises(InputError, match="unknown threshold_profile 'zzz'"):
+        profiles.select("zzz")
+    assert profiles.select(None).tolist() == [0.5, 0.5]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 500), st.integers(1, 64), st.data())
+def test_windows_cover_the_text(n, max_tokens, data):
+    overlap = data.draw(st.integers(0, max_tokens - 1))
+    ids = list(range(n))
+    windows = split_windows(ids, max_tokens, overlap)
+    assert all(1 <= len(w) <= max_tokens for w in windows)
+    assert windows[0][0] == 0 and windows[-1][-1] == n - 1
+    covered = set()
+    for prev, cur in zip(windows, windows[1:]):
+        assert len(set(prev) & set(cur)) >= min(overlap, len(cur))
+    for w in windows:
+        assert w == list(range(w[0], w[0] + len(w)))  # contiguous slices of the text
+        covered |= set(w)
+    assert covered == set(ids)
+
+
+def test_texts_to_rows_policies():
+    rows, text_row = texts_to_rows([[1] * 10, [2, 3]], "windows", max_tokens=4, overlap=1, max_rows=8)
+    assert [len(r) for r in rows] == [4, 4, 4, 2] and text_row == [0, 0, 0, 1]
+    with pytest.raises(InputError, match="text\\[0\\]: 10 tokens, above max_tokens 4"):
+        texts_to_rows([[1] * 10], "reject", 4, 1, 8)
+    with pytest.raises(InputError, match="make 6 windows .* above max_batch_size 5"):
+        texts_to_rows([[1] * 10, [1] * 10], "windows", 4, 1, 5)
+    with pytest.raises(InputError, match="0 tokens"):
+        texts_to_rows([[]], "windows", 4, 1, 5)
+    with pytest.raises(InputError, match="empty batch"):
+        texts_to_rows([], "reject", 4, 1, 5)
+
+
+def test_reduce_windows():
+    values = np.array([[1.0, 5.0], [3.0, 2.0], [0.5, 0.5]])
+    assert reduce_windows(values, np.array([[0], [0], [1]]), "max").tolist() == [[3.0, 5.0], [0.5, 0.5]]
+    assert reduce_windows(values, np.array([[0], [0], [1]]), "sum").tolist() == [[4.0, 7.0], [0.5, 0.5]]
+    assert reduce_windows(values, np.array([[0], [1], [2]]), "max") is values
+    for bad in (np.array([[1], [1], [2]]), np.array([[0], [2], [3]]), np.array([[0], [1]]), np.array([0, 1, 2])):
+        with pytest.raises(InputError, match="text_row"):
+            reduce_windows(values, bad, "max")

@@ -1,0 +1,89 @@
+"""model.py files run against a stubbed ``triton_python_backend_utils`` (no server): one
+response per request in order, per-request error codes, loud failure on unfilled config."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from opencc_cm_client.contract import (
+    ATTENTION_MASK, CALIBRATION_MODEL, ENCODER_MODEL, FLAGGED, INPUT_IDS, LOGITS, SCORES, TEXT, TEXT_ROW,
+    TOKEN_COUNT, TOKENIZER_MODEL,
+)
+from opencc_cm_serving.errors import ConfigError
+
+import fake_pb_utils as fake
+from fake_pb_utils import Request, args_for, load_model
+
+
+def model(repository, name):
+    instance = load_model(repository / name / "1" / "model.py", name)
+    instance.initialize(args_for(repository, name))
+    return instance
+
+
+def test_unfilled_placeholder_fails_loudly(repository):
+    text = (repository / CALIBRATION_MODEL / "config.pbtxt").read_text()
+    text = text.replace('string_value: "artifacts"', 'string_value: "${artifact_dir}"')
+    instance = load_model(repository / CALIBRATION_MODEL / "1" / "model.py", CALIBRATION_MODEL)
+    with pytest.raises(ConfigError, match="unfilled placeholder"):
+        instance.initialize(args_for(repository, CALIBRATION_MODEL, text))
+
+
+def test_calibration_answers_each_request(repository, spec):
+    calibration = model(repository, CALIBRATION_MODEL)
+    logits = np.zeros((2, spec.num_labels), np.float32)
+    mask = np.array([[1, 1, 0], [1, 0, 0]], np.int64)
+    rows = {ATTENTION_MASK: mask, TEXT_ROW: np.array([[0], [1]])}
+    windowed = np.array([[0.0] * spec.num_labels, [3.0] * spec.num_labels], np.float32)
+    requests = [
+        Request({LOGITS: logits, **rows}),
+        Request({LOGITS: logits, **rows}, {"threshold_profile": "bogus"}),
+        Request({LOGITS: logits[:, :3], **rows}),
+        Request({LOGITS: logits, **rows}, {"threshold_profile": "everything"}),
+        Request({LOGITS: windowed, ATTENTION_MASK: mask, TEXT_ROW: np.array([[0], [0]])}),
+        Request({LOGITS: logits, ATTENTION_MASK: mask, TEXT_ROW: np.array([[1], [2]])}),
+    ]
+    ok, unknown, bad_shape, everything, folded, bad_rows = calibration.execute(requests)
+    assert folded.output(SCORES).shape == (1, spec.num_labels) and folded.output(TOKEN_COUNT).tolist() == [[3]]
+    assert np.allclose(folded.output(SCORES), 1 / (1 + np.exp(-3.0)))
+    assert bad_rows.error.code == fake.TritonError.INVALID_ARG and "text_row" in bad_rows.error.message
+    assert ok.error is None and ok.output(TOKEN_COUNT).ravel().tolist() == [2, 1]
+    assert np.all(ok.output(SCORES) == 0.5)
+    assert ok.output(FLAGGED).ravel().tolist() == [bool(0.5 >= min(spec.thresholds))] * 2
+    assert unknown.error.code == fake.TritonError.INVALID_ARG and "bogus" in unknown.error.message
+    assert bad_shape.error.code == fake.TritonError.INVALID_ARG
+    assert everything.output(FLAGGED).all()
+
+
+def test_tokenizer_rejects_one_request_only(repository):
+    tokenizer = model(repository, TOKENIZER_MODEL)
+    good = Request({TEXT: np.array([[b"the model"], [b"x"]], dtype=object)})
+    bad = Request({TEXT: np.array([[b"fine"], [b"\xff"]], dtype=object)})
+    first, second, third = tokenizer.execute([good, bad, good])
+    assert second.error.code == fake.TritonError.INVALID_ARG and "text[1]: invalid UTF-8" in second.error.message
+    ids, mask = first.output(INPUT_IDS), first.output(ATTENTION_MASK)
+    assert ids.shape == mask.shape and mask[1].tolist() == [1] + [0] * (mask.shape[1] - 1)
+    assert np.array_equal(ids, third.output(INPUT_IDS))
+    assert first.output(TEXT_ROW).tolist() == [[0], [1]]
+
+
+def test_encoder_isolates_runtime_failures(repository, spec, reference_logits):
+    encoder = model(repository, ENCODER_MODEL)
+    rows = [[1, 2, 3], [4, 5], [7]]
+    real_run = encoder.encoder
+
+    def flaky(ids, mask):  # the graph fails whenever token 5 is in the batch
+        if (ids == 5).any():
+            raise RuntimeError("kernel failure")
+        return real_run(ids, mask)
+
+    encoder.encoder = flaky
+    requests = [Request({INPUT_IDS: np.array([r]), ATTENTION_MASK: np.ones((1, len(r)), np.int64)}) for r in rows]
+    requests.append(Request({INPUT_IDS: np.array([[1]]), ATTENTION_MASK: np.ones((1, 1), np.int64)}, cancelled=True))
+    first, second, third, cancelled = encoder.execute(requests)
+    assert second.error.code == fake.TritonError.INTERNAL and "kernel failure" in second.error.message
+    assert cancelled.error.code == fake.TritonError.CANCELLED
+    ref = reference_logits([rows[0], rows[2]])
+    assert np.abs(first.output(LOGITS)[0] - ref[0]).max() <= 1e-5
+    assert np.abs(third.output(LOGITS)[0] - ref[1]).max() <= 1e-5
+    assert any(level == "error" and "kernel failure" in msg for level, msg in fake.Logger.messages)
