@@ -13,6 +13,7 @@ HTTP_PORT ?= 8000
 METRICS_PORT ?= 8002
 export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE ?= 1
 
 .PHONY: setup test checkpoint export deploy serve demo bench-export clean proto
 

@@ -31,6 +31,7 @@ class AsyncClassifierClient:
         self._limit = asyncio.Semaphore(max(1, max_concurrency))
         self._client = aioclient.InferenceServerClient(url, **self.options.client_kwargs(grpcclient.KeepAliveOptions))
         self._info: dict[str, ServerInfo] = {}
+        self.retries = 0  # calls repeated after UNAVAILABLE, for monitoring
 
     async def _with_retries(self, fn):
         delays = self.options.retry.delays()
@@ -44,6 +45,7 @@ class AsyncClassifierClient:
             delay = next(delays, None)
             if delay is None:
                 raise error
+            self.retries += 1
             await asyncio.sleep(delay)
 
     async def server_info(self, model: str = IDS_ENSEMBLE) -> ServerInfo:

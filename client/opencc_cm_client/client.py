@@ -42,6 +42,7 @@ class ClassifierClient:
         self._client = grpcclient.InferenceServerClient(
             url, **self.options.client_kwargs(grpcclient.KeepAliveOptions))
         self._info: dict[str, ServerInfo] = {}
+        self.retries = 0  # calls repeated after UNAVAILABLE, for monitoring
 
     # -- plumbing --------------------------------------------------------------------------
     def _with_retries(self, fn):
@@ -56,6 +57,7 @@ class ClassifierClient:
             delay = next(delays, None)
             if delay is None:
                 raise error
+            self.retries += 1
             time.sleep(delay)
 
     def server_info(self, model: str = IDS_ENSEMBLE) -> ServerInfo:

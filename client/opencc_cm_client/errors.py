@@ -28,6 +28,10 @@ class OverloadedError(ClassifierError):
 
 def from_status(code: str, message: str) -> ClassifierError:
     code = code.replace("StatusCode.", "") if code else "UNKNOWN"
+    if code == "NOT_FOUND" and "has no available versions" in message:
+        # Triton says this while a known model is (re)loading, e.g. right after a restart:
+        # a transient state, retried like UNAVAILABLE.
+        return UnavailableError(f"UNAVAILABLE (model loading): {message}", "UNAVAILABLE")
     cls = {"INVALID_ARGUMENT": InvalidRequestError, "UNAVAILABLE": UnavailableError,
            "DEADLINE_EXCEEDED": DeadlineExceededError, "RESOURCE_EXHAUSTED": OverloadedError}.get(code, ClassifierError)
     return cls(f"{code}: {message}", code)

@@ -39,10 +39,23 @@ class ConnectionOptions:
     compression: str | None = None
     keepalive_time_ms: int = 30_000
     keepalive_timeout_ms: int = 10_000
+    max_reconnect_backoff_ms: int = 1_000  # gRPC's default (120 s) would outlast every retry
 
-    def client_kwargs(self, keepalive_cls) -> dict:
+    def channel_args(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.max_send_message_length", 2**31 - 1),
+            ("grpc.max_receive_message_length", 2**31 - 1),
+            ("grpc.keepalive_time_ms", self.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", self.keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", self.max_reconnect_backoff_ms),
+        ]
+
+    def client_kwargs(self, keepalive_cls=None) -> dict:
+        """Keyword arguments for ``tritonclient.grpc(.aio).InferenceServerClient``."""
+        del keepalive_cls  # the channel args below carry the keepalive settings
         return dict(ssl=self.ssl, root_certificates=self.root_certificates, private_key=self.private_key,
-                    certificate_chain=self.certificate_chain,
-                    keepalive_options=keepalive_cls(keepalive_time_ms=self.keepalive_time_ms,
-                                                    keepalive_timeout_ms=self.keepalive_timeout_ms,
-                                                    keepalive_permit_without_calls=True))
+                    certificate_chain=self.certificate_chain, channel_args=self.channel_args())

@@ -12,7 +12,8 @@ Sizes: ``tiny`` (both layer types, seconds, for tests and the demo) and ``real-s
 0.8B text config with random weights, for speed). Everything is seeded: same bytes each run
 for the weights and configs. The LoRA touches DeltaNet, attention and MLP projections with
 non-zero B matrices, so a wrong merge shows. Thresholds are "calibrated" on a few generated
-prompts (per-label median score) so that decisions are mixed, as with a real model.
+prompts (per-label median score, rounded to 2 decimals) so that decisions are mixed, as with a
+real model.
 """
 from __future__ import annotations
 
@@ -197,7 +198,7 @@ def write_synthetic_checkpoint(out: Path, size: str = "tiny", *, variant: str = 
             if "lora_B" in name:
                 p.normal_(0.0, spec.lora_b_std)
     model.peft_config["default"].base_model_name_or_path = PUBLISHED_BASE_MODEL
-    model.save_pretrained(clf_dir)
+    model.save_pretrained(clf_dir, save_embedding_layers=False)  # no hub lookup of the base config
 
     labels = list(JAILBREAK_LABELS) if variant == "jailbreak" else list(HARM_CATEGORIES)
     head = torch.nn.Linear(text_config["hidden_size"], len(labels))
@@ -224,7 +225,9 @@ def write_synthetic_checkpoint(out: Path, size: str = "tiny", *, variant: str = 
     ref = ReferenceClassifier.load(clf_dir, base_model=base_dir, dtype=torch.float32,
                                    require_thresholds=False)
     scores = ref.scores(calibration_prompts())
-    medians = [round(float(v), 6) for v in torch.from_numpy(scores).median(dim=0).values]
+    # Rounded to 2 decimals like published calibrations (0.34, ...): a threshold equal to a
+    # probe's exact score would make every 1e-7 runtime difference flip a decision.
+    medians = [round(float(v), 2) for v in torch.from_numpy(scores).median(dim=0).values]
     if variant == "jailbreak":
         _write_json(clf_dir / "threshold.json", {"threshold": medians[0]})
     else:

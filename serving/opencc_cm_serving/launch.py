@@ -86,7 +86,10 @@ class TritonServer:
     """A tritonserver child process; ``with TritonServer(repo) as s: s.grpc_url``."""
 
     def __init__(self, model_repository, grpc_port=0, http_port=0, metrics_port=0, address="127.0.0.1",
-                 log_path=None, ready_timeout=180.0, model_control_mode="none", extra_args=()):
+                 log_path=None, ready_timeout=180.0, model_control_mode="none", extra_args=(),
+                 client_kwargs=None):
+        """``extra_args`` go to tritonserver as is (e.g. TLS flags); ``client_kwargs`` configure the
+        readiness probe's ``tritonclient.grpc`` client to match (ssl, certificates, headers...)."""
         self.repository = Path(model_repository).resolve()
         self.address = address
         self.grpc_port = grpc_port or free_port(address)
@@ -96,6 +99,7 @@ class TritonServer:
         self.ready_timeout = ready_timeout
         self.model_control_mode = model_control_mode
         self.extra_args = list(extra_args)
+        self.client_kwargs = dict(client_kwargs or {})
         self.process: subprocess.Popen | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._log = None
@@ -128,6 +132,9 @@ class TritonServer:
         return cmd, env
 
     def start(self) -> "TritonServer":
+        """Start and wait until ready. The server is tied to the calling *thread* (it gets SIGTERM
+        when that thread ends, so it never outlives a crashed launcher): start it from a thread
+        that lives as long as the server should."""
         cmd, env = self.command_and_env()
         self._log = open(self.log_path, "ab") if self.log_path else None
         self.process = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT if self._log else None,
@@ -145,7 +152,7 @@ class TritonServer:
         from tritonclient.utils import InferenceServerException
 
         deadline = time.monotonic() + self.ready_timeout
-        with grpcclient.InferenceServerClient(self.grpc_url) as client:
+        with grpcclient.InferenceServerClient(self.grpc_url, **self.client_kwargs) as client:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"tritonserver exited with {self.process.returncode}{self._log_tail()}")
