@@ -12,7 +12,7 @@ Sizes: ``tiny`` (both layer types, seconds, for tests and the demo) and ``real-s
 0.8B text config with random weights, for speed). Everything is seeded: same bytes each run
 for the weights and configs. The LoRA touches DeltaNet, attention and MLP projections with
 non-zero B matrices, so a wrong merge shows. Thresholds are "calibrated" on a few generated
-prompts (per-label median score, rounded to 2 decimals) so that decisions are mixed, as with a
+prompts (per-label 90th percentile, rounded to 2 decimals) so that decisions are mixed, as with a
 real model.
 """
 from __future__ import annotations
@@ -225,15 +225,17 @@ def write_synthetic_checkpoint(out: Path, size: str = "tiny", *, variant: str = 
     ref = ReferenceClassifier.load(clf_dir, base_model=base_dir, dtype=torch.float32,
                                    require_thresholds=False)
     scores = ref.scores(calibration_prompts())
+    # Per label, the 90th percentile: with 11 labels about half of the prompts fire some label.
     # Rounded to 2 decimals like published calibrations (0.34, ...): a threshold equal to a
     # probe's exact score would make every 1e-7 runtime difference flip a decision.
-    medians = [round(float(v), 2) for v in torch.from_numpy(scores).median(dim=0).values]
+    quantiles = torch.quantile(torch.from_numpy(scores).double(), 0.9, dim=0)
+    calibrated = [round(float(v), 2) for v in quantiles]
     if variant == "jailbreak":
-        _write_json(clf_dir / "threshold.json", {"threshold": medians[0]})
+        _write_json(clf_dir / "threshold.json", {"threshold": calibrated[0]})
     else:
         # The sidecar uses the model card's name for the 7th category (an alias), as published.
         names = ["Integrity & Quality violations" if n == "Information Integrity" else n
                  for n in labels]
-        _write_json(clf_dir / "thresholds.json", {"thresholds": dict(zip(names, medians))})
+        _write_json(clf_dir / "thresholds.json", {"thresholds": dict(zip(names, calibrated))})
     progress(f"[checkpoint] {size}: written to {out}")
     return {"base_model": base_dir, "classifier": clf_dir}

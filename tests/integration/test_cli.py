@@ -1,0 +1,77 @@
+"""The CLI against a live server: check's exit status, eval's table, calibrate's profile."""
+import json
+
+import numpy as np
+import pytest
+
+from opencc_cm_client.cli import main as cli
+from opencc_cm_client.evaluation import expected_metrics
+from opencc_cm_export.reference import decide
+from opencc_cm_export.synthetic_checkpoint import calibration_prompts
+
+CATEGORIES = ["Benign", "CBRN", "Cyber", "Privacy", "Benign"]
+
+
+@pytest.fixture(scope="module")
+def labeled(tmp_path_factory, tiny_reference):
+    """20 prompts with made-up categories, and the oracle's flags for each."""
+    texts = calibration_prompts()
+    samples = [{"text": t, "category": CATEGORIES[i % len(CATEGORIES)]} for i, t in enumerate(texts)]
+    path = tmp_path_factory.mktemp("data") / "labeled.jsonl"
+    path.write_text("\n".join(json.dumps(s, ensure_ascii=False) for s in samples) + "\n")
+    scores = tiny_reference.scores(texts)
+    return path, samples, scores, decide(scores, tiny_reference.spec).any(axis=1)
+
+
+def test_check_exit_status_tells_flagged(tiny_server, tiny_bundle, tiny_reference, capsys):
+    texts = calibration_prompts()
+    flagged = decide(tiny_reference.scores(texts), tiny_reference.spec).any(axis=1)
+    clean, dirty = texts[int(np.argmin(flagged))], texts[int(np.argmax(flagged))]
+    assert not flagged[texts.index(clean)] and flagged[texts.index(dirty)]
+    base = ["--url", tiny_server.grpc_url, "--tokenizer", str(tiny_bundle / "tokenizer.json")]
+    assert cli(["check", *base, clean]) == 0
+    capsys.readouterr()
+    assert cli(["check", *base, "--json", clean, dirty]) == 1
+    printed = json.loads(capsys.readouterr().out)
+    assert [p["flagged"] for p in printed] == [False, True] and len(printed[0]["labels"]) == 11
+    assert cli(["check", "--url", tiny_server.grpc_url, "   "]) == 2  # error: a gate escalates
+
+
+def test_eval_reports_the_oracles_confusion_matrix(tiny_server, labeled, tmp_path, capsys):
+    path, samples, _, flagged = labeled
+    harmful = np.array([s["category"] != "Benign" for s in samples])
+    expected = {"tp": int((harmful & flagged).sum()), "fp": int((~harmful & flagged).sum()),
+                "fn": int((harmful & ~flagged).sum()), "tn": int((~harmful & ~flagged).sum())}
+    report_path = tmp_path / "report.json"
+    assert cli(["eval", "--url", tiny_server.grpc_url, str(path), "--report", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["confusion"] == expected
+    assert report["fpr"] == expected["fp"] / (expected["fp"] + expected["tn"])
+    assert report["latency"]["n"] == len(samples) and report["latency"]["p50_ms"] > 0
+    assert report["cost"]["input_tokens"] > len(samples)
+    table = capsys.readouterr().out
+    assert "| CBRN |" in table and f"TP/FP/FN/TN = {expected['tp']}/{expected['fp']}" in table
+
+
+def test_calibrate_reaches_its_target_and_the_server_loads_the_profile(tiny_server, tiny_bundle, labeled, tmp_path):
+    from opencc_cm_client import ClassifierClient
+    from opencc_cm_serving.launch import TritonServer
+
+    from conftest import deploy_tiny
+
+    path, samples, scores, _ = labeled
+    out = tmp_path / "profiles.json"
+    assert cli(["calibrate", "--url", tiny_server.grpc_url, str(path), "--target-fpr", "0.25",
+                "--name", "strict", "--out", str(out)]) == 0
+    profile = json.loads(out.read_text())["profiles"]["strict"]
+    labels = list(profile)
+    harmful = np.array([s["category"] != "Benign" for s in samples])
+    got = expected_metrics(scores, harmful, np.array([profile[label] for label in labels]))
+    assert got["fpr"] <= 0.25
+    repo = deploy_tiny(tiny_bundle, tmp_path / "repo", "--profiles", str(out))
+    with TritonServer(repo, log_path=tmp_path / "server.log") as server, \
+            ClassifierClient(server.grpc_url, threshold_profile="strict") as client:
+        results = client.classify([s["text"] for s in samples])
+    flagged = np.array([r.flagged for r in results])
+    assert flagged[~harmful].mean() <= 0.25
+    assert flagged[harmful].mean() == got["detection"]
