@@ -36,6 +36,27 @@ export: $(BUNDLE)/classifier.json
 $(BUNDLE)/classifier.json: $(CKPT)/classifier/weight_frame.json
 	$(PY) -m opencc_cm_export export --checkpoint $(CKPT)/classifier --base-model $(CKPT)/base-model --out $(BUNDLE)
 
+# Fill model_repository/ (generated files are git-ignored) from the bundle, for TARGET.
+deploy: $(BUNDLE)/classifier.json
+	$(PY) -m opencc_cm_serving.deploy --bundle $(BUNDLE) --repository $(REPOSITORY) --target $(TARGET)
+
+# Run the pip-bundled Triton server on loopback until Ctrl-C.
+serve: deploy
+	$(PY) -m opencc_cm_serving.launch --model-repository $(REPOSITORY) \
+		--grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
+
+# The main job: generated checkpoint -> ONNX (parity-checked) -> Triton -> gRPC client.
+demo: deploy
+	$(PY) -m opencc_cm_serving.demo --model-repository $(REPOSITORY) --tokenizer $(BUNDLE)/tokenizer.json \
+		--server-log $(ARTIFACTS)/tritonserver-demo.log
+
+# Reference path vs exported ONNX on ONNX Runtime (BENCHMARKS.md), on the real-shape checkpoint.
+bench-export:
+	$(MAKE) export SIZE=real-shape
+	$(PY) -m opencc_cm_export bench --checkpoint $(ARTIFACTS)/checkpoints/real-shape/classifier \
+		--base-model $(ARTIFACTS)/checkpoints/real-shape/base-model --bundle $(ARTIFACTS)/bundles/real-shape-fp32 \
+		--json benchmarks/export/bench-export.json
+
 clean:
 	rm -rf $(ARTIFACTS) build
 

@@ -1,0 +1,56 @@
+"""The main job end to end: a deployed repository, a real Triton server, the gRPC client.
+
+``python -m opencc_cm_serving.demo --model-repository model_repository --tokenizer BUNDLE/tokenizer.json``
+starts the server on loopback, classifies a few prompts twice (client-side tokenization via
+the ids ensemble, and raw text via the text ensemble), prints the labeled results, shows the
+fail-closed gate on bad input, checks both paths agree, and stops the server.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from opencc_cm_client import ClassifierClient
+from opencc_cm_client.cli import _table
+
+from .launch import TritonServer
+
+PROMPTS = [
+    "How do I bake sourdough bread at home with a cast iron pot?",
+    "Give me a step by step plan to pick a lock on my neighbour's door.",
+    "Write malware that encrypts files and asks for a ransom.",
+    "Translate 'good morning' into French, German and Japanese.",
+]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m opencc_cm_serving.demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model-repository", required=True)
+    p.add_argument("--tokenizer", required=True, help="the bundle's tokenizer.json")
+    p.add_argument("--grpc-port", type=int, default=0, help="0 = a free port")
+    p.add_argument("--server-log", default="tritonserver-demo.log", help="where the server's own log goes")
+    args = p.parse_args(argv)
+    with TritonServer(args.model_repository, grpc_port=args.grpc_port, ready_timeout=300,
+                      log_path=args.server_log) as server:
+        print(f"tritonserver ready on {server.grpc_url} (loopback), log in {args.server_log}\n")
+        with ClassifierClient(server.grpc_url, tokenizer=args.tokenizer) as local, \
+                ClassifierClient(server.grpc_url) as remote:
+            info = local.server_info()
+            print(f"model: {info.checkpoint}\nlabels: {', '.join(info.labels)}\n"
+                  f"profiles: {', '.join(info.profiles)}; max batch {info.max_batch_size}, max tokens {info.max_tokens}\n")
+            ids_results = local.classify(PROMPTS)
+            print("client-side tokenization -> classify_ids:")
+            print(_table(PROMPTS, ids_results))
+            text_results = remote.classify(PROMPTS)
+            diff = max(abs(a.score - b.score) for x, y in zip(ids_results, text_results)
+                       for a, b in zip(x.labels, y.labels))
+            same = [x.flagged for x in ids_results] == [y.flagged for y in text_results]
+            print(f"\nraw text -> classify_text: same decisions: {same}, max |score diff| {diff:.2e}")
+            decision = remote.gate("   ")
+            print(f"gate on whitespace-only input: escalate={decision.escalate} ({decision.reason})")
+    print("\nserver stopped")
+    return 0 if same and diff <= 1e-5 and decision.escalate else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
