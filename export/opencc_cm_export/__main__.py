@@ -18,7 +18,7 @@ def _checkpoint(args) -> int:
 
 
 def _export(args) -> int:
-    from .export_pipeline import ParityError, export_bundle
+    from .export_pipeline import ParityError, ParityUnchecked, export_bundle
 
     try:
         export_bundle(args.checkpoint, args.out, base_model=args.base_model, precision=args.precision,
@@ -27,6 +27,9 @@ def _export(args) -> int:
         print("export FAILED parity: the graph was written for inspection but must not be deployed",
               file=sys.stderr)
         return 1
+    except ParityUnchecked as exc:
+        print(f"export: parity NOT CHECKED: {exc}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -20,6 +20,10 @@ class ParityError(AssertionError):
     """The exported graph does not reproduce the reference within tolerance."""
 
 
+class ParityUnchecked(RuntimeError):
+    """The graph was written but this machine's ONNX Runtime cannot run it (e.g. bf16 on CPU)."""
+
+
 def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | Path | None = None,
                   precision: str = "fp32", max_tokens: int = DEFAULT_MAX_TOKENS,
                   parity_lengths=None, progress=print):
@@ -43,8 +47,15 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | 
     del merged
     progress(f"[parity] {precision} ONNX Runtime vs the reference (unmerged PEFT, fp32)")
     kwargs = {"lengths": parity_lengths} if parity_lengths else {}
-    report = check_parity(reference, onnx_runner(onnx_session(model_path)), precision=precision,
-                          progress=progress, **kwargs)
+    try:
+        session = onnx_session(model_path)
+    except Exception as exc:  # onnxruntime raises its own types for unsupported graphs
+        write_bundle_manifest(reference, out, max_tokens=max_tokens, precision=precision,
+                              checkpoint=str(checkpoint),
+                              parity={"passed": False, "reason": f"not checked: {exc}"})
+        raise ParityUnchecked(f"{model_path} written, but ONNX Runtime here cannot load it ({exc}); "
+                              f"check parity where the {precision} graph runs (e.g. TensorRT on the GPU)") from exc
+    report = check_parity(reference, onnx_runner(session), precision=precision, progress=progress, **kwargs)
     progress(report.summary())
     parity = {"max_abs_score_diff": report.max_abs_diff, "decision_agreement": report.decision_agreement,
               "tolerance": report.tolerance, "passed": report.passed,

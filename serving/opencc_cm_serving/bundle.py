@@ -133,10 +133,18 @@ def load_profiles(path: str | Path, labels: tuple[str, ...]) -> dict[str, tuple[
     return out
 
 
-def check_bundle(bundle: str | Path) -> ClassifierSpec:
-    """Check that a bundle folder holds the files the repository needs; return its spec."""
+def check_bundle(bundle: str | Path, allow_unverified: bool = False) -> ClassifierSpec:
+    """Check that a bundle folder holds the files the repository needs and that its graph
+    passed the export's parity check (unless ``allow_unverified``); return its spec."""
     root = Path(bundle)
     for name in (CLASSIFIER_FILE, TOKENIZER_FILE, ONNX_FILE):
         if not (root / name).is_file():
             raise ConfigError(f"bundle {root}: missing {name}")
-    return load_classifier(root / CLASSIFIER_FILE)
+    spec = load_classifier(root / CLASSIFIER_FILE)
+    parity = json.loads((root / CLASSIFIER_FILE).read_text(encoding="utf-8")).get("parity") or {}
+    if parity.get("passed") is not True and not allow_unverified:
+        raise ConfigError(f"bundle {root}: the graph did not pass the export's parity check "
+                          f"({parity.get('reason') or parity.get('max_abs_score_diff', 'no parity record')}); "
+                          "refusing to deploy it (--allow-unverified-bundle to override, e.g. a bf16 graph "
+                          "verified on the GPU)")
+    return spec

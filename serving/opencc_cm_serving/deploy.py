@@ -102,7 +102,7 @@ def copy_sources(source: Path, output: Path) -> None:
 
 
 def deploy(args: argparse.Namespace) -> Path:
-    spec = check_bundle(args.bundle)
+    spec = check_bundle(args.bundle, allow_unverified=args.allow_unverified_bundle)
     bundle, source = Path(args.bundle), Path(args.repository)
     profiles = load_profiles(args.profiles, spec.labels) if args.profiles else {}  # fail before writing
     native = args.target != "python-ort"
@@ -166,6 +166,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repository", default="model_repository", help="repository holding the templates")
     p.add_argument("--output", help="write a filled copy here instead of filling --repository in place")
     p.add_argument("--target", choices=TARGETS, default="python-ort")
+    p.add_argument("--allow-unverified-bundle", action="store_true",
+                   help="deploy a graph whose parity was not checked or failed (never for production)")
     p.add_argument("--max-batch-size", type=int, default=64)
     p.add_argument("--long-input-policy", choices=("reject", "windows"), default="reject",
                    help="texts above max_tokens: reject (INVALID_ARG) or overlapping windows, max score per label")

@@ -119,3 +119,14 @@ def test_tensorrt_builder_fails_clearly_without_tensorrt_or_gpu(tiny_bundle, tmp
         return
     with pytest.raises(TensorRTUnavailable, match="tensorrt|GPU"):
         build_engine(tiny_bundle / "model.onnx", tmp_path / "model.plan")
+
+
+def test_fp16_export_keeps_dynamic_axes_and_close_scores(tiny_checkpoint, tmp_path):
+    """The GPU precision: same interface, scores within the fp16 tolerance, same decisions here."""
+    from opencc_cm_export.export_pipeline import export_bundle
+
+    report = export_bundle(tiny_checkpoint["classifier"], tmp_path, base_model=tiny_checkpoint["base_model"],
+                           precision="fp16", max_tokens=1024, parity_lengths=(1, 65), progress=lambda *_: None)
+    check_graph_interface(tmp_path / "model.onnx")
+    assert report.passed and 0 < report.max_abs_diff <= 2e-2
+    assert read_bundle_manifest(tmp_path)["precision"] == "fp16"

@@ -89,3 +89,16 @@ def test_bad_profiles_fail_before_writing(tmp_path, bundle_dir, profiles, proble
 def test_missing_bundle_file(tmp_path, capsys):
     code = deploy_main(["--bundle", str(tmp_path), "--repository", str(TEMPLATES), "--output", str(tmp_path / "r")])
     assert code == 2 and "missing classifier.json" in capsys.readouterr().err
+
+
+def test_deploy_refuses_a_bundle_that_did_not_pass_parity(tmp_path):
+    from opencc_cm_serving.bundle import check_bundle
+    from toy_bundle import make_toy_bundle
+
+    bundle = make_toy_bundle(tmp_path / "bundle")
+    manifest = json.loads((bundle / "classifier.json").read_text())
+    manifest["parity"] = {"passed": False, "reason": "not checked: bf16 Conv unsupported"}
+    (bundle / "classifier.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="did not pass the export's parity check .*bf16 Conv"):
+        check_bundle(bundle)
+    assert check_bundle(bundle, allow_unverified=True).num_labels == 11

@@ -107,6 +107,7 @@ def make_toy_bundle(folder: str | Path, seed: int = 0) -> Path:
         "labels": labels, "thresholds": thresholds, "objective": "multilabel", "num_labels": len(labels),
         "vocab_size": VOCAB_SIZE, "pad_token_id": pad_id, "max_tokens": MAX_TOKENS,
         "base_model": "toy", "checkpoint": "toy", "precision": "fp32",
+        "parity": {"passed": True, "note": "toy graph: its reference is toy_logits()"},
     }
     (folder / "classifier.json").write_text(json.dumps(spec, indent=2, ensure_ascii=False), encoding="utf-8")
     return folder
