@@ -15,15 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from .contract import DEFAULT_PROFILE, IDS_ENSEMBLE, TEXT_ENSEMBLE
-from .errors import ClassifierError, UnavailableError, from_status
 from .options import ConnectionOptions
-from .requests import (OUTPUTS, LocalTokenizer, PreparedCall, chunks, ids_call, parse_outputs,
-                       request_parameters, text_call)
+from .requests import (OUTPUTS, LocalTokenizer, PreparedCall, accept_server_info, chunks, ids_call,
+                       infer_tensors, next_retry_delay, parse_outputs, request_parameters, text_call)
 from .gate import gate_decision
 from .results import Classification, GateDecision
 from .server_info import ServerInfo
@@ -51,10 +49,7 @@ class ClassifierClient:
             try:
                 return fn()
             except InferenceServerException as exc:
-                error = from_status(str(exc.status() or ""), exc.message() or str(exc))
-            if not isinstance(error, UnavailableError):
-                raise error
-            delay = next(delays, None)
+                error, delay = next_retry_delay(exc, delays)
             if delay is None:
                 raise error
             self.retries += 1
@@ -73,24 +68,12 @@ class ClassifierClient:
                                                        client_timeout=self.options.timeout_s)
                 return config, meta
             config, meta = self._with_retries(fetch)
-            versions = meta.get("versions", [])
-            if self.expected_model_version and self.expected_model_version not in versions:
-                raise ClassifierError(f"{model}: server has versions {versions}, this client expects "
-                                      f"{self.expected_model_version}", "VERSION_MISMATCH")
-            info = ServerInfo.from_model_config(config, versions[-1] if versions else "")
-            info.thresholds(self.threshold_profile)  # unknown profile: fail before any call
-            if self.local_tokenizer is not None:
-                self.local_tokenizer.check_matches(info)
-            self._info[model] = info
+            self._info[model] = accept_server_info(model, config, meta, self.expected_model_version,
+                                                   self.threshold_profile, self.local_tokenizer)
         return self._info[model]
 
     def _infer(self, call: PreparedCall, info: ServerInfo) -> list[Classification]:
-        inputs = []
-        for name, array in call.inputs.items():
-            tensor = grpcclient.InferInput(name, list(array.shape), "BYTES" if array.dtype == np.object_ else "INT64")
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
-        outputs = [grpcclient.InferRequestedOutput(name) for name in OUTPUTS]
+        inputs, outputs = infer_tensors(call, grpcclient.InferInput, grpcclient.InferRequestedOutput)
 
         def once():
             return self._client.infer(call.model, inputs, outputs=outputs, headers=self.options.headers,

@@ -9,7 +9,7 @@ import numpy as np
 
 from .contract import (ATTENTION_MASK, FLAGGED, IDS_ENSEMBLE, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT,
                        TEXT_ENSEMBLE, THRESHOLD_PROFILE_PARAMETER, TOKEN_COUNT)
-from .errors import InvalidRequestError
+from .errors import ClassifierError, InvalidRequestError, UnavailableError, from_status
 from .results import Classification, LabelResult
 from .server_info import ServerContractError, ServerInfo
 from .text_rules import (InputError, check_token_count, decode_text, encode_texts, load_tokenizer,
@@ -99,3 +99,36 @@ def parse_outputs(outputs: dict[str, np.ndarray], info: ServerInfo, profile: str
 
 def chunks(n: int, size: int) -> list[tuple[int, int]]:
     return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def next_retry_delay(exc, delays) -> tuple[ClassifierError, float | None]:
+    """The typed error for a tritonclient exception, and how long to wait before retrying it
+    (None: do not retry - not UNAVAILABLE, or the retry budget is spent)."""
+    error = from_status(str(exc.status() or ""), exc.message() or str(exc))
+    if not isinstance(error, UnavailableError):
+        return error, None
+    return error, next(delays, None)
+
+
+def accept_server_info(model: str, config: dict, meta: dict, expected_version: str | None, profile: str,
+                       local_tokenizer: "LocalTokenizer | None") -> ServerInfo:
+    """Check what the server published against this client's expectations."""
+    versions = meta.get("versions", [])
+    if expected_version and expected_version not in versions:
+        raise ClassifierError(f"{model}: server has versions {versions}, this client expects {expected_version}",
+                              "VERSION_MISMATCH")
+    info = ServerInfo.from_model_config(config, versions[-1] if versions else "")
+    info.thresholds(profile)  # an unknown profile fails before any inference call
+    if local_tokenizer is not None:
+        local_tokenizer.check_matches(info)
+    return info
+
+
+def infer_tensors(call: PreparedCall, input_cls, output_cls) -> tuple[list, list]:
+    """``InferInput``s for a prepared call and the requested outputs (sync and aio share the classes)."""
+    inputs = []
+    for name, array in call.inputs.items():
+        tensor = input_cls(name, list(array.shape), "BYTES" if array.dtype == np.object_ else "INT64")
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs, [output_cls(name) for name in OUTPUTS]

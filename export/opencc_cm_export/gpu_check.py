@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .classifier_graph import build_merged_classifier
-from .reference import ReferenceClassifier, activate, decide
+from .reference import ReferenceClassifier, decide
 from .synthetic_checkpoint import calibration_prompts, write_synthetic_checkpoint
 
 BUCKETS = (16, 32, 64, 128, 256, 512)

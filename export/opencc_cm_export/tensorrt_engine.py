@@ -33,7 +33,7 @@ class Profile:
 def require_tensorrt():
     """Import ``tensorrt`` and check for a GPU, or raise :class:`TensorRTUnavailable`."""
     try:
-        import tensorrt as trt  # noqa: F401
+        import tensorrt as trt
     except ImportError as exc:
         raise TensorRTUnavailable(
             "the 'tensorrt' Python package is not installed here; build the engine inside NVIDIA's "
@@ -42,8 +42,6 @@ def require_tensorrt():
             ["nvidia-smi", "-L"], capture_output=True).returncode != 0:
         raise TensorRTUnavailable("no NVIDIA GPU visible (nvidia-smi -L failed); TensorRT engines "
                                   "are built on the GPU that serves them")
-    import tensorrt as trt
-
     return trt
 
 
