@@ -28,6 +28,9 @@ class OverloadedError(ClassifierError):
 
 def from_status(code: str, message: str) -> ClassifierError:
     code = code.replace("StatusCode.", "") if code else "UNKNOWN"
+    if code == "UNAVAILABLE" and "Exceeds maximum queue size" in message:
+        # Triton's queue-full answer: overload, shed on purpose; retrying would add load.
+        return OverloadedError(f"RESOURCE_EXHAUSTED (queue full): {message}", "RESOURCE_EXHAUSTED")
     if code == "NOT_FOUND" and "has no available versions" in message:
         # Triton says this while a known model is (re)loading, e.g. right after a restart:
         # a transient state, retried like UNAVAILABLE.

@@ -82,6 +82,10 @@ class ThresholdProfiles:
         try:
             return self._table[key]
         except (KeyError, TypeError):
+            # Echo at most 64 characters: gRPC drops an error whose message passes 8 KiB, and the
+            # client would see RESOURCE_EXHAUSTED ("metadata size exceeds") instead of this error.
+            shown = repr(name) if not isinstance(name, str) or len(name) <= 64 else \
+                f"{name[:64]!r}... ({len(name)} characters)"
             raise InputError(
-                f"unknown threshold_profile {name!r} (known: {', '.join(self._table)})"
+                f"unknown threshold_profile {shown} (known: {', '.join(self._table)})"
             ) from None

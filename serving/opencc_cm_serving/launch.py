@@ -10,6 +10,8 @@ Binary: ``tritonserver`` from PATH (NGC image, its own backends), else the one b
 and ``LD_LIBRARY_PATH`` gets ``nvidia_pytriton.libs``. ``PYTHONPATH`` lists our packages and
 numpy/onnxruntime/tokenizers; each model.py puts those entries on ``sys.path`` itself
 because the backend stub ignores PYTHONPATH. Models load eagerly (model-control-mode none).
+``--production`` adds TLS, admin protocols behind a key and HTTP off (``production.py``);
+``--canary-interval`` stops the server (exit 3) when it no longer classifies.
 """
 from __future__ import annotations
 
@@ -87,9 +89,11 @@ class TritonServer:
 
     def __init__(self, model_repository, grpc_port=0, http_port=0, metrics_port=0, address="127.0.0.1",
                  log_path=None, ready_timeout=180.0, model_control_mode="none", extra_args=(),
-                 client_kwargs=None):
+                 client_kwargs=None, probe_headers=None):
         """``extra_args`` go to tritonserver as is (e.g. TLS flags); ``client_kwargs`` configure the
-        readiness probe's ``tritonclient.grpc`` client to match (ssl, certificates, headers...)."""
+        readiness probe's ``tritonclient.grpc`` client to match (ssl, certificates...);
+        ``probe_headers`` go with each probe call (e.g. the key of a restricted protocol, since the
+        probe lists the repository index). ``opencc_cm_serving.production`` builds all three."""
         self.repository = Path(model_repository).resolve()
         self.address = address
         self.grpc_port = grpc_port or free_port(address)
@@ -100,9 +104,11 @@ class TritonServer:
         self.model_control_mode = model_control_mode
         self.extra_args = list(extra_args)
         self.client_kwargs = dict(client_kwargs or {})
+        self.probe_headers = dict(probe_headers) if probe_headers else None
         self.process: subprocess.Popen | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._log = None
+        self._log_offset = 0
 
     @property
     def grpc_url(self) -> str:
@@ -136,6 +142,7 @@ class TritonServer:
         when that thread ends, so it never outlives a crashed launcher): start it from a thread
         that lives as long as the server should."""
         cmd, env = self.command_and_env()
+        self._log_offset = self.log_path.stat().st_size if self.log_path and self.log_path.exists() else 0
         self._log = open(self.log_path, "ab") if self.log_path else None
         self.process = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT if self._log else None,
                                         preexec_fn=_die_with_parent, start_new_session=True)
@@ -152,19 +159,39 @@ class TritonServer:
         from tritonclient.utils import InferenceServerException
 
         deadline = time.monotonic() + self.ready_timeout
+        not_ready = ""
         with grpcclient.InferenceServerClient(self.grpc_url, **self.client_kwargs) as client:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"tritonserver exited with {self.process.returncode}{self._log_tail()}")
+                    raise RuntimeError(f"tritonserver exited with {self.process.returncode}"
+                                       f"{self._load_failures()}{self._log_tail()}")
                 try:
-                    if client.is_server_ready():
-                        models = client.get_model_repository_index().models
-                        if models and all(client.is_model_ready(m.name) for m in models):
+                    headers = self.probe_headers
+                    if client.is_server_ready(headers=headers):
+                        models = client.get_model_repository_index(headers=headers).models
+                        if models and all(client.is_model_ready(m.name, headers=headers) for m in models):
                             return
-                except InferenceServerException:
-                    pass
+                    else:
+                        models = client.get_model_repository_index(headers=headers).models
+                    not_ready = "; not ready: " + ", ".join(
+                        f"{m.name} {m.state or 'not loaded'}" + (f" ({m.reason})" if m.reason else "")
+                        for m in models if m.state != "READY")
+                except InferenceServerException as exc:
+                    not_ready = f"; probe: {exc.message() or exc}"
                 time.sleep(0.2)
-        raise TimeoutError(f"tritonserver not ready after {self.ready_timeout}s{self._log_tail()}")
+        raise TimeoutError(f"tritonserver not ready after {self.ready_timeout}s{not_ready}"
+                           f"{self._load_failures()}{self._log_tail()}")
+
+    def _load_failures(self) -> str:
+        """The server log's ``failed to load`` lines: why a model did not load, first in errors."""
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as log:
+            log.seek(self._log_offset)
+            text = log.read().decode("utf-8", errors="replace")
+        lines = [line.split("] ", 1)[-1].strip().strip('"')[:600]
+                 for line in text.splitlines() if "failed to load" in line]
+        return ("\n" + "\n".join(dict.fromkeys(lines))) if lines else ""
 
     def _log_tail(self, chars: int = 4000) -> str:
         if not self.log_path or not self.log_path.exists():
@@ -207,23 +234,74 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--address", default="127.0.0.1", help="bind address (0.0.0.0 to serve the network)")
     p.add_argument("--ready-timeout", type=float, default=600.0)
+    p.add_argument("--log-file", help="append the server's log here (else it goes to this console); "
+                                      "a failed start then quotes the log's 'failed to load' lines")
+    prod = p.add_argument_group("production (opencc_cm_serving.production)")
+    prod.add_argument("--production", action="store_true",
+                      help="TLS on gRPC, admin protocols behind a key, HTTP off, model control off")
+    prod.add_argument("--tls-cert", help="server certificate (PEM)")
+    prod.add_argument("--tls-key", help="server private key (PEM)")
+    prod.add_argument("--tls-ca", help="CA certificate: verifies the server for the readiness probe; "
+                                       "with --tls-mutual, the CA client certificates must chain to")
+    prod.add_argument("--tls-mutual", action="store_true", help="require client certificates (mTLS)")
+    prod.add_argument("--admin-key-file", help="file holding the admin key (else $OPENCC_CM_ADMIN_KEY)")
+    prod.add_argument("--admin-header", default="admin-key",
+                      help="gRPC clients send it as metadata 'triton-grpc-protocol-<header>'")
+    prod.add_argument("--allow-http", action="store_true", help="keep HTTP (no TLS there), admin APIs restricted")
+    watch = p.add_argument_group("canary (readiness does not see a dead Python-backend stub)")
+    watch.add_argument("--canary-interval", type=float, default=0.0,
+                       help="seconds between canary classifications; 0 = off")
+    watch.add_argument("--canary-failures", type=int, default=3,
+                       help="stop the server and exit 3 after this many failed canaries in a row")
     args = p.parse_args(argv)
+    kwargs: dict = {}
+    if args.production:
+        from .production import ProductionConfig, ProductionConfigError
+
+        try:
+            settings = dict(server_cert=args.tls_cert, server_key=args.tls_key, ca_cert=args.tls_ca,
+                            mutual=args.tls_mutual, admin_header=args.admin_header, allow_http=args.allow_http)
+            if not (args.tls_cert and args.tls_key):
+                raise ProductionConfigError("--production needs --tls-cert and --tls-key")
+            if args.admin_key_file:
+                config = ProductionConfig.from_files(admin_key_file=args.admin_key_file, **settings)
+            else:
+                config = ProductionConfig(admin_key=os.environ.get("OPENCC_CM_ADMIN_KEY", ""), **settings)
+        except ProductionConfigError as exc:
+            print(f"launch: production config: {exc}", file=sys.stderr)
+            return 2
+        kwargs = config.server_kwargs()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     server = TritonServer(args.model_repository, args.grpc_port, args.http_port, args.metrics_port,
-                          address=args.address, ready_timeout=args.ready_timeout)
+                          address=args.address, ready_timeout=args.ready_timeout, log_path=args.log_file, **kwargs)
     try:
         server.start()
     except (RuntimeError, TimeoutError) as exc:
         print(f"launch: {exc}", file=sys.stderr)
         return 1
-    print(f"launch: ready grpc={server.grpc_url} http={args.address}:{server.http_port} "
-          f"metrics={args.address}:{server.metrics_port}", flush=True)
+    http = "off" if args.production and not args.allow_http else f"{args.address}:{server.http_port}"
+    print(f"launch: ready grpc={server.grpc_url} http={http} "
+          f"metrics={args.address}:{server.metrics_port}" + (" (production)" if args.production else ""), flush=True)
+    failures, next_canary = 0, time.monotonic() + args.canary_interval
     while not stop.wait(0.5):
         if server.process.poll() is not None:
             print(f"launch: tritonserver exited with {server.process.returncode}", file=sys.stderr)
             return server.stop() or 1
+        if args.canary_interval > 0 and time.monotonic() >= next_canary:
+            from .production import canary
+
+            ok, why = canary(server.grpc_url, server.client_kwargs, timeout_s=max(5.0, args.canary_interval))
+            failures = 0 if ok else failures + 1
+            if failures:
+                print(f"launch: canary failed ({failures}/{args.canary_failures}): {why}", file=sys.stderr, flush=True)
+            if failures >= args.canary_failures:
+                print("launch: stopping the server: it no longer classifies (a supervisor should restart it)",
+                      file=sys.stderr, flush=True)
+                server.stop()
+                return 3
+            next_canary = time.monotonic() + args.canary_interval
     code = server.stop()
     print(f"launch: stopped (exit code {code})", flush=True)
     return 0

@@ -116,3 +116,14 @@ def test_gate_fails_closed():
 def test_text_rules_reject_with_a_named_reason(raw, words):
     with pytest.raises(InputError, match=words):
         decode_text(raw, "text[3]")
+
+
+def test_status_mapping_retries_only_what_is_transient():
+    from opencc_cm_client.errors import OverloadedError, UnavailableError, from_status
+
+    assert isinstance(from_status("StatusCode.UNAVAILABLE", "failed to connect to all addresses"), UnavailableError)
+    assert isinstance(from_status("StatusCode.NOT_FOUND", "Request for unknown model: 'x' has no available versions"),
+                      UnavailableError)  # a model (re)loading after a restart
+    queue_full = from_status("StatusCode.UNAVAILABLE", "Exceeds maximum queue size")
+    assert isinstance(queue_full, OverloadedError) and not isinstance(queue_full, UnavailableError)
+    assert not isinstance(from_status("StatusCode.NOT_FOUND", "unknown model 'nope'"), UnavailableError)
