@@ -3,20 +3,14 @@ server on loopback, called through the client library, and compared with the ref
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
-from opencc_cm_serving.deploy import main as deploy_main
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "model_repository"
-MAX_BATCH = 8  # small, so that the client's splitting is exercised with few prompts
-
-
-def deploy_tiny(bundle: Path, out: Path, *extra: str) -> Path:
-    assert deploy_main(["--bundle", str(bundle), "--repository", str(TEMPLATES), "--output", str(out),
-                        "--target", "python-ort", "--max-batch-size", str(MAX_BATCH), *extra]) == 0
-    return out
+from integration_support import deploy_tiny  # noqa: E402
 
 
 @pytest.fixture(scope="session")

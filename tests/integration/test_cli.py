@@ -57,7 +57,7 @@ def test_calibrate_reaches_its_target_and_the_server_loads_the_profile(tiny_serv
     from opencc_cm_client import ClassifierClient
     from opencc_cm_serving.launch import TritonServer
 
-    from conftest import deploy_tiny
+    from integration_support import deploy_tiny
 
     path, samples, scores, _ = labeled
     out = tmp_path / "profiles.json"

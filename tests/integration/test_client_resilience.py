@@ -8,7 +8,7 @@ import pytest
 from opencc_cm_client import ClassifierClient, ConnectionOptions, RetryPolicy, UnavailableError
 from opencc_cm_serving.launch import TritonServer, free_port
 
-from conftest import deploy_tiny
+from integration_support import deploy_tiny
 
 
 @pytest.fixture(scope="module")
