@@ -15,7 +15,7 @@ export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup test checkpoint export deploy serve demo bench-export clean proto
+.PHONY: setup test checkpoint export deploy serve demo bench bench-export clean proto
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.lock client/pyproject.toml serving/pyproject.toml export/pyproject.toml
@@ -56,6 +56,14 @@ bench-export:
 	$(PY) -m opencc_cm_export bench --checkpoint $(ARTIFACTS)/checkpoints/real-shape/classifier \
 		--base-model $(ARTIFACTS)/checkpoints/real-shape/base-model --bundle $(ARTIFACTS)/bundles/real-shape-fp32 \
 		--json benchmarks/export/bench-export.json
+
+# The serving path (gRPC through Triton) vs the reference path, side by side (BENCHMARKS.md):
+# JSON, markdown and a PNG plot in benchmarks/serving/. About 10 minutes on 2 cores.
+bench:
+	$(MAKE) export SIZE=real-shape
+	$(PY) -m opencc_cm_export.serving_benchmark --checkpoint $(ARTIFACTS)/checkpoints/real-shape/classifier \
+		--base-model $(ARTIFACTS)/checkpoints/real-shape/base-model --bundle $(ARTIFACTS)/bundles/real-shape-fp32 \
+		--out benchmarks/serving
 
 clean:
 	rm -rf $(ARTIFACTS) build
