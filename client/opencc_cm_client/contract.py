@@ -58,9 +58,16 @@ def canonical_label(name: str) -> str:
     return LABEL_ALIASES.get(name, name)
 
 
-def fires(score: float, threshold: float) -> bool:
-    """The reference decision rule: a label fires when ``score >= threshold``."""
-    return score >= threshold
+def label_flags(scores, thresholds):
+    """The decision rule, in one place: a label fires when ``score >= threshold``.
+
+    ``scores`` [rows, labels] (fp32) are compared in float64 with the thresholds, as the
+    reference compares a Python float score with a Python float threshold; a threshold is
+    never rounded to fp32 first.
+    """
+    import numpy as np
+
+    return np.asarray(scores).astype(np.float64) >= np.asarray(thresholds, dtype=np.float64)[None, :]
 
 # --- Appended by the serving side: row bookkeeping between preprocessing and calibration.
 # INT64 [rows, 1]: for each encoder row, the index of the request row (text) it came from.

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .contract import canonical_label
+from .contract import canonical_label, label_flags
 from .results import Classification
 
 BENIGN = "Benign"
@@ -110,10 +110,6 @@ def _just_above(value: float) -> float:
     return float(min(1.0, np.float64(value) + RUNTIME_MARGIN))
 
 
-def _flags(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    return scores.astype(np.float64) >= thresholds[None, :]
-
-
 def calibrate_for_fpr(labels: Sequence[str], scores: np.ndarray, harmful: np.ndarray, target_fpr: float) -> np.ndarray:
     """Per-label thresholds at a common benign quantile, the lowest that keeps benign FPR <= target.
 
@@ -130,7 +126,7 @@ def calibrate_for_fpr(labels: Sequence[str], scores: np.ndarray, harmful: np.nda
                          for j in range(len(labels))])
 
     def fpr(q: float) -> float:
-        return float(_flags(benign, thresholds_at(q)).any(axis=1).mean())
+        return float(label_flags(benign, thresholds_at(q)).any(axis=1).mean())
 
     lo, hi = 0.0, 1.0
     if fpr(lo) <= target_fpr:
@@ -156,7 +152,7 @@ def calibrate_for_recall(labels: Sequence[str], scores: np.ndarray, categories: 
 
 
 def expected_metrics(scores: np.ndarray, harmful: np.ndarray, thresholds: np.ndarray) -> dict:
-    flagged = _flags(scores, thresholds).any(axis=1)
+    flagged = label_flags(scores, thresholds).any(axis=1)
     return {"detection": float(flagged[harmful].mean()) if harmful.any() else None,
             "fpr": float(flagged[~harmful].mean()) if (~harmful).any() else None}
 

@@ -28,9 +28,8 @@ class ExportError(RuntimeError):
     """The exported graph does not have the promised interface."""
 
 
-def example_inputs(vocab: int, max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+def example_inputs(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Two rows of different lengths, right padded, longer than one DeltaNet chunk (64)."""
-    del max_tokens
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, (2, 70), generator=gen)
     mask = torch.ones_like(ids)
@@ -55,7 +54,7 @@ def export_onnx(model: MergedClassifier, path: Path, *, vocab: int, max_tokens: 
     started = time.perf_counter()
     with export_friendly_gated_delta(), torch.no_grad():
         program = torch.onnx.export(
-            model, example_inputs(vocab, max_tokens), input_names=list(GRAPH_INPUTS),
+            model, example_inputs(vocab), input_names=list(GRAPH_INPUTS),
             output_names=list(GRAPH_OUTPUTS), dynamic_shapes=dynamic, dynamo=True,
             opset_version=OPSET, external_data=external, verbose=False)
     program.save(str(path), external_data=external)

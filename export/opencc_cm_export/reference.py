@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from opencc_cm_client.contract import label_flags
+
 from .checkpoint_format import CheckpointError, CheckpointSpec, read_checkpoint
 
 
@@ -112,8 +114,7 @@ def decide(scores: np.ndarray, spec: CheckpointSpec) -> np.ndarray:
     against the threshold as a Python float (float64), never a threshold rounded to fp32."""
     if spec.thresholds is None:
         raise CheckpointError(spec.directory, "thresholds", "checkpoint has no calibrated thresholds")
-    thresholds = np.array([spec.thresholds[label] for label in spec.labels], dtype=np.float64)
-    return scores.astype(np.float64) >= thresholds
+    return label_flags(scores, [spec.thresholds[label] for label in spec.labels])
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
-from opencc_cm_client.contract import DEFAULT_PROFILE
+from opencc_cm_client.contract import DEFAULT_PROFILE, label_flags
 
 from .errors import InputError
 
@@ -56,7 +56,7 @@ def decide(scores: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.n
     if not np.isfinite(scores).all():
         rows = sorted(set(np.argwhere(~np.isfinite(scores))[:, 0].tolist()))
         raise FloatingPointError(f"non-finite scores in row(s) {rows[:8]}: refusing to decide (fail closed)")
-    flags = scores.astype(np.float64) >= thresholds[None, :]
+    flags = label_flags(scores, thresholds)
     return flags, flags.any(axis=1, keepdims=True)
 
 
