@@ -35,6 +35,12 @@ def from_status(code: str, message: str) -> ClassifierError:
         # Triton says this while a known model is (re)loading, e.g. right after a restart:
         # a transient state, retried like UNAVAILABLE.
         return UnavailableError(f"UNAVAILABLE (model loading): {message}", "UNAVAILABLE")
+    if code == "CANCELLED":
+        # This library never cancels a call itself (a deadline is DEADLINE_EXCEEDED; an asyncio
+        # task cancelled by the caller raises CancelledError, not a status), so CANCELLED is the
+        # server or the transport dropping the call - Triton does so to calls in flight while it
+        # stops. Classification has no side effects: retried like UNAVAILABLE.
+        return UnavailableError(f"UNAVAILABLE (call cancelled by the server): {message}", "UNAVAILABLE")
     cls = {"INVALID_ARGUMENT": InvalidRequestError, "UNAVAILABLE": UnavailableError,
            "DEADLINE_EXCEEDED": DeadlineExceededError, "RESOURCE_EXHAUSTED": OverloadedError}.get(code, ClassifierError)
     return cls(f"{code}: {message}", code)

@@ -124,6 +124,7 @@ def test_status_mapping_retries_only_what_is_transient():
     assert isinstance(from_status("StatusCode.UNAVAILABLE", "failed to connect to all addresses"), UnavailableError)
     assert isinstance(from_status("StatusCode.NOT_FOUND", "Request for unknown model: 'x' has no available versions"),
                       UnavailableError)  # a model (re)loading after a restart
+    assert isinstance(from_status("StatusCode.CANCELLED", "CANCELLED"), UnavailableError)  # server stopping
     queue_full = from_status("StatusCode.UNAVAILABLE", "Exceeds maximum queue size")
     assert isinstance(queue_full, OverloadedError) and not isinstance(queue_full, UnavailableError)
     assert not isinstance(from_status("StatusCode.NOT_FOUND", "unknown model 'nope'"), UnavailableError)

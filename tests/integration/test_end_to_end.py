@@ -74,6 +74,23 @@ def test_async_client_equals_sync(tiny_server, tiny_bundle):
     assert decision.escalate == sync_results[0].flagged
 
 
+def test_a_caller_cancelling_an_async_call_is_not_retried(tiny_server, tiny_bundle):
+    """Server-side CANCELLED is retried (Triton cancels calls while it stops); the caller's own
+    asyncio cancellation must propagate at once, untouched, and leave the client usable."""
+    async def run():
+        async with AsyncClassifierClient(tiny_server.grpc_url, tokenizer=tiny_bundle / "tokenizer.json") as client:
+            await client.server_info()
+            task = asyncio.create_task(client.classify(PROMPTS * 8))
+            await asyncio.sleep(0.001)  # the call is on the wire
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return client.retries, await client.classify(PROMPTS[:1])
+    retries, after = asyncio.run(run())
+    assert retries == 0
+    assert len(after) == 1 and len(after[0].labels) == 11
+
+
 def test_labels_and_profiles_come_from_the_server(tiny_server, tiny_bundle):
     manifest = json.loads((tiny_bundle / "classifier.json").read_text())
     with ClassifierClient(tiny_server.grpc_url, threshold_profile="everything") as client:
