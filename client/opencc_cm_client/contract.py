@@ -5,6 +5,8 @@ step, the tests) imports these names from here instead of spelling them again.
 """
 from __future__ import annotations
 
+import math
+
 # --- Encoder graph (ONNX / TensorRT / Python-backend ONNX Runtime): same names everywhere.
 INPUT_IDS = "input_ids"            # INT64 [batch, seq]
 ATTENTION_MASK = "attention_mask"  # INT64 [batch, seq], 1 = real token, right padding only
@@ -56,6 +58,47 @@ LABEL_ALIASES: dict[str, str] = {
 def canonical_label(name: str) -> str:
     """The column name a label (or one of its aliases) refers to."""
     return LABEL_ALIASES.get(name, name)
+
+
+class ThresholdMappingError(ValueError):
+    """A ``{label: threshold}`` object that is not exactly one value in [0, 1] per label.
+
+    ``key`` is where the problem is, e.g. ``thresholds.CBRN`` (or ``thresholds`` for the whole
+    object); callers re-raise it with the file or profile it came from."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key}: {problem}")
+        self.key, self.problem = key, problem
+
+
+def threshold_value(value, key: str = "threshold") -> float:
+    """One threshold: a finite number in [0, 1] (a bool or a string is refused, not coerced)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0.0 <= float(value) <= 1.0:
+        raise ThresholdMappingError(key, f"threshold must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def resolve_label_thresholds(mapping, labels) -> dict:
+    """Map a ``{label or alias: threshold}`` object onto ``labels`` (column order), strictly:
+    every label exactly once (an alias counts as its canonical label), no unknown label, each
+    value a finite number in [0, 1] (not a bool, not a string). The checkpoint loader, the
+    deploy bundle and threshold-profile files all go through this one rule."""
+    if not isinstance(mapping, dict):
+        raise ThresholdMappingError("thresholds", "expected an object label -> threshold")
+    resolved: dict = {}
+    for name, value in mapping.items():
+        key = f"thresholds.{name}"
+        label = canonical_label(name)
+        if label not in labels:
+            raise ThresholdMappingError(key, f"unknown label (labels are: {', '.join(labels)})")
+        if label in resolved:
+            raise ThresholdMappingError(key, f"label {label!r} given more than once (aliases count as their label)")
+        resolved[label] = threshold_value(value, key)
+    missing = [label for label in labels if label not in resolved]
+    if missing:
+        raise ThresholdMappingError("thresholds", f"missing threshold for label(s): {', '.join(missing)}")
+    return {label: resolved[label] for label in labels}
 
 
 def label_flags(scores, thresholds):

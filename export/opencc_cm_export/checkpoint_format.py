@@ -7,12 +7,12 @@ tolerates: every problem raises :class:`CheckpointError` naming the file and the
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opencc_cm_client.contract import HARM_CATEGORIES, JAILBREAK_LABELS, canonical_label
+from opencc_cm_client.contract import (HARM_CATEGORIES, JAILBREAK_LABELS, ThresholdMappingError,
+                                       resolve_label_thresholds, threshold_value)
 
 FRAME_FILE = "weight_frame.json"
 THRESHOLDS_FILE = "thresholds.json"
@@ -182,31 +182,23 @@ def _thresholds(directory: Path, frame: dict, labels: tuple[str, ...], is_jailbr
         return None
     if not isinstance(raw, dict):
         raise CheckpointError(source, "thresholds", "expected an object label -> float")
-    return resolve_label_thresholds(raw, labels, source)
+    return _resolve_thresholds(raw, labels, source)
 
 
-def resolve_label_thresholds(raw: dict, labels: tuple[str, ...], source) -> dict[str, float]:
-    """Map a ``{label or alias: threshold}`` object onto ``labels``, strictly."""
-    resolved: dict[str, float] = {}
-    for name, value in raw.items():
-        label = canonical_label(name)
-        if label not in labels:
-            raise CheckpointError(source, f"thresholds.{name}",
-                                  f"unknown label (labels are: {', '.join(labels)})")
-        if label in resolved:
-            raise CheckpointError(source, f"thresholds.{name}", f"duplicate threshold for {label!r}")
-        resolved[label] = _threshold_value(value, source, f"thresholds.{name}")
-    missing = [label for label in labels if label not in resolved]
-    if missing:
-        raise CheckpointError(source, "thresholds", f"no threshold for label(s): {', '.join(missing)}")
-    return {label: resolved[label] for label in labels}
+def _resolve_thresholds(raw: dict, labels: tuple[str, ...], source) -> dict[str, float]:
+    """Map a ``{label or alias: threshold}`` object onto ``labels`` (``contract``'s one rule),
+    naming ``source`` and the key on failure."""
+    try:
+        return resolve_label_thresholds(raw, labels)
+    except ThresholdMappingError as exc:
+        raise CheckpointError(source, exc.key, exc.problem) from None
 
 
 def _threshold_value(value, source, key) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0.0 <= float(value) <= 1.0:
-        raise CheckpointError(source, key, f"threshold must be a number in [0, 1], got {value!r}")
-    return float(value)
+    try:
+        return threshold_value(value, key)
+    except ThresholdMappingError as exc:
+        raise CheckpointError(source, exc.key, exc.problem) from None
 
 
 def read_checkpoint(repo_or_path: str | Path, *, base_model: str | Path | None = None,

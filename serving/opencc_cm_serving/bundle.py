@@ -8,13 +8,13 @@ order as float64; label names are matched through ``contract.canonical_label`` a
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from opencc_cm_client.contract import DEFAULT_PROFILE, canonical_label
+from opencc_cm_client.contract import (DEFAULT_PROFILE, ThresholdMappingError, canonical_label,
+                                       resolve_label_thresholds)
 
 from .errors import ConfigError
 
@@ -53,26 +53,12 @@ def _int_field(raw: Mapping[str, Any], key: str, where: str, minimum: int) -> in
 
 
 def resolve_thresholds(labels: tuple[str, ...], mapping: Any, where: str) -> tuple[float, ...]:
-    """``{label: float}`` -> tuple in column order. Every label exactly once (aliases count
-    as their canonical label), no unknown label, each value a finite float in [0, 1]."""
-    if not isinstance(mapping, dict):
-        raise ConfigError(f"{where}: thresholds must be an object {{label: float}}")
-    found: dict[str, float] = {}
-    for key, value in mapping.items():
-        label = canonical_label(key)
-        if label not in labels:
-            raise ConfigError(f"{where}: unknown label {key!r} (labels: {list(labels)})")
-        if label in found:
-            raise ConfigError(f"{where}: label {label!r} given more than once")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and 0.0 <= value <= 1.0
-        ):
-            raise ConfigError(f"{where}: threshold of {key!r} must be a float in [0, 1], got {value!r}")
-        found[label] = float(value)
-    missing = [label for label in labels if label not in found]
-    if missing:
-        raise ConfigError(f"{where}: missing thresholds for {missing}")
-    return tuple(found[label] for label in labels)
+    """``{label: float}`` -> tuple in column order, by ``contract.resolve_label_thresholds``
+    (every label exactly once, aliases count as their label, values finite in [0, 1])."""
+    try:
+        return tuple(resolve_label_thresholds(mapping, labels).values())
+    except ThresholdMappingError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def load_classifier(path: str | Path) -> ClassifierSpec:

@@ -128,3 +128,27 @@ def test_status_mapping_retries_only_what_is_transient():
     queue_full = from_status("StatusCode.UNAVAILABLE", "Exceeds maximum queue size")
     assert isinstance(queue_full, OverloadedError) and not isinstance(queue_full, UnavailableError)
     assert not isinstance(from_status("StatusCode.NOT_FOUND", "unknown model 'nope'"), UnavailableError)
+
+
+def test_threshold_objects_follow_one_rule_and_name_the_key():
+    from opencc_cm_client.contract import HARM_CATEGORIES, ThresholdMappingError, resolve_label_thresholds
+
+    full = {label: 0.5 for label in HARM_CATEGORIES}
+    aliased = {**full, "Integrity & Quality violations": 0.25}
+    del aliased["Information Integrity"]
+    resolved = resolve_label_thresholds(aliased, HARM_CATEGORIES)
+    assert list(resolved) == list(HARM_CATEGORIES) and resolved["Information Integrity"] == 0.25
+    broken = {
+        "thresholds.Spam": {**full, "Spam": 0.5},
+        "thresholds.CBRN": {**full, "CBRN": "0.1"},
+        "thresholds.Privacy": {**full, "Privacy": float("nan")},
+        "thresholds.Self-Harm": {**full, "Self-Harm": True},
+        "thresholds.Integrity & Quality violations": {**full, "Integrity & Quality violations": 0.5},
+        "thresholds": {k: v for k, v in full.items() if k != "Privacy"},
+    }
+    for key, mapping in broken.items():
+        with pytest.raises(ThresholdMappingError) as err:
+            resolve_label_thresholds(mapping, HARM_CATEGORIES)
+        assert err.value.key == key, (key, str(err.value))
+    with pytest.raises(ThresholdMappingError, match="expected an object"):
+        resolve_label_thresholds([0.5] * 11, HARM_CATEGORIES)
