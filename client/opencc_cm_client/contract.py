@@ -97,7 +97,7 @@ def resolve_label_thresholds(mapping, labels) -> dict:
         resolved[label] = threshold_value(value, key)
     missing = [label for label in labels if label not in resolved]
     if missing:
-        raise ThresholdMappingError("thresholds", f"missing threshold for label(s): {', '.join(missing)}")
+        raise ThresholdMappingError("thresholds", f"missing thresholds for label(s): {', '.join(missing)}")
     return {label: resolved[label] for label in labels}
 
 

@@ -110,6 +110,9 @@ def deploy(args: argparse.Namespace) -> Path:
     overlap = args.window_overlap if args.window_overlap is not None else spec.max_tokens // 8
     if args.max_batch_size < 1 or not 0 <= overlap < spec.max_tokens:
         raise ConfigError(f"need --max-batch-size >= 1 and 0 <= --window-overlap < max_tokens {spec.max_tokens}")
+    if not 0.0 <= args.max_pad_fraction < 1.0 or args.max_group_tokens < 1:
+        raise ConfigError(f"need 0 <= --max-pad-fraction < 1 (got {args.max_pad_fraction}) and "
+                          f"--max-group-tokens >= 1 (got {args.max_group_tokens})")
     repo = Path(args.output) if args.output else source
     if args.output:
         copy_sources(source, repo)
@@ -127,6 +130,7 @@ def deploy(args: argparse.Namespace) -> Path:
         "max_queue_size": args.max_queue_size,
         "encoder_queue_delay_us": args.encoder_queue_delay_us,
         "max_group_tokens": args.max_group_tokens,
+        "max_pad_fraction": repr(float(args.max_pad_fraction)),
         "client_metadata": client_metadata(spec, profiles, bundle, args.long_input_policy),
     }
     for model in MODELS:
@@ -180,7 +184,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue-size", type=int, default=1024)
     p.add_argument("--encoder-queue-delay-us", type=int, default=0,
                    help="extra wait for a fuller encoder batch; 0 = batch what queued during the last run")
-    p.add_argument("--max-group-tokens", type=int, default=16384)
+    p.add_argument("--max-group-tokens", type=int, default=16384,
+                   help="python-ort encoder: most padded cells (rows x width) run at once")
+    p.add_argument("--max-pad-fraction", type=float, default=0.25,
+                   help="python-ort encoder: most padding cells per length group; on a CPU-only "
+                        "server ~0.1 ran faster (BENCHMARKS.md)")
     return p
 
 

@@ -86,6 +86,19 @@ def test_bad_profiles_fail_before_writing(tmp_path, bundle_dir, profiles, proble
     assert not out.exists()
 
 
+def test_encoder_grouping_options_reach_the_config_or_fail_before_writing(tmp_path, bundle_dir, capsys):
+    repo = deploy_to(bundle_dir, tmp_path / "repo", "python-ort", "--max-pad-fraction", "0.1",
+                     "--max-group-tokens", "4096")
+    params = parse(repo / contract.ENCODER_MODEL / "config.pbtxt").parameters
+    assert params["max_pad_fraction"].string_value == "0.1" and params["max_group_tokens"].string_value == "4096"
+    for option, value in [("--max-pad-fraction", "1.0"), ("--max-pad-fraction", "-0.1"),
+                          ("--max-pad-fraction", "nan"), ("--max-group-tokens", "0")]:
+        out = tmp_path / f"bad{option}{value}"
+        code = deploy_main(["--bundle", str(bundle_dir), "--repository", str(TEMPLATES), "--output", str(out),
+                            option, value])
+        assert code == 2 and option in capsys.readouterr().err and not out.exists(), (option, value)
+
+
 def test_missing_bundle_file(tmp_path, capsys):
     code = deploy_main(["--bundle", str(tmp_path), "--repository", str(TEMPLATES), "--output", str(tmp_path / "r")])
     assert code == 2 and "missing classifier.json" in capsys.readouterr().err

@@ -43,6 +43,9 @@ class TritonPythonModel:
         self.max_rows = max(1, int(config.get("max_batch_size", 0)))
         self.max_pad_fraction = float(require(params, "max_pad_fraction", ENCODER_MODEL))
         self.max_group_tokens = int(require(params, "max_group_tokens", ENCODER_MODEL))
+        if not 0.0 <= self.max_pad_fraction < 1.0 or self.max_group_tokens < 1:
+            raise ValueError(f"{ENCODER_MODEL}: need 0 <= max_pad_fraction < 1 and max_group_tokens >= 1, got "
+                             f"{self.max_pad_fraction} and {self.max_group_tokens}")
         pb().Logger.log_info(f"{ENCODER_MODEL}: onnxruntime providers {self.encoder.providers}")
 
     def execute(self, requests):
