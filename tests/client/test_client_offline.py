@@ -143,6 +143,7 @@ def test_threshold_objects_follow_one_rule_and_name_the_key():
         "thresholds.CBRN": {**full, "CBRN": "0.1"},
         "thresholds.Privacy": {**full, "Privacy": float("nan")},
         "thresholds.Self-Harm": {**full, "Self-Harm": True},
+        "thresholds.Cyber": {**full, "Cyber": 10 ** 400},  # a JSON integer too large for a float
         "thresholds.Integrity & Quality violations": {**full, "Integrity & Quality violations": 0.5},
         "thresholds": {k: v for k, v in full.items() if k != "Privacy"},
     }
