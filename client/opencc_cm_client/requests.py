@@ -12,7 +12,7 @@ from .contract import (ATTENTION_MASK, FLAGGED, IDS_ENSEMBLE, INPUT_IDS, LABEL_F
 from .errors import ClassifierError, InvalidRequestError, UnavailableError, from_status
 from .results import Classification, LabelResult
 from .server_info import ServerContractError, ServerInfo
-from .text_rules import (InputError, check_token_count, decode_text, encode_texts, load_tokenizer,
+from .text_rules import (InputError, check_token_count, decode_text, encode_texts, load_tokenizer, pad_right,
                          tokenizer_sha256)
 
 OUTPUTS = (SCORES, LABEL_FLAGS, FLAGGED, TOKEN_COUNT)
@@ -64,12 +64,7 @@ def ids_call(rows: Sequence[Sequence[int]], info: ServerInfo, offset: int = 0) -
         bad = [t for t in row if not 0 <= t < info.vocab_size]
         if bad:
             raise InvalidRequestError(f"text[{offset + i}]: token id {bad[0]} outside [0, {info.vocab_size})", "LOCAL")
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), info.pad_token_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)] = row
-        mask[i, :len(row)] = 1
+    ids, mask = pad_right(rows, info.pad_token_id)
     return PreparedCall(IDS_ENSEMBLE, {INPUT_IDS: ids, ATTENTION_MASK: mask}, len(rows))
 
 

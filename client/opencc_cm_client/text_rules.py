@@ -13,6 +13,8 @@ import hashlib
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 DEFAULT_MAX_TEXT_BYTES = 1 << 20  # 1 MiB of UTF-8 per text
 
 
@@ -71,3 +73,15 @@ def check_token_count(ids: Sequence[int], where: str, max_tokens: int) -> None:
         raise InputError(f"{where}: text encodes to 0 tokens")
     if len(ids) > max_tokens:
         raise InputError(f"{where}: {len(ids)} tokens, above max_tokens {max_tokens} (long_input_policy=reject)")
+
+
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token rows into INT64 ``(input_ids, attention_mask)`` of ``width`` columns
+    (default: the longest row); mask 1 = real token. The only padding the model accepts."""
+    width = max(len(r) for r in rows) if width is None else width
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return ids, mask

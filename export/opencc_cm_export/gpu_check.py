@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from opencc_cm_client.text_rules import pad_right
 
 from .classifier_graph import build_merged_classifier
 from .reference import ReferenceClassifier, decide
@@ -58,13 +59,9 @@ def _summary(ms: list[float]) -> dict:
 
 
 def _pad(rows, pad_id, width=None):
-    width = width or max(map(len, rows))
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r)
-        mask[i, :len(r)] = 1
-    return ids, mask
+    """``text_rules.pad_right`` as torch tensors."""
+    ids, mask = pad_right(rows, pad_id, width)
+    return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 def time_reference(ref: ReferenceClassifier, texts: list[str]) -> tuple[dict, np.ndarray]:

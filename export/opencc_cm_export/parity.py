@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from opencc_cm_client.text_rules import pad_right
+
 from .reference import ReferenceClassifier, activate, decide
 
 PROBE_LENGTHS = (1, 2, 63, 64, 65, 129, 317)
@@ -70,24 +72,14 @@ class ParityReport:
         return "\n".join(lines)
 
 
-def _pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)] = row
-        mask[i, :len(row)] = 1
-    return ids, mask
-
-
 def probe_batches(reference: ReferenceClassifier, lengths=PROBE_LENGTHS, seed: int = 0):
     """``[(name, input_ids, attention_mask)]``: single rows, one mixed padded batch, unicode texts."""
     tok = reference.tokenizer
     rng = np.random.default_rng(seed)
     vocab = len(tok)
     rows = [rng.integers(0, vocab, size=n).tolist() for n in lengths]
-    batches = [(f"single row, {n} tokens", *_pad([r], tok.pad_token_id)) for n, r in zip(lengths, rows)]
-    batches.append((f"mixed batch of {len(rows)}, right padded", *_pad(rows, tok.pad_token_id)))
+    batches = [(f"single row, {n} tokens", *pad_right([r], tok.pad_token_id)) for n, r in zip(lengths, rows)]
+    batches.append((f"mixed batch of {len(rows)}, right padded", *pad_right(rows, tok.pad_token_id)))
     enc = reference.tokenizer(list(UNICODE_PROBES), padding=True, return_tensors="np")
     batches.append((f"unicode texts x{len(UNICODE_PROBES)}", enc["input_ids"].astype(np.int64),
                     enc["attention_mask"].astype(np.int64)))

@@ -13,6 +13,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from opencc_cm_client.text_rules import pad_right
+
 
 def plan_groups(
     lengths: Sequence[int],
@@ -54,13 +56,7 @@ def run_grouped(
     ``rows`` and return the outputs stacked in the original row order."""
     out: np.ndarray | None = None
     for group in groups:
-        width = max(len(rows[i]) for i in group)
-        ids = np.full((len(group), width), pad_id, dtype=np.int64)
-        mask = np.zeros((len(group), width), dtype=np.int64)
-        for j, i in enumerate(group):
-            ids[j, : len(rows[i])] = rows[i]
-            mask[j, : len(rows[i])] = 1
-        result = run(ids, mask)
+        result = run(*pad_right([rows[i] for i in group], pad_id))
         if out is None:
             out = np.empty((len(rows),) + result.shape[1:], dtype=result.dtype)
         out[group] = result

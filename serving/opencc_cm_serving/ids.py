@@ -1,4 +1,4 @@
-"""Token-id batches: validation of client ids and right padding to a width.
+"""Token-id batches: validation of client ids and the padded width (``text_rules.pad_right`` pads).
 
 An ``[rows, seq]`` id matrix travels with an ``attention_mask`` of the same shape, 1 for a
 real token and 0 for padding, right padded only (``1...1 0...0``), at least one real token
@@ -71,14 +71,3 @@ def padded_width(longest: int, buckets: Sequence[int]) -> int:
         return longest
     i = bisect.bisect_left(buckets, longest)
     return buckets[i] if i < len(buckets) else longest
-
-
-def pad_right(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token rows into INT64 ``(input_ids, attention_mask)`` of ``width`` columns."""
-    width = max(len(r) for r in rows) if width is None else width
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-    return ids, mask

@@ -15,7 +15,7 @@ import numpy as np
 import psutil
 
 from opencc_cm_client.contract import FLAGGED, HARM_CATEGORIES, LABEL_FLAGS, SCORES, TOKEN_COUNT
-from opencc_cm_client.text_rules import InputError, check_token_count, decode_text, encode_texts
+from opencc_cm_client.text_rules import InputError, check_token_count, decode_text, encode_texts, pad_right
 
 from serving_calls import OUTPUTS, ids_inputs, params, text_inputs
 from toy_bundle import WORDS, toy_logits
@@ -114,7 +114,6 @@ def make_cases(reference: Reference, count: int, seed: int = 7, profiles=(None, 
     import random
 
     from opencc_cm_client.contract import IDS_ENSEMBLE, TEXT_ENSEMBLE
-    from opencc_cm_serving.ids import pad_right
 
     rng = random.Random(seed)
     cases = []

@@ -13,7 +13,7 @@ from opencc_cm_client.contract import (
     THRESHOLD_PROFILE_PARAMETER, TOKEN_COUNT,
 )
 from opencc_cm_serving.deploy import main as deploy_main
-from opencc_cm_serving.ids import pad_right
+from opencc_cm_client.text_rules import pad_right
 
 from toy_bundle import WORDS
 

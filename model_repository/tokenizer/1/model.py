@@ -21,9 +21,10 @@ import json  # noqa: E402
 import numpy as np  # noqa: E402
 
 from opencc_cm_client.contract import ATTENTION_MASK, INPUT_IDS, TEXT, TEXT_ROW, TOKENIZER_MODEL  # noqa: E402
+from opencc_cm_client.text_rules import pad_right  # noqa: E402
 from opencc_cm_serving.bundle import CLASSIFIER_FILE, TOKENIZER_FILE, load_classifier  # noqa: E402
 from opencc_cm_serving.errors import ConfigError, InputError  # noqa: E402
-from opencc_cm_serving.ids import pad_right, padded_width, parse_buckets  # noqa: E402
+from opencc_cm_serving.ids import padded_width, parse_buckets  # noqa: E402
 from opencc_cm_serving.text import POLICIES, decode_text, encode_texts, load_tokenizer, texts_to_rows  # noqa: E402
 from opencc_cm_serving.triton import input_array, parameters, require, respond_each, version_path  # noqa: E402
 
