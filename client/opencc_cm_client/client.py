@@ -18,7 +18,7 @@ from typing import Sequence
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from .contract import DEFAULT_PROFILE, IDS_ENSEMBLE, TEXT_ENSEMBLE
+from opencc_cm_contract import DEFAULT_PROFILE, IDS_ENSEMBLE, TEXT_ENSEMBLE
 from .options import ConnectionOptions
 from .requests import (OUTPUTS, LocalTokenizer, PreparedCall, accept_server_info, chunks, ids_call,
                        infer_tensors, next_retry_delay, parse_outputs, request_parameters, text_call)

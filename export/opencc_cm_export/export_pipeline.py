@@ -7,13 +7,14 @@ from pathlib import Path
 
 import torch
 
-from .bundle import BUNDLE_MODEL, write_bundle_manifest
+from opencc_cm_contract.bundle_format import ONNX_FILE
+from opencc_cm_contract.limits import DEFAULT_MAX_TOKENS
+
+from .bundle import write_bundle_manifest
 from .classifier_graph import build_merged_classifier
 from .onnx_export import PRECISIONS, export_onnx
 from .parity import check_parity, onnx_runner, onnx_session
 from .reference import ReferenceClassifier
-
-DEFAULT_MAX_TOKENS = 8192
 
 
 class ParityError(AssertionError):
@@ -42,7 +43,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | 
     progress("[merge] merging the LoRA into the base weights")
     merged = build_merged_classifier(reference, keep_reference=True, dtype=PRECISIONS[precision])
     vocab = int(reference.backbone.get_base_model().config.get_text_config().vocab_size)
-    model_path = export_onnx(merged, out / BUNDLE_MODEL, vocab=vocab, max_tokens=max_tokens,
+    model_path = export_onnx(merged, out / ONNX_FILE, vocab=vocab, max_tokens=max_tokens,
                              progress=progress)
     del merged
     progress(f"[parity] {precision} ONNX Runtime vs the reference (unmerged PEFT, fp32)")

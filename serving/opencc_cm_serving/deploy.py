@@ -21,26 +21,23 @@ from pathlib import Path
 
 import numpy as np
 
-from opencc_cm_client.contract import (
-    CALIBRATION_MODEL, ENCODER_MODEL, IDS_ENSEMBLE, IDS_PREPROCESS_MODEL, TEXT_ENSEMBLE, TOKENIZER_MODEL,
-)
-
-from opencc_cm_client import server_info as meta
-from opencc_cm_client.contract import DEFAULT_PROFILE
-from opencc_cm_client.text_rules import tokenizer_sha256
+from opencc_cm_contract import (CALIBRATION_MODEL, DEFAULT_PROFILE, ENCODER_MODEL, IDS_PREPROCESS_MODEL, MODELS,
+                                TOKENIZER_MODEL)
+from opencc_cm_contract import metadata as meta
+from opencc_cm_contract.bundle_format import PROFILES_FILE
+from opencc_cm_contract.limits import DEFAULT_LONG_INPUT_POLICY, DEFAULT_MAX_BATCH_SIZE, LONG_INPUT_POLICIES
+from opencc_cm_contract.text_rules import tokenizer_sha256
 
 from .bundle import CLASSIFIER_FILE, ONNX_DATA_FILE, ONNX_FILE, TOKENIZER_FILE, check_bundle, load_profiles
 from .errors import ConfigError
 
 TARGETS = ("python-ort", "onnxruntime", "tensorrt")
-MODELS = (TOKENIZER_MODEL, IDS_PREPROCESS_MODEL, ENCODER_MODEL, CALIBRATION_MODEL, TEXT_ENSEMBLE, IDS_ENSEMBLE)
 ARTIFACTS = {  # model -> bundle files copied into <model>/1/artifacts/
     TOKENIZER_MODEL: (CLASSIFIER_FILE, TOKENIZER_FILE),
     IDS_PREPROCESS_MODEL: (CLASSIFIER_FILE,),
     ENCODER_MODEL: (CLASSIFIER_FILE,),
     CALIBRATION_MODEL: (CLASSIFIER_FILE,),
 }
-PROFILES_NAME = "profiles.json"
 WARMUP_FILE, WARMUP_TOKENS = "ones_int64_16", 16
 
 
@@ -53,6 +50,21 @@ def fill(template: str, values: dict[str, object], where: str) -> str:
     if "${" in text:
         raise ConfigError(f"{where}: unfilled placeholder remains")
     return text
+
+
+def check_model_config(text: str, model: str, where: str):
+    """Parse a filled ``config.pbtxt`` into Triton's ``ModelConfig`` (the schema tritonserver
+    reads) and check that it names the model folder it goes into; return the message."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    try:
+        config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as exc:
+        raise ConfigError(f"{where}: not a valid Triton ModelConfig once filled: {exc}") from None
+    if config.name != model:
+        raise ConfigError(f"{where}: names model {config.name!r}, but it is the config of {model!r}")
+    return config
 
 
 def pow2_buckets(max_tokens: int, smallest: int = 16) -> str:
@@ -70,7 +82,7 @@ def pbtxt_quote(text: str) -> str:
 
 def client_metadata(spec, profiles: dict, bundle: Path, policy: str) -> str:
     """The ensembles' ``parameters`` block: what clients read instead of hard-coding it
-    (labels, threshold profiles, limits, tokenizer fingerprint; see opencc_cm_client.server_info)."""
+    (labels, threshold profiles, limits, tokenizer fingerprint; see opencc_cm_contract.metadata)."""
     values = {
         meta.PARAM_LABELS: json.dumps(list(spec.labels), ensure_ascii=False),
         meta.PARAM_PROFILES: json.dumps({DEFAULT_PROFILE: list(spec.thresholds),
@@ -125,7 +137,7 @@ def deploy(args: argparse.Namespace) -> Path:
         "max_text_bytes": args.max_text_bytes or 16 * spec.max_tokens * (8 if windows else 1),
         "length_buckets": args.length_buckets if args.length_buckets is not None
         else (pow2_buckets(spec.max_tokens) if native else ""),
-        "profiles_file": f"artifacts/{PROFILES_NAME}" if args.profiles else "",
+        "profiles_file": f"artifacts/{PROFILES_FILE}" if args.profiles else "",
         "queue_timeout_us": args.queue_timeout_us,
         "max_queue_size": args.max_queue_size,
         "encoder_queue_delay_us": args.encoder_queue_delay_us,
@@ -133,21 +145,24 @@ def deploy(args: argparse.Namespace) -> Path:
         "max_pad_fraction": repr(float(args.max_pad_fraction)),
         "client_metadata": client_metadata(spec, profiles, bundle, args.long_input_policy),
     }
-    for model in MODELS:
-        model_dir = repo / model
-        template = template_path(model_dir, model, args.target)
+    configs = {}
+    for model in MODELS:  # fill and parse every config before writing any: a broken template fails here
+        template = template_path(repo / model, model, args.target)
         if not template.is_file():
             raise ConfigError(f"missing template {template}")
-        text = fill(template.read_text(encoding="utf-8"), values, str(template))
+        configs[model] = fill(template.read_text(encoding="utf-8"), values, str(template))
+        check_model_config(configs[model], model, str(template))
+    for model in MODELS:
+        model_dir = repo / model
         (model_dir / "1").mkdir(parents=True, exist_ok=True)
-        (model_dir / "config.pbtxt").write_text(text, encoding="utf-8")
+        (model_dir / "config.pbtxt").write_text(configs[model], encoding="utf-8")
         artifacts = model_dir / "1" / "artifacts"
         shutil.rmtree(artifacts, ignore_errors=True)
         for name in ARTIFACTS.get(model, ()):
             artifacts.mkdir(parents=True, exist_ok=True)
             shutil.copy2(bundle / name, artifacts / name)
     if args.profiles:
-        shutil.copy2(args.profiles, repo / CALIBRATION_MODEL / "1" / "artifacts" / PROFILES_NAME)
+        shutil.copy2(args.profiles, repo / CALIBRATION_MODEL / "1" / "artifacts" / PROFILES_FILE)
     _place_graph(bundle, repo / ENCODER_MODEL)
     return repo
 
@@ -172,8 +187,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=TARGETS, default="python-ort")
     p.add_argument("--allow-unverified-bundle", action="store_true",
                    help="deploy a graph whose parity was not checked or failed (never for production)")
-    p.add_argument("--max-batch-size", type=int, default=64)
-    p.add_argument("--long-input-policy", choices=("reject", "windows"), default="reject",
+    p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE)
+    p.add_argument("--long-input-policy", choices=LONG_INPUT_POLICIES, default=DEFAULT_LONG_INPUT_POLICY,
                    help="texts above max_tokens: reject (INVALID_ARG) or overlapping windows, max score per label")
     p.add_argument("--window-overlap", type=int, help="tokens shared by neighbouring windows; default max_tokens // 8")
     p.add_argument("--profiles", help="JSON file {\"profiles\": {name: {label: threshold}}}")

@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-REQUIRED_PACKAGES = ("opencc_cm_serving", "opencc_cm_client", "numpy", "tokenizers")
+REQUIRED_PACKAGES = ("opencc_cm_serving", "opencc_cm_contract", "numpy", "tokenizers")
 OPTIONAL_PACKAGES = ("onnxruntime",)  # only the python-ort encoder needs it
 
 
@@ -137,7 +137,7 @@ class TritonServer:
         ]
         return cmd, env
 
-    def start(self) -> "TritonServer":
+    def start(self) -> TritonServer:
         """Start and wait until ready. The server is tied to the calling *thread* (it gets SIGTERM
         when that thread ends, so it never outlives a crashed launcher): start it from a thread
         that lives as long as the server should."""
@@ -219,7 +219,7 @@ class TritonServer:
             self._tmp = None
         return code
 
-    def __enter__(self) -> "TritonServer":
+    def __enter__(self) -> TritonServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from opencc_cm_client.contract import (ATTENTION_MASK, FLAGGED, IDS_ENSEMBLE, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT,
+from opencc_cm_contract import (ATTENTION_MASK, FLAGGED, IDS_ENSEMBLE, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT,
                                        TEXT_ENSEMBLE, THRESHOLD_PROFILE_PARAMETER, TOKEN_COUNT)
-from opencc_cm_client.text_rules import InputError
+from opencc_cm_contract.text_rules import InputError
 from opencc_cm_serving.ids import validate_ids
 
 from reliability_tools import MAX_TEXT_BYTES, MIB, PROFILES, Tally, mismatch, tree_rss

@@ -23,7 +23,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from opencc_cm_client import ClassifierClient, ConnectionOptions, RetryPolicy, UnavailableError
-from opencc_cm_client.contract import CALIBRATION_MODEL, HARM_CATEGORIES, TEXT_ENSEMBLE, TOKENIZER_MODEL
+from opencc_cm_contract import CALIBRATION_MODEL, HARM_CATEGORIES, TEXT_ENSEMBLE, TOKENIZER_MODEL
 from opencc_cm_serving.deploy import main as deploy_main
 from opencc_cm_serving.launch import free_port
 from opencc_cm_serving.production import ADMIN_PROTOCOLS, ProductionConfig, ProductionConfigError

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from opencc_cm_client.contract import ENCODER_MODEL, IDS_ENSEMBLE, SCORES, TEXT_ENSEMBLE
+from opencc_cm_contract import ENCODER_MODEL, IDS_ENSEMBLE, SCORES, TEXT_ENSEMBLE
 
 from serving_calls import classify_text, ids_inputs, params, text_inputs
 

@@ -21,7 +21,7 @@ import json  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from opencc_cm_client.contract import (  # noqa: E402
+from opencc_cm_contract import (  # noqa: E402
     ATTENTION_MASK, CALIBRATION_MODEL, FLAGGED, LABEL_FLAGS, LOGITS, SCORES, TEXT_ROW, THRESHOLD_PROFILE_PARAMETER,
     TOKEN_COUNT,
 )

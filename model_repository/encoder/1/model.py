@@ -17,7 +17,7 @@ sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if
 
 import json  # noqa: E402
 
-from opencc_cm_client.contract import ATTENTION_MASK, ENCODER_MODEL, INPUT_IDS, LOGITS  # noqa: E402
+from opencc_cm_contract import ATTENTION_MASK, ENCODER_MODEL, INPUT_IDS, LOGITS  # noqa: E402
 from opencc_cm_serving.batching import plan_groups, run_grouped  # noqa: E402
 from opencc_cm_serving.bundle import CLASSIFIER_FILE, load_classifier  # noqa: E402
 from opencc_cm_serving.errors import InputError  # noqa: E402

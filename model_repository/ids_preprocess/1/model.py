@@ -18,9 +18,9 @@ import json  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from opencc_cm_client.contract import ATTENTION_MASK, IDS_PREPROCESS_MODEL, INPUT_IDS, TEXT_ROW  # noqa: E402
+from opencc_cm_contract import ATTENTION_MASK, IDS_PREPROCESS_MODEL, INPUT_IDS, TEXT_ROW  # noqa: E402
 from opencc_cm_serving.bundle import CLASSIFIER_FILE, load_classifier  # noqa: E402
-from opencc_cm_client.text_rules import pad_right  # noqa: E402
+from opencc_cm_contract.text_rules import pad_right  # noqa: E402
 from opencc_cm_serving.ids import padded_width, parse_buckets, validate_ids  # noqa: E402
 from opencc_cm_serving.triton import input_array, parameters, require, respond_each, version_path  # noqa: E402
 
