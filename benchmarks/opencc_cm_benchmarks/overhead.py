@@ -649,7 +649,25 @@ def markdown(report: dict) -> str:
                 lines.append(f"| {mode} | {lv['ensemble']} | {lv['clients']} | {model} | {_f(d['queue'], 3)} "
                              f"| {_f(d['compute_input'], 3)} | {_f(d['compute_infer'], 3)} | {_f(d['compute_output'], 3)} "
                              f"| {_f(d['total'], 3)} | {d['executions']:,} | {d['inferences']:,} | {rows:.2f} |")
+    procs = sorted({k for res in report["modes"].values() for lv in res["levels"] for k, v in lv["server_cpu_s"].items()
+                    if k != "total" and v > 0}, key=lambda k: (k != "tritonserver", k))
+    cores = report["machine"]["nproc"] or 1
+    lines += ["", "## CPU per request by process (ms of CPU per request, psutil; noise-robust: CPU is only counted while running)",
+              "", f"Capacity bound = {cores} cores x 1000 / (server + client CPU ms per request): the requests/s this machine could "
+              "sustain if nothing else ran and the CPU were the only limit.", "",
+              "| mode | ensemble | clients | " + " | ".join(procs) + " | server total | client | capacity bound req/s |",
+              "|---|---|---:|" + "---:|" * (len(procs) + 3)]
+    for mode, res in report["modes"].items():
+        for lv in res["levels"]:
+            n = max(lv["requests"], 1)
+            per = {k: v / n * 1000.0 for k, v in lv["server_cpu_s"].items()}
+            total = per["total"] + lv["client_cpu_ms_per_request"]
+            lines.append(f"| {mode} | {lv['ensemble']} | {lv['clients']} | " + " | ".join(_f(per.get(k, 0.0), 3) for k in procs)
+                         + f" | {_f(per['total'], 3)} | {_f(lv['client_cpu_ms_per_request'], 3)} "
+                         f"| {cores * 1000.0 / total if total > 0 else float('nan'):,.0f} |")
     lines += ["", "## Where the time goes per request at batch 1 (1 client, means, ms)", "",
+              "Means over the window (Triton's statistics only give sums): a few scheduler stalls on a busy machine move "
+              "them; compare with the p50 column above.", "",
               "| run | client latency | gRPC + client | ensemble (Triton) | ensemble scheduling | steps: queue + compute "
               "(execute() body / hop) | server excl. encoder compute | server CPU / client CPU per request |",
               "|---|---:|---:|---:|---:|---|---:|---:|"]
