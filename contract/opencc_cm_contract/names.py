@@ -6,6 +6,8 @@ config into Triton's ``ModelConfig`` before writing it.
 """
 from __future__ import annotations
 
+import re
+
 # --- Encoder graph (ONNX / TensorRT / Python-backend encoders): same names everywhere.
 INPUT_IDS = "input_ids"            # INT64 [batch, seq]
 ATTENTION_MASK = "attention_mask"  # INT64 [batch, seq], 1 = real token, right padding only
@@ -37,6 +39,17 @@ TEXT_ENSEMBLE = "classify_text"
 IDS_ENSEMBLE = "classify_ids"
 MODELS = (TOKENIZER_MODEL, IDS_PREPROCESS_MODEL, ENCODER_MODEL, CALIBRATION_MODEL, TEXT_ENSEMBLE, IDS_ENSEMBLE)
 ENSEMBLES = (TEXT_ENSEMBLE, IDS_ENSEMBLE)
+
+# Several classifiers in one server: each deployed with its own prefix (``deploy --model-prefix``),
+# e.g. ``jailbreak_`` -> ``jailbreak_classify_text``; the default classifier has none.
+MODEL_PREFIX = re.compile(r"^([a-z][a-z0-9]*_)?$")
+
+
+def prefixed(name: str, prefix: str = "") -> str:
+    """The Triton model name of ``name`` for the classifier deployed with ``prefix``."""
+    if not MODEL_PREFIX.match(prefix):
+        raise ValueError(f"model prefix {prefix!r}: lowercase letters and digits ending with '_', or empty")
+    return prefix + name
 
 # --- Per-request parameter selecting a threshold profile (request parameters, string).
 THRESHOLD_PROFILE_PARAMETER = "threshold_profile"

@@ -23,6 +23,7 @@ import numpy as np
 
 from opencc_cm_contract import (CALIBRATION_MODEL, DEFAULT_PROFILE, ENCODER_MODEL, IDS_PREPROCESS_MODEL, MODELS,
                                 TOKENIZER_MODEL)
+from opencc_cm_contract.names import MODEL_PREFIX
 from opencc_cm_contract import metadata as meta
 from opencc_cm_contract.bundle_format import PROFILES_FILE
 from opencc_cm_contract.limits import DEFAULT_LONG_INPUT_POLICY, DEFAULT_MAX_BATCH_SIZE, LONG_INPUT_POLICIES
@@ -104,12 +105,14 @@ def template_path(model_dir: Path, model: str, target: str) -> Path:
     return model_dir / name
 
 
-def copy_sources(source: Path, output: Path) -> None:
-    """Copy templates and model.py files (not generated files) to a fresh repository."""
-    if output.exists():
-        shutil.rmtree(output)
+def copy_sources(source: Path, output: Path, prefix: str = "") -> None:
+    """Copy templates and model.py files (not generated files) into ``output/<prefix><model>``,
+    replacing those folders only: other classifiers already deployed there stay."""
     for model in MODELS:
-        shutil.copytree(source / model, output / model, ignore=shutil.ignore_patterns(
+        target = output / f"{prefix}{model}"
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(source / model, target, ignore=shutil.ignore_patterns(
             "config.pbtxt", "*.onnx", "*.onnx.data", "*.plan", "artifacts", "warmup", "__pycache__"))
 
 
@@ -125,9 +128,11 @@ def deploy(args: argparse.Namespace) -> Path:
     if not 0.0 <= args.max_pad_fraction < 1.0 or args.max_group_tokens < 1:
         raise ConfigError(f"need 0 <= --max-pad-fraction < 1 (got {args.max_pad_fraction}) and "
                           f"--max-group-tokens >= 1 (got {args.max_group_tokens})")
-    repo = Path(args.output) if args.output else source
-    if args.output:
-        copy_sources(source, repo)
+    prefix = args.model_prefix
+    if not MODEL_PREFIX.match(prefix):
+        raise ConfigError(f"--model-prefix {prefix!r}: lowercase letters and digits ending with '_' (e.g. 'jailbreak_')")
+    if prefix and not args.output:
+        raise ConfigError("--model-prefix needs --output (the committed templates keep their own names)")
     values = {
         "max_batch_size": args.max_batch_size,
         "num_labels": spec.num_labels,
@@ -144,16 +149,20 @@ def deploy(args: argparse.Namespace) -> Path:
         "max_group_tokens": args.max_group_tokens,
         "max_pad_fraction": repr(float(args.max_pad_fraction)),
         "client_metadata": client_metadata(spec, profiles, bundle, args.long_input_policy),
+        "model_prefix": prefix,
     }
     configs = {}
     for model in MODELS:  # fill and parse every config before writing any: a broken template fails here
-        template = template_path(repo / model, model, args.target)
+        template = template_path(source / model, model, args.target)
         if not template.is_file():
             raise ConfigError(f"missing template {template}")
         configs[model] = fill(template.read_text(encoding="utf-8"), values, str(template))
-        check_model_config(configs[model], model, str(template))
+        check_model_config(configs[model], prefix + model, str(template))
+    repo = Path(args.output) if args.output else source
+    if args.output:
+        copy_sources(source, repo, prefix)
     for model in MODELS:
-        model_dir = repo / model
+        model_dir = repo / f"{prefix}{model}"
         (model_dir / "1").mkdir(parents=True, exist_ok=True)
         (model_dir / "config.pbtxt").write_text(configs[model], encoding="utf-8")
         artifacts = model_dir / "1" / "artifacts"
@@ -162,8 +171,8 @@ def deploy(args: argparse.Namespace) -> Path:
             artifacts.mkdir(parents=True, exist_ok=True)
             shutil.copy2(bundle / name, artifacts / name)
     if args.profiles:
-        shutil.copy2(args.profiles, repo / CALIBRATION_MODEL / "1" / "artifacts" / PROFILES_FILE)
-    _place_graph(bundle, repo / ENCODER_MODEL)
+        shutil.copy2(args.profiles, repo / f"{prefix}{CALIBRATION_MODEL}" / "1" / "artifacts" / PROFILES_FILE)
+    _place_graph(bundle, repo / f"{prefix}{ENCODER_MODEL}")
     return repo
 
 
@@ -185,6 +194,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repository", default="model_repository", help="repository holding the templates")
     p.add_argument("--output", help="write a filled copy here instead of filling --repository in place")
     p.add_argument("--target", choices=TARGETS, default="python-ort")
+    p.add_argument("--model-prefix", default="",
+                   help="deploy this classifier's models as <prefix><model> (e.g. 'jailbreak_' -> jailbreak_classify_text) "
+                        "beside others already in --output; needs --output")
     p.add_argument("--allow-unverified-bundle", action="store_true",
                    help="deploy a graph whose parity was not checked or failed (never for production)")
     p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE)
