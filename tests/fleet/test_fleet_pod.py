@@ -127,17 +127,20 @@ def test_perf_analyzer_inputs_are_valid_requests(pod, tmp_path):
             assert np.array_equal(by_text, by_ids), text_entry
 
 
-def test_sigterm_drains_and_exits_within_the_grace_period(pod):
-    """What the kubelet does after preStop: SIGTERM to PID 1 (tini forwards it to the
-    launcher). Requests the server already holds are still answered after the signal (the
-    drain), later ones are refused cleanly (NOT_FOUND / UNAVAILABLE, retried by the client
-    library), none is wrong, and tritonserver exits by itself (exit code 0) well inside the
-    grace period left after preStop."""
+def test_sigterm_settles_every_request_and_exits_within_the_grace_period(pod):
+    """What the kubelet does after preStop: SIGTERM to PID 1 (tini forwards it to the launcher),
+    here with 800 requests in flight. Every request settles: answered correctly or refused with
+    a status the client library retries (UNAVAILABLE "Server is stopping" or NOT_FOUND "no
+    available versions"); none is wrong or lost, and tritonserver exits by itself (exit code 0)
+    well inside the grace period left after preStop. Triton does NOT drain ensembles: requests
+    between two steps are refused too (observed: from 0 to a few hundred of the 800 were still
+    answered after the signal, depending on timing), so the zero-loss property of a rollout
+    rests on preStop (no new connections) plus client retries on another replica."""
     import tritonclient.grpc as grpcclient
 
     spec = pod.deployment["spec"]["template"]["spec"]
     budget = spec["terminationGracePeriodSeconds"] - spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
-    sent = 400
+    sent = 800  # below the 1024-request queues, so no "Exceeds maximum queue size"
     with tls_client(pod) as client:
         text = np.array([[b"a short benign prompt about bread"]], dtype=object)
         t = grpcclient.InferInput("text", [1, 1], "BYTES")
@@ -147,9 +150,9 @@ def test_sigterm_drains_and_exits_within_the_grace_period(pod):
         for _ in range(sent):
             client.async_infer("classify_text", [t],
                                lambda result, error: results.append((time.monotonic(), result, error)))
-        while len(results) < 10:
-            time.sleep(0.001)
-        signalled = time.monotonic()
+        while not results:
+            time.sleep(0.0005)
+        signalled, done_before = time.monotonic(), len(results)
         pod.proc.send_signal(signal.SIGTERM)
         code = pod.proc.wait(budget)
         elapsed = time.monotonic() - signalled
@@ -158,14 +161,17 @@ def test_sigterm_drains_and_exits_within_the_grace_period(pod):
             time.sleep(0.05)
     answered = [(when, r) for when, r, e in results if e is None]
     after = sum(1 for when, _ in answered if when > signalled)
-    errors = [e.status() for _, _, e in results if e is not None]
-    print(f"\n[fleet] SIGTERM: launcher exit {code} after {elapsed:.2f} s (budget {budget} s); {sent} sent: "
-          f"{len(answered)} answered ({after} of them after the signal), {len(errors)} refused {sorted(set(errors))}")
-    assert len(results) == sent, "every request settles"
+    refused = [(e.status(), e.message()) for _, _, e in results if e is not None]
+    kinds = sorted({f"{status} {'in ensemble: ' if 'in ensemble' in message else ''}"
+                    f"{message.split('] ')[-1][:40]}" for status, message in refused})
     worst = max(float(np.abs(r.as_numpy("scores") - expected).max()) for _, r in answered)
-    print(f"[fleet] max |score - batch-1 score| over the answers: {worst:.2e}")
-    assert worst <= 1e-5, "no wrong answer (batched runs may differ from batch 1 in float rounding only)"
-    assert after >= 1, "requests held at SIGTERM are answered (drained), not dropped"
-    assert set(errors) <= {"StatusCode.UNAVAILABLE", "StatusCode.NOT_FOUND", "StatusCode.CANCELLED"}, errors
+    print(f"\n[fleet] SIGTERM with {sent} requests in flight ({done_before} done at the signal): launcher exit {code} "
+          f"after {elapsed:.2f} s (budget {budget} s); {len(answered)} answered ({after} after the signal), "
+          f"{len(refused)} refused: {kinds}; max |score - batch-1 score| {worst:.2e}")
+    assert len(results) == sent, "every request settles"
+    assert worst <= 1e-5, "no wrong answer (batched runs differ from batch 1 in float rounding only)"
+    for status, message in refused:
+        assert (status, "Server is stopping" in message or "no available versions" in message) in {
+            ("StatusCode.UNAVAILABLE", True), ("StatusCode.NOT_FOUND", True)}, (status, message)
     assert code == 0 and "launch: stopped (exit code 0)" in pod.log.read_text(), pod.log.read_text()[-2000:]
     assert elapsed < budget
