@@ -17,8 +17,9 @@ sys.path.insert(0, str(ROOT / "tests" / "serving"))  # toy_bundle, serving_calls
 sys.path.insert(0, str(FLEET / "images"))             # model_repository_archive
 
 
-def render(overlay: str) -> list[dict]:
-    done = subprocess.run([KUBECTL, "kustomize", str(FLEET / "kubernetes" / "overlays" / overlay)],
+def render(overlay: str, root: Path = FLEET) -> list[dict]:
+    """``kubectl kustomize`` of an overlay (offline), as a list of objects."""
+    done = subprocess.run([KUBECTL, "kustomize", str(root / "kubernetes" / "overlays" / overlay)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, f"kubectl kustomize {overlay}: {done.stderr}"
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]

@@ -215,3 +215,30 @@ def test_model_repository_comes_from_a_versioned_config_map(rendered):
         assert config_map["data"]["MODEL_REPOSITORY_URL"].startswith("https://")
         names[overlay] = name
     assert names["cpu"] != names["h100"], "each overlay names its own repository (python-ort / onnxruntime)"
+
+
+def test_a_new_checkpoint_rolls_the_deployment(tmp_path):
+    """Rollout mechanics, rendered: changing the overlay's archive URL + sha256 (what a new
+    checkpoint is) renames the ConfigMap, and the Deployment's pod template follows it, so
+    `kubectl apply -k` starts a rolling update; the rest of the pod template is unchanged."""
+    import shutil
+
+    from fleet_support import FLEET, render
+
+    copy_root = tmp_path / "fleet"
+    shutil.copytree(FLEET / "kubernetes", copy_root / "kubernetes")
+    kustomization = copy_root / "kubernetes" / "overlays" / "h100" / "kustomization.yaml"
+    text = kustomization.read_text()
+    old_url = re.search(r"MODEL_REPOSITORY_URL=(\S+)", text).group(1)
+    text = text.replace(old_url, old_url.replace("-v1-", "-v2-"))
+    text = re.sub(r"MODEL_REPOSITORY_SHA256=\w+", "MODEL_REPOSITORY_SHA256=" + "ab" * 32, text)
+    kustomization.write_text(text)
+
+    before = render("h100")
+    after = render("h100", root=copy_root)
+    old_dep, new_dep = one(before, "Deployment"), one(after, "Deployment")
+    old_ref = container(old_dep, "fetch-model-repository", init=True)["envFrom"][0]["configMapRef"]["name"]
+    new_ref = container(new_dep, "fetch-model-repository", init=True)["envFrom"][0]["configMapRef"]["name"]
+    assert old_ref != new_ref and one(after, "ConfigMap", new_ref)["data"]["MODEL_REPOSITORY_SHA256"] == "ab" * 32
+    old_dep["spec"]["template"]["spec"]["initContainers"][0]["envFrom"][0]["configMapRef"]["name"] = new_ref
+    assert old_dep == new_dep, "only the repository reference changed"
