@@ -27,9 +27,47 @@ CALIBRATION_MODEL = "calibration"
 TEXT_ENSEMBLE = "classify_text"
 IDS_ENSEMBLE = "classify_ids"
 
-# --- Per-request parameter selecting a threshold profile (request parameters, string).
-THRESHOLD_PROFILE_PARAMETER = "threshold_profile"
+# --- Request parameters (``ModelInferRequest.parameters``).
+THRESHOLD_PROFILE_PARAMETER = "threshold_profile"  # string: a threshold profile name
 DEFAULT_PROFILE = "default"
+# Ours: name -> the one accepted type of its value as a model sees it (Triton hands a Python
+# model string_param as str, int64_param as int, bool_param as bool, double_param as float).
+REQUEST_PARAMETERS: dict[str, type] = {THRESHOLD_PROFILE_PARAMETER: str}
+# Triton's own. Its parameters extension reserves these names and the "triton_" prefix;
+# 2.51 over gRPC consumes priority, timeout, sequence_* and triton_enable_empty_final_response
+# itself (validating their types) but hands "headers" and "binary_data_output" (the binary-data
+# extension's flag, HTTP strips it) through to every model. The models accept these whatever
+# their value and refuse every other name (INVALID_ARGUMENT naming it): a misspelled
+# parameter must not silently mean "use the default".
+TRITON_RESERVED_PARAMETERS: tuple[str, ...] = (
+    "priority", "timeout", "sequence_id", "sequence_start", "sequence_end", "headers", "binary_data_output",
+)
+TRITON_RESERVED_PREFIX = "triton_"
+_TYPE_NAMES = {str: "string", int: "int64", bool: "bool", float: "double"}
+
+
+class RequestParameterError(ValueError):
+    """A request parameter that is neither ours nor Triton's, or ours with the wrong type."""
+
+
+def check_request_parameters(params) -> dict:
+    """``params`` (the request's parameters as a model sees them) checked against the contract:
+    returns ours (``{name: value}``); an unknown name or a wrong type is a RequestParameterError
+    naming it (at most 64 characters of it: an error above 8 KiB is dropped by gRPC)."""
+    if not isinstance(params, dict):
+        raise RequestParameterError(f"request parameters must be an object, got {type(params).__name__}")
+    ours = {}
+    for key, value in params.items():
+        if key in REQUEST_PARAMETERS:
+            expected = REQUEST_PARAMETERS[key]
+            if type(value) is not expected:  # bool is an int subclass: compare exactly
+                got = _TYPE_NAMES.get(type(value), type(value).__name__)
+                raise RequestParameterError(f"request parameter {key!r} must be a {_TYPE_NAMES[expected]}, got {got}")
+            ours[key] = value
+        elif key not in TRITON_RESERVED_PARAMETERS and not str(key).startswith(TRITON_RESERVED_PREFIX):
+            shown = repr(key[:64]) + ("..." if len(key) > 64 else "")
+            raise RequestParameterError(f"unknown request parameter {shown} (accepted: {', '.join(REQUEST_PARAMETERS)})")
+    return ours
 
 # --- Labels of the 11-way multilabel head, in output column order (reference HARM_CATEGORIES).
 HARM_CATEGORIES: tuple[str, ...] = (

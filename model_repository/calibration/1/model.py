@@ -8,7 +8,8 @@ per label, summed token counts. Without windows rows == batch and nothing folds.
 
 Labels, objective and the ``default`` thresholds come from the bundle's classifier.json;
 more named profiles from the JSON file in parameter ``profiles_file`` (``""`` = none). The
-request parameter ``threshold_profile`` picks one per request; unknown -> INVALID_ARG.
+request parameter ``threshold_profile`` picks one per request; unknown -> INVALID_ARG, as is
+any request parameter outside the contract (opencc_cm_serving.triton.request_parameters).
 Config parameters: ``artifact_dir`` (classifier.json), ``profiles_file``.
 """
 import os
@@ -29,7 +30,7 @@ from opencc_cm_serving.bundle import CLASSIFIER_FILE, load_classifier, load_prof
 from opencc_cm_serving.calibration import ThresholdProfiles, activate, decide, reduce_windows  # noqa: E402
 from opencc_cm_serving.errors import InputError  # noqa: E402
 from opencc_cm_serving.triton import (  # noqa: E402
-    input_array, parameters, pb, request_parameter, require, respond_each, version_path,
+    input_array, parameters, pb, request_parameters, require, respond_each, version_path,
 )
 
 
@@ -50,7 +51,7 @@ class TritonPythonModel:
         return respond_each(requests, self._calibrate, CALIBRATION_MODEL)
 
     def _calibrate(self, request):
-        thresholds = self.profiles.select(request_parameter(request, THRESHOLD_PROFILE_PARAMETER))
+        thresholds = self.profiles.select(request_parameters(request).get(THRESHOLD_PROFILE_PARAMETER))
         logits = input_array(request, LOGITS)
         mask = input_array(request, ATTENTION_MASK)
         rows = logits.shape[0] if logits.ndim == 2 else -1
