@@ -27,6 +27,21 @@ CALIBRATION_MODEL = "calibration"
 TEXT_ENSEMBLE = "classify_text"
 IDS_ENSEMBLE = "classify_ids"
 
+# --- What each ensemble takes and answers, as Triton datatypes and request/response shapes
+# (B = batch, at most the config's max_batch_size; S = sequence length; L = number of labels,
+# read from the config). proto/CLIENT_CONTRACT.md states these; a test keeps the three in sync
+# (this module, the document, the configs that deploy writes).
+ENSEMBLE_INPUTS: dict[str, dict[str, tuple[str, tuple]]] = {
+    TEXT_ENSEMBLE: {TEXT: ("BYTES", ("B", 1))},
+    IDS_ENSEMBLE: {INPUT_IDS: ("INT64", ("B", "S")), ATTENTION_MASK: ("INT64", ("B", "S"))},
+}
+ENSEMBLE_OUTPUTS: dict[str, tuple[str, tuple]] = {  # the same four from both ensembles
+    SCORES: ("FP32", ("B", "L")),
+    LABEL_FLAGS: ("BOOL", ("B", "L")),
+    FLAGGED: ("BOOL", ("B", 1)),
+    TOKEN_COUNT: ("INT64", ("B", 1)),
+}
+
 # --- Request parameters (``ModelInferRequest.parameters``).
 THRESHOLD_PROFILE_PARAMETER = "threshold_profile"  # string: a threshold profile name
 DEFAULT_PROFILE = "default"
