@@ -54,6 +54,9 @@ function parseArgs(argv) {
     else opts.texts.push(arg);
   }
   if (!opts.descriptors) throw new ContractError('--descriptors FILE is required (see README.md)', 'USAGE');
+  if (!(opts.timeoutMs > 0) || !(Number.isInteger(opts.retries) && opts.retries >= 0)) {
+    throw new ContractError('--timeout-ms must be > 0 and --retries an integer >= 0', 'USAGE');
+  }
   if (!opts.texts.length || !opts.texts.every((t) => typeof t === 'string')) {
     throw new ContractError('give at least one text (arguments, or "-" for a JSON array on stdin)', 'USAGE');
   }
