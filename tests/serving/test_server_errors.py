@@ -113,6 +113,13 @@ def test_unknown_request_parameter_is_refused(client, model, key):
     assert len(message) < 400  # a long name is cut: gRPC drops an error message above 8 KiB
 
 
+@pytest.mark.parametrize("value", [1, True, 2.5, "x"])
+def test_unknown_request_parameter_of_any_type_is_refused(client, value):
+    message = rejected(lambda: client.infer(TEXT_ENSEMBLE, text_inputs(["x"]),
+                                            parameters={THRESHOLD_PROFILE_PARAMETER: "nothing", "max_tokens": value}))
+    assert "unknown request parameter 'max_tokens'" in message
+
+
 @pytest.mark.parametrize("value, kind", [(7, "int64"), (0, "int64"), (True, "bool"), (False, "bool"),
                                          (1.5, "double"), (0.0, "double")])
 def test_threshold_profile_of_wrong_type_is_refused(client, value, kind):
