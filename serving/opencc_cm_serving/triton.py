@@ -2,6 +2,8 @@
 the rest of the package and its tests never need a server; tests stub it in sys.modules).
 
 - ``parameters``: the config's string parameters; any ``${...}`` left unfilled is a ConfigError.
+- ``request_parameters``: the request's parameters checked against the contract (unknown name
+  or wrong type -> InputError); every Python model calls it on every request.
 - ``respond_each``: one response per request, in order; InputError -> INVALID_ARG, anything
   else -> INTERNAL with the traceback logged. One bad request never sinks the others.
 """
