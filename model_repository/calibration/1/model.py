@@ -8,7 +8,8 @@ per label, summed token counts. Without windows rows == batch and nothing folds.
 
 Labels, objective and the ``default`` thresholds come from the bundle's classifier.json;
 more named profiles from the JSON file in parameter ``profiles_file`` (``""`` = none). The
-request parameter ``threshold_profile`` picks one per request; unknown -> INVALID_ARG.
+request parameter ``threshold_profile`` picks one per request; unknown -> INVALID_ARG, as is
+any request parameter outside the contract (opencc_cm_serving.triton.request_parameters).
 Config parameters: ``artifact_dir`` (classifier.json), ``profiles_file``.
 """
 import os
@@ -30,7 +31,7 @@ from opencc_cm_serving.calibration import ThresholdProfiles, activate, decide, r
 from opencc_cm_serving.errors import InputError  # noqa: E402
 from opencc_cm_serving.metrics import ClassifierMetrics  # noqa: E402
 from opencc_cm_serving.triton import (  # noqa: E402
-    input_array, parameters, pb, request_parameter, require, respond_each, version_path,
+    input_array, parameters, pb, request_parameters, require, respond_each, version_path,
 )
 
 
@@ -54,8 +55,8 @@ class TritonPythonModel:
         return responses
 
     def _counted(self, request):
-        profile = request_parameter(request, THRESHOLD_PROFILE_PARAMETER)
         try:
+            profile = request_parameters(request).get(THRESHOLD_PROFILE_PARAMETER)
             outputs = self._calibrate(request, profile)
         except Exception as exc:
             self.metrics.failure(exc)
