@@ -387,7 +387,7 @@ def run_level(url: str, ensemble: str, requests: list[list], clients: int, durat
         pool = [aio.InferenceServerClient(url) for _ in range(clients)]
         lat: list[float] = []
         errors: list[str] = []
-        state = {"record": False, "stop": False, "done": 0}
+        state = {"record": False, "stop": False}
 
         async def loop(i: int, c) -> None:
             k = i
@@ -411,8 +411,8 @@ def run_level(url: str, ensemble: str, requests: list[list], clients: int, durat
         try:
             tasks = [asyncio.create_task(loop(i, c)) for i, c in enumerate(pool)]
             await asyncio.sleep(warmup_s)
-            # the window opens: snapshots (the loops keep running meanwhile; the snapshot calls are
-            # short and their own requests are not inferences)
+            # the window opens: snapshots (synchronous calls: the client loops pause for these few
+            # milliseconds; the statistics call is not an inference and is not counted as one)
             s_before, c_before, k_before = server_cpu.snapshot(), client_cpu.snapshot(), time.perf_counter()
             t_before = inference_stats(url)
             st_before = read_stub_timing(stub_dir) if stub_dir else {}
