@@ -1,6 +1,7 @@
 """Triton model ``tokenizer``: ``text`` BYTES [batch, 1] -> ``input_ids``, ``attention_mask``
 INT64 [rows, seq], right padded within the request (to a length bucket when configured), and
-``text_row`` INT64 [rows, 1] (the text each row came from).
+``text_row`` INT64 [rows, 1] (the text each row came from) and ``window_start`` INT64 [rows, 1]
+(offset of the row's first token in that text; 0 unless windowed).
 
 ``long_input_policy=reject``: rows == batch, a text above max_tokens is INVALID_ARG.
 ``long_input_policy=windows``: a long text becomes overlapping windows of max_tokens tokens
@@ -20,7 +21,7 @@ import json  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from opencc_cm_contract import ATTENTION_MASK, INPUT_IDS, TEXT, TEXT_ROW, TOKENIZER_MODEL  # noqa: E402
+from opencc_cm_contract import ATTENTION_MASK, INPUT_IDS, TEXT, TEXT_ROW, TOKENIZER_MODEL, WINDOW_START  # noqa: E402
 from opencc_cm_contract.text_rules import pad_right  # noqa: E402
 from opencc_cm_serving.bundle import CLASSIFIER_FILE, TOKENIZER_FILE, load_classifier  # noqa: E402
 from opencc_cm_serving.errors import ConfigError, InputError  # noqa: E402
@@ -55,8 +56,9 @@ class TritonPythonModel:
         if raw.ndim != 2 or raw.shape[1] != 1:
             raise InputError(f"{TEXT}: expected shape [batch, 1], got {list(raw.shape)}")
         texts = [decode_text(x, f"{TEXT}[{i}]", self.max_text_bytes) for i, x in enumerate(raw[:, 0])]
-        rows, text_row = texts_to_rows(encode_texts(self.tokenizer, texts), self.policy, self.spec.max_tokens,
+        rows, text_row, starts = texts_to_rows(encode_texts(self.tokenizer, texts), self.policy, self.spec.max_tokens,
                                        self.overlap, self.max_rows, TEXT)
         width = padded_width(max(len(r) for r in rows), self.buckets)
         ids, mask = pad_right(rows, self.spec.pad_token_id, width)
-        return {INPUT_IDS: ids, ATTENTION_MASK: mask, TEXT_ROW: np.asarray(text_row, dtype=np.int64)[:, None]}
+        return {INPUT_IDS: ids, ATTENTION_MASK: mask, TEXT_ROW: np.asarray(text_row, dtype=np.int64)[:, None],
+                WINDOW_START: np.asarray(starts, dtype=np.int64)[:, None]}
