@@ -63,6 +63,7 @@ class TritonPythonModel:
             max_pending=int(policy.get("max_queue_size", 0) or 1024), default_timeout_s=timeout_us / 1e6 or None,
             max_defer_s=float(params.get("max_defer_s", "2.0")), plan=self._plan,
         ).start()
+        self.metrics = _Metrics()
         pb().Logger.log_info(f"{ENCODER_MODEL}: onnxruntime providers {self.encoder.providers}")
 
     def execute(self, requests):
@@ -101,6 +102,7 @@ class TritonPythonModel:
         return plan_groups(lengths, self.max_pad_fraction, self.max_rows, self.max_group_tokens)
 
     def _encode(self, ids, mask):
+        self.metrics.add("rows", ids.shape[0])
         logits = self.encoder(ids, mask)
         if not np.isfinite(logits).all():  # a model fault, not the caller's: INTERNAL, never a decision
             raise FloatingPointError(f"encoder produced non-finite logits for a batch of {ids.shape[0]} rows")
@@ -118,7 +120,35 @@ class TritonPythonModel:
                 output_tensors=[], error=utils.TritonError(f"{ENCODER_MODEL}: {why}", utils.TritonError.UNAVAILABLE))
         else:
             response = error_response(error, ENCODER_MODEL)
+        if outcome in (CANCELLED, EXPIRED, OVERLOADED):
+            self.metrics.add(outcome)
         entry[1].send(response, flags=utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+
+class _Metrics:
+    """Counters on Triton's metrics endpoint (``:8002/metrics``): rows the encoder ran, and
+    requests it answered without computing them (cancelled, expired, overloaded)."""
+
+    ROWS = "opencc_cm_encoder_rows_computed_total"
+    DROPPED = "opencc_cm_encoder_requests_dropped_total"
+
+    def __init__(self):
+        utils = pb()
+        self.metrics = {}
+        if not hasattr(utils, "MetricFamily"):  # the test stub of triton_python_backend_utils
+            return
+        rows = utils.MetricFamily(self.ROWS, "Encoder rows run through the graph", utils.MetricFamily.COUNTER)
+        dropped = utils.MetricFamily(self.DROPPED, "Encoder requests answered without being computed, by reason",
+                                     utils.MetricFamily.COUNTER)
+        self.families = (rows, dropped)  # keep the families alive as long as their metrics
+        self.metrics["rows"] = rows.Metric(labels={})
+        for reason in (CANCELLED, EXPIRED, OVERLOADED):
+            self.metrics[reason] = dropped.Metric(labels={"reason": reason})
+
+    def add(self, name, value=1):
+        metric = self.metrics.get(name)
+        if metric is not None:
+            metric.increment(value)
 
 
 def _timeout_s(request):
