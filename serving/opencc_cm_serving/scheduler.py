@@ -11,7 +11,9 @@ returns; a worker thread owns the ONNX Runtime session and loops:
 2. plan groups over all pending rows (``batching.plan_groups``: sorted by length, bounded
    padding and cost) and pick the first one, i.e. the shortest rows; unless the oldest
    pending request has waited more than ``max_defer_s``, then the group holding its
-   shortest pending row (long rows cannot starve);
+   shortest pending row (long rows cannot starve). A group whose longest row has at least
+   ``solo_tokens`` tokens runs one row at a time: a short prompt arriving meanwhile waits
+   for one long row, never for a batch of them;
 3. drop the group's requests that were cancelled (``request.is_cancelled()``) or expired;
 4. run the group; a request is answered (``response_sender``, non-decoupled: exactly one
    final response) as soon as all its rows are done.
@@ -65,11 +67,12 @@ class RowScheduler:
 
     def __init__(self, run: Callable, respond: Callable, is_cancelled: Callable, pad_id: int, *,
                  max_pad_fraction: float, max_rows: int, max_group_tokens: int, max_pending: int,
-                 default_timeout_s: float | None, max_defer_s: float = 2.0,
+                 default_timeout_s: float | None, max_defer_s: float = 2.0, solo_tokens: int = 0,
                  clock: Callable[[], float] = time.monotonic, plan: Callable | None = None):
         self.run, self.respond, self.is_cancelled, self.pad_id = run, respond, is_cancelled, pad_id
         self.plan = plan or (lambda lengths: plan_groups(lengths, max_pad_fraction, max_rows, max_group_tokens))
         self.max_pending, self.default_timeout_s, self.max_defer_s = max_pending, default_timeout_s, max_defer_s
+        self.solo_tokens = solo_tokens
         self.clock = clock
         self.works: list[Work] = []
         self.lock = threading.Condition()
@@ -162,6 +165,8 @@ class RowScheduler:
         pick = groups[0]
         if oldest is not None and now - oldest.admitted > self.max_defer_s:
             pick = next(g for g in groups if any(entries[i][0] is oldest for i in g))
+        if self.solo_tokens and len(entries[pick[-1]][0].rows[entries[pick[-1]][1]]) >= self.solo_tokens:
+            pick = pick[:1]
         return [entries[i] for i in pick]
 
     def _compute(self, entries: list[tuple[Work, int]]) -> None:

@@ -1,9 +1,8 @@
 """Fairness and cancellation on the real server (issue 14, parts 2 and 3).
 
 The server runs a toy bundle whose encoder is slow on long rows (work quadratic in the row's
-length, ``toy_bundle.slow_nodes``) and deployed with ``--max-group-tokens`` = max_tokens, so
-a max-length row runs alone (as the real model's attention-aware budget does for max-length
-rows). The old encoder answered every request of an execute() at its end, in request order:
+length, ``toy_bundle.slow_nodes``), deployed with the defaults (rows of max_tokens / 4 or more
+run one per run). The old encoder answered every request of an execute() at its end, in request order:
 requests that queued while it ran one long row met in the next execute() and a short prompt
 among them came back after all the long ones.
 
@@ -39,7 +38,7 @@ def slow(tmp_path_factory):
     from opencc_cm_serving.bundle import load_classifier
 
     spec = load_classifier(bundle / "classifier.json")
-    repo = deploy_to(bundle, root / "repo", "python-ort", "--max-group-tokens", str(spec.max_tokens))
+    repo = deploy_to(bundle, root / "repo", "python-ort")
     with TritonServer(repo, log_path=root / "tritonserver.log", ready_timeout=120) as server, \
             grpcclient.InferenceServerClient(server.grpc_url) as client:
         yield client, spec, f"http://127.0.0.1:{server.metrics_port}/metrics"
@@ -155,8 +154,11 @@ def test_abandoned_long_requests_are_not_computed(slow, how, record_property):
     print(f"\n[{how}] one long row {one_long:.2f}s; {abandoned} long requests, deadline {DEADLINE_S}s: "
           f"{answered} answered in time, {len(gave_up)} gave up, {wasted} of those computed anyway; "
           f"short request then took {short_wait:.2f}s")
-    assert wasted <= 1, f"{wasted} of {len(gave_up)} abandoned requests were computed (at most the one running)"
-    assert dropped >= len(gave_up) - 1
+    # at most the row running when the deadline passed, and one that started between the client's
+    # deadline and the encoder's (which counts the timeout from admission, a little later); the
+    # previous encoder computed all of them
+    assert wasted <= 2, f"{wasted} of {len(gave_up)} abandoned requests were computed"
+    assert dropped >= len(gave_up) - 2
     assert short_wait < 2 * one_long + 0.5, (short_wait, one_long)
 
 

@@ -55,6 +55,14 @@ def test_short_rows_first_and_between_long_groups():
     assert h.answers["long"].shape == (3, 2) and h.answers["short"].tolist() == [[12.0, 12.0]]
 
 
+def test_long_rows_run_one_at_a_time():
+    h = Harness(max_group_tokens=64, solo_tokens=6)
+    h.admit("a", 8, 8)
+    h.admit("b", 2, 2, 3)
+    h.drain()
+    assert h.runs == [[2, 2, 3], [8], [8]]
+
+
 def test_long_rows_do_not_starve():
     h = Harness(max_defer_s=1.5)
     h.admit("long", 8)

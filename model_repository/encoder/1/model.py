@@ -12,7 +12,8 @@ as soon as its rows are done. Long rows therefore never hold short prompts back 
 than the one group already running, and abandoned work is not computed.
 Config parameters: ``artifact_dir`` (classifier.json), ``onnx_file``, ``providers``,
 ``intra_op_threads``, ``max_pad_fraction``, ``max_group_tokens``, ``max_defer_s`` (a request
-waiting longer runs next whatever its length: long rows cannot starve). The queue policy's
+waiting longer runs next whatever its length: long rows cannot starve), ``solo_row_tokens``
+(rows at least this long run one per run; 0 = max_tokens / 4). The queue policy's
 ``max_queue_size`` and ``default_timeout_microseconds`` also bound the scheduler.
 """
 import os
@@ -62,6 +63,7 @@ class TritonPythonModel:
             max_pad_fraction=self.max_pad_fraction, max_rows=self.max_rows, max_group_tokens=self.max_group_tokens,
             max_pending=int(policy.get("max_queue_size", 0) or 1024), default_timeout_s=timeout_us / 1e6 or None,
             max_defer_s=float(params.get("max_defer_s", "2.0")), plan=self._plan,
+            solo_tokens=int(params.get("solo_row_tokens", "0")) or max(1, self.spec.max_tokens // 4),
         ).start()
         self.metrics = _Metrics()
         pb().Logger.log_info(f"{ENCODER_MODEL}: onnxruntime providers {self.encoder.providers}")
