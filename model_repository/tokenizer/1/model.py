@@ -8,7 +8,9 @@ INT64 [rows, seq], right padded within the request (to a length bucket when conf
 (``window_overlap`` shared), so rows >= batch (at most max_batch_size, else INVALID_ARG);
 calibration folds them back to one row per text (max score per label).
 Config parameters: ``artifact_dir`` (holds tokenizer.json, classifier.json),
-``long_input_policy``, ``window_overlap``, ``max_text_bytes``, ``length_buckets`` (``""`` = none).
+``long_input_policy``, ``window_overlap``, ``max_text_bytes``, ``length_buckets`` (``""`` = none),
+``special_tokens_in_text`` (``special``: special-token strings in the text are special tokens,
+as in the reference; ``plain``: ordinary text; see serving/README.md, threat model).
 Bad text -> INVALID_ARG naming the row and the problem (see opencc_cm_serving.text).
 """
 import os
@@ -22,7 +24,7 @@ import json  # noqa: E402
 import numpy as np  # noqa: E402
 
 from opencc_cm_contract import ATTENTION_MASK, INPUT_IDS, TEXT, TEXT_ROW, TOKENIZER_MODEL, WINDOW_START  # noqa: E402
-from opencc_cm_contract.text_rules import pad_right  # noqa: E402
+from opencc_cm_contract.text_rules import SPECIAL_TOKEN_MODES, pad_right  # noqa: E402
 from opencc_cm_serving.bundle import CLASSIFIER_FILE, TOKENIZER_FILE, load_classifier  # noqa: E402
 from opencc_cm_serving.errors import ConfigError, InputError  # noqa: E402
 from opencc_cm_serving.ids import padded_width, parse_buckets  # noqa: E402
@@ -36,7 +38,10 @@ class TritonPythonModel:
         params = parameters(config)
         artifacts = version_path(args, require(params, "artifact_dir", TOKENIZER_MODEL))
         self.spec = load_classifier(artifacts / CLASSIFIER_FILE)
-        self.tokenizer = load_tokenizer(artifacts / TOKENIZER_FILE)
+        special = params.get("special_tokens_in_text", "special")
+        if special not in SPECIAL_TOKEN_MODES:
+            raise ConfigError(f"{TOKENIZER_MODEL}: special_tokens_in_text {special!r} is not one of {SPECIAL_TOKEN_MODES}")
+        self.tokenizer = load_tokenizer(artifacts / TOKENIZER_FILE, special)
         self.policy = require(params, "long_input_policy", TOKENIZER_MODEL)
         if self.policy not in POLICIES:
             raise ConfigError(f"{TOKENIZER_MODEL}: long_input_policy {self.policy!r} is not one of {POLICIES}")
