@@ -72,6 +72,19 @@ def test_long_rows_do_not_starve():
     assert "long" in h.answers and h.runs.index([8]) == 7  # once it had waited 1.5 s
 
 
+def test_aged_long_rows_alternate_with_short_ones():
+    """Several long requests all older than max_defer_s: a short one still runs after at most
+    one of them (the old ones take turns with the short ones, they do not all go first)."""
+    h = Harness(max_defer_s=0.5)
+    for i in range(4):
+        h.admit(f"long{i}", 8)
+    h.now = 1.0
+    h.admit("short", 2)
+    h.s.step()
+    h.s.step()
+    assert h.runs == [[8], [2]] and "short" in h.answers
+
+
 def test_cancelled_and_expired_requests_are_not_computed():
     h = Harness()
     h.admit("running", 8)
