@@ -50,6 +50,13 @@ class LocalTokenizer:
         return encode_texts(self.tokenizer, decoded)
 
 
+def server_timeout_us(timeout_s: float | None) -> int | None:
+    """The client's deadline as the request's ``timeout`` (microseconds): Triton drops a request
+    still queued after it, and the encoder does not compute it; ensembles pass it on to their
+    models, which they do not do for the gRPC cancellation itself (Triton 2.51)."""
+    return int(timeout_s * 1e6) if timeout_s else None
+
+
 def text_call(texts: Sequence[str]) -> PreparedCall:
     data = np.array([[t.encode("utf-8") if isinstance(t, str) else bytes(t)] for t in texts], dtype=np.object_)
     return PreparedCall(TEXT_ENSEMBLE, {TEXT: data}, len(texts))
