@@ -34,7 +34,8 @@ from opencc_cm_serving.ids import right_padded_lengths  # noqa: E402
 from opencc_cm_serving.onnx_runner import OnnxEncoder  # noqa: E402
 from opencc_cm_serving.scheduler import CANCELLED, EXPIRED, OVERLOADED, RowScheduler  # noqa: E402
 from opencc_cm_serving.triton import (  # noqa: E402
-    cancelled_response, error_response, input_array, outputs_response, parameters, pb, require, version_path,
+    cancelled_response, error_response, input_array, outputs_response, parameters, pb, request_parameters, require,
+    version_path,
 )
 
 
@@ -65,7 +66,7 @@ class TritonPythonModel:
             max_defer_s=float(params.get("max_defer_s", "2.0")), plan=self._plan,
             solo_tokens=int(params.get("solo_row_tokens", "0")) or max(1, self.spec.max_tokens // 4),
         ).start()
-        self.metrics = _Metrics()
+        self.metrics = _Metrics(args.get("model_name", ENCODER_MODEL))
         pb().Logger.log_info(f"{ENCODER_MODEL}: onnxruntime providers {self.encoder.providers}")
 
     def execute(self, requests):
@@ -86,6 +87,7 @@ class TritonPythonModel:
         self.scheduler.stop()
 
     def _rows(self, request):
+        request_parameters(request)  # none is ours to use here, but an unknown one is still refused
         ids = input_array(request, INPUT_IDS)
         mask = input_array(request, ATTENTION_MASK)
         if ids.shape != mask.shape:
@@ -128,13 +130,13 @@ class TritonPythonModel:
 
 
 class _Metrics:
-    """Counters on Triton's metrics endpoint (``:8002/metrics``): rows the encoder ran, and
-    requests it answered without computing them (cancelled, expired, overloaded)."""
+    """Counters on Triton's metrics endpoint (``:8002/metrics``), label ``model``: rows the
+    encoder ran, and requests it answered without computing them (cancelled, expired, overloaded)."""
 
     ROWS = "opencc_cm_encoder_rows_computed_total"
     DROPPED = "opencc_cm_encoder_requests_dropped_total"
 
-    def __init__(self):
+    def __init__(self, model):
         utils = pb()
         self.metrics = {}
         if not hasattr(utils, "MetricFamily"):  # the test stub of triton_python_backend_utils
@@ -143,9 +145,9 @@ class _Metrics:
         dropped = utils.MetricFamily(self.DROPPED, "Encoder requests answered without being computed, by reason",
                                      utils.MetricFamily.COUNTER)
         self.families = (rows, dropped)  # keep the families alive as long as their metrics
-        self.metrics["rows"] = rows.Metric(labels={})
+        self.metrics["rows"] = rows.Metric(labels={"model": model})
         for reason in (CANCELLED, EXPIRED, OVERLOADED):
-            self.metrics[reason] = dropped.Metric(labels={"reason": reason})
+            self.metrics[reason] = dropped.Metric(labels={"model": model, "reason": reason})
 
     def add(self, name, value=1):
         metric = self.metrics.get(name)
