@@ -81,6 +81,9 @@ def run(args: argparse.Namespace) -> dict:
     from opencc_cm_serving.deploy import main as deploy_main
     from opencc_cm_serving.launch import TritonServer
 
+    import os
+
+    load_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="opencc-fairness-"))
     try:
         bundle = Path(args.bundle)
@@ -134,6 +137,7 @@ def run(args: argparse.Namespace) -> dict:
         "probe_loaded": {"n": len(loaded), "p50_ms": 1000 * _pct(loaded, 50), "p99_ms": 1000 * _pct(loaded, 99),
                          "max_ms": 1000 * max(loaded)},
         "long_requests_done": len(long_times), "long_p50_s": _pct(long_times, 50),
+        "load_average_1min": {"start": load_start, "end": os.getloadavg()[0], "cpus": os.cpu_count()},
     }
     result["target_ms"] = 1000 * (2 * t_long) + result["probe_alone"]["p99_ms"]
     result["target_met"] = result["probe_loaded"]["p99_ms"] < result["target_ms"]

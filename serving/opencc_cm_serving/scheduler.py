@@ -41,7 +41,7 @@ from opencc_cm_contract.text_rules import pad_right
 
 from .batching import plan_groups
 
-CANCELLED, EXPIRED, OVERLOADED, FAILED = "cancelled", "expired", "overloaded", "failed"
+CANCELLED, EXPIRED, OVERLOADED, FAILED, STOPPING = "cancelled", "expired", "overloaded", "failed", "stopping"
 
 
 @dataclass(eq=False)  # identity: two requests are never "equal"
@@ -63,7 +63,7 @@ class RowScheduler:
 
     ``run(ids, mask) -> logits [n, labels]``; ``respond(request, logits=None, outcome=None,
     error=None)`` answers a request exactly once (``outcome`` one of CANCELLED, EXPIRED,
-    OVERLOADED, FAILED with ``error`` the exception); ``is_cancelled(request) -> bool``.
+    OVERLOADED, FAILED, STOPPING with ``error`` the exception); ``is_cancelled(request) -> bool``.
     """
 
     def __init__(self, run: Callable, respond: Callable, is_cancelled: Callable, pad_id: int, *,
@@ -83,19 +83,21 @@ class RowScheduler:
 
     # --- admission (execute(), Triton's thread)
     def admit(self, request: Any, rows: Sequence[np.ndarray], timeout_s: float | None = None) -> bool:
-        """Queue a validated request; False (already answered OVERLOADED) when full."""
+        """Queue a validated request; False (already answered OVERLOADED, or STOPPING) when full."""
         now = self.clock()
         timeout = timeout_s if timeout_s else self.default_timeout_s
         work = Work(request, list(rows), now, now + timeout if timeout else None)
         with self.lock:
-            if len(self.works) >= self.max_pending or self.stopping:
-                full = True
+            if self.stopping:
+                full = STOPPING
+            elif len(self.works) >= self.max_pending:
+                full = OVERLOADED
             else:
-                full = False
+                full = None
                 self.works.append(work)
                 self.lock.notify()
         if full:
-            self.respond(request, outcome=OVERLOADED)
+            self.respond(request, outcome=full)
         return not full
 
     # --- the worker
@@ -113,7 +115,7 @@ class RowScheduler:
         with self.lock:
             left, self.works = self.works, []
         for work in left:
-            self.respond(work.request, outcome=OVERLOADED)
+            self.respond(work.request, outcome=STOPPING)
 
     def _loop(self) -> None:
         while True:

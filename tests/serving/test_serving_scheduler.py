@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from opencc_cm_serving.scheduler import CANCELLED, EXPIRED, FAILED, OVERLOADED, RowScheduler
+from opencc_cm_serving.scheduler import CANCELLED, EXPIRED, FAILED, OVERLOADED, STOPPING, RowScheduler
 
 
 class Harness:
@@ -119,4 +119,5 @@ def test_stop_answers_what_is_pending():
     h = Harness()
     h.admit("a", 8)
     h.s.stop()
-    assert h.answers == {"a": OVERLOADED}
+    assert not h.admit("b", 2)
+    assert h.answers == {"a": STOPPING, "b": STOPPING}

@@ -32,7 +32,7 @@ from opencc_cm_serving.bundle import CLASSIFIER_FILE, load_classifier  # noqa: E
 from opencc_cm_serving.errors import InputError  # noqa: E402
 from opencc_cm_serving.ids import right_padded_lengths  # noqa: E402
 from opencc_cm_serving.onnx_runner import OnnxEncoder  # noqa: E402
-from opencc_cm_serving.scheduler import CANCELLED, EXPIRED, OVERLOADED, RowScheduler  # noqa: E402
+from opencc_cm_serving.scheduler import CANCELLED, EXPIRED, OVERLOADED, STOPPING, RowScheduler  # noqa: E402
 from opencc_cm_serving.triton import (  # noqa: E402
     cancelled_response, error_response, input_array, outputs_response, parameters, pb, request_parameters, require,
     version_path,
@@ -118,8 +118,9 @@ class TritonPythonModel:
             response = outputs_response({LOGITS: logits})
         elif outcome == CANCELLED:
             response = cancelled_response(ENCODER_MODEL)
-        elif outcome in (EXPIRED, OVERLOADED):
-            why = "Request timeout expired" if outcome == EXPIRED else "Exceeds maximum queue size"
+        elif outcome in (EXPIRED, OVERLOADED, STOPPING):
+            why = {EXPIRED: "Request timeout expired", OVERLOADED: "Exceeds maximum queue size",
+                   STOPPING: "model is stopping"}[outcome]
             response = utils.InferenceResponse(
                 output_tensors=[], error=utils.TritonError(f"{ENCODER_MODEL}: {why}", utils.TritonError.UNAVAILABLE))
         else:
