@@ -186,10 +186,10 @@ class RowScheduler:
             work.pending.discard(row)
             if not work.pending:
                 finished.append(work)
-        with self.lock:
+        with self.lock:  # only works still listed are answered (stop() may have answered the others)
+            finished = [w for w in finished if w in self.works]
             for work in finished:
-                if work in self.works:
-                    self.works.remove(work)
+                self.works.remove(work)
         for work in finished:
             self.respond(work.request, logits=work.logits)
 

@@ -121,3 +121,18 @@ def test_stop_answers_what_is_pending():
     h.s.stop()
     assert not h.admit("b", 2)
     assert h.answers == {"a": STOPPING, "b": STOPPING}
+
+
+def test_a_run_finishing_after_stop_answers_nothing_twice():
+    h = Harness()
+    h.admit("a", 8)
+    real_run = h.run
+
+    def run_then_stop(ids, mask):  # the model unloads while the run is in flight
+        out = real_run(ids, mask)
+        h.s.stop(timeout=0)
+        return out
+
+    h.s.run = run_then_stop
+    h.s.step()
+    assert h.answers == {"a": STOPPING}  # Harness.respond asserts a single answer per request
