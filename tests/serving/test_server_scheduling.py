@@ -154,11 +154,11 @@ def test_abandoned_long_requests_are_not_computed(slow, how, record_property):
     print(f"\n[{how}] one long row {one_long:.2f}s; {abandoned} long requests, deadline {DEADLINE_S}s: "
           f"{answered} answered in time, {len(gave_up)} gave up, {wasted} of those computed anyway; "
           f"short request then took {short_wait:.2f}s")
-    # at most the row running when the deadline passed, and one that started between the client's
-    # deadline and the encoder's (which counts the timeout from admission, a little later); the
-    # previous encoder computed all of them
-    assert wasted <= 2, f"{wasted} of {len(gave_up)} abandoned requests were computed"
-    assert dropped >= len(gave_up) - 2
+    # at most the row running when the deadline passed, and those that started between the
+    # client's deadline and the encoder's (it counts the timeout from admission, which comes a
+    # little later: tens of ms, more on a loaded machine); the previous encoder computed all
+    assert wasted <= 3, f"{wasted} of {len(gave_up)} abandoned requests were computed"
+    assert dropped >= len(gave_up) - 3
     assert short_wait < 2 * one_long + 0.5, (short_wait, one_long)
 
 
@@ -176,3 +176,28 @@ def test_scheduler_keeps_serving_concurrent_mixed_load(slow):
         send(client, IDS_ENSEMBLE, ids_inputs(ids, mask), i, done)
     tags = sorted(done.get(timeout=60)[0] for _ in range(sent))
     assert tags == list(range(sent))
+
+
+def test_triton_2_51_ensembles_do_not_pass_cancellation_on(slow):
+    """Pins the Triton behaviour the design works around: a client deadline alone (no
+    ``timeout`` parameter) through an ensemble never reaches the encoder's ``is_cancelled()``,
+    so the abandoned requests are computed. If a Triton upgrade makes this fail, cancellation
+    does propagate: update serving/README.md (threat model, failure modes)."""
+    client, spec, metrics_url = slow
+    abandoned = 4
+    long_ids, long_mask = rows(spec, spec.max_tokens, abandoned, seed=8)
+    before = encoder_metrics(metrics_url)
+    done: queue.Queue = queue.Queue()
+    for i in range(abandoned):
+        send(client, IDS_ENSEMBLE, ids_inputs(long_ids[i:i + 1], long_mask[i:i + 1]), f"long{i}", done,
+             client_timeout=0.05)
+    gave_up = [done.get(timeout=60)[3] for _ in range(abandoned)]
+    assert all(e is not None and e.status() == "StatusCode.DEADLINE_EXCEEDED" for e in gave_up)
+    rows_key = 'opencc_cm_encoder_rows_computed_total{model="encoder"}'
+    deadline = time.monotonic() + 60
+    while encoder_metrics(metrics_url)[rows_key] - before[rows_key] < abandoned and time.monotonic() < deadline:
+        time.sleep(0.2)
+    after = encoder_metrics(metrics_url)
+    cancelled = 'opencc_cm_encoder_requests_dropped_total{model="encoder",reason="cancelled"}'
+    assert after[rows_key] - before[rows_key] == abandoned
+    assert after.get(cancelled, 0) == before.get(cancelled, 0)
