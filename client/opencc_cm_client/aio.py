@@ -13,7 +13,7 @@ from .gate import decision_for, escalation_for
 from opencc_cm_contract import DEFAULT_PROFILE, IDS_ENSEMBLE, TEXT_ENSEMBLE
 from .endpoints import grpc_target
 from .options import ConnectionOptions
-from .requests import (OUTPUTS, LocalTokenizer, PreparedCall, accept_server_info, chunks, ids_call,
+from .requests import (OUTPUTS, LocalTokenizer, PreparedCall, accept_server_info, chunks, ids_call, server_timeout_us,
                        infer_tensors, next_retry_delay, parse_outputs, request_parameters, text_call)
 from .results import Classification, GateDecision
 from .server_info import ServerInfo
@@ -65,7 +65,7 @@ class AsyncClassifierClient:
         async def once():
             return await self._client.infer(call.model, inputs, outputs=outputs, headers=self.options.headers,
                                             parameters=request_parameters(self.threshold_profile),
-                                            client_timeout=self.options.timeout_s,
+                                            client_timeout=self.options.timeout_s, timeout=server_timeout_us(self.options.timeout_s),
                                             compression_algorithm=self.options.compression)
         async with self._limit:
             result = await self._with_retries(once)
