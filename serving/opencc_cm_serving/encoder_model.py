@@ -1,0 +1,83 @@
+"""The Python-backend encoder models' shared body: ragged batching, length grouping and error
+isolation, whatever runs the graph (``python-ort``: ONNX Runtime; ``python-torch``: PyTorch).
+
+Inputs are ``allow_ragged_batch``: one execute() gets requests of different lengths. Their
+rows are pooled, grouped by real length with bounded padding waste
+(opencc_cm_serving.batching), right padded per group, run, and split back per request in
+order. A request with a bad mask or out-of-range id gets INVALID_ARG alone; if a joint run
+fails, each request is retried on its own so one bad request cannot sink the batch.
+A subclass provides ``make_runner(args, config, params, spec) -> runner`` where
+``runner(input_ids, attention_mask) -> FP32 logits [rows, labels]``.
+"""
+from __future__ import annotations
+
+import json
+
+from opencc_cm_client.contract import ATTENTION_MASK, ENCODER_MODEL, INPUT_IDS, LOGITS
+
+from .batching import plan_groups, run_grouped
+from .bundle import CLASSIFIER_FILE, load_classifier
+from .errors import InputError
+from .ids import right_padded_lengths
+from .triton import cancelled_response, error_response, input_array, outputs_response, parameters, require, version_path
+
+
+class RaggedEncoderModel:
+    """``TritonPythonModel`` base for the encoder targets that run inside the Python backend."""
+
+    def make_runner(self, args, config: dict, params: dict[str, str], spec):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = parameters(config)
+        artifacts = version_path(args, require(params, "artifact_dir", ENCODER_MODEL))
+        self.spec = load_classifier(artifacts / CLASSIFIER_FILE)
+        self.max_rows = max(1, int(config.get("max_batch_size", 0)))
+        self.max_pad_fraction = float(require(params, "max_pad_fraction", ENCODER_MODEL))
+        self.max_group_tokens = int(require(params, "max_group_tokens", ENCODER_MODEL))
+        if not 0.0 <= self.max_pad_fraction < 1.0 or self.max_group_tokens < 1:
+            raise ValueError(f"{ENCODER_MODEL}: need 0 <= max_pad_fraction < 1 and max_group_tokens >= 1, got "
+                             f"{self.max_pad_fraction} and {self.max_group_tokens}")
+        self.encoder = self.make_runner(args, config, params, self.spec)
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        rows, spans = [], {}
+        for i, request in enumerate(requests):
+            if request.is_cancelled():
+                responses[i] = cancelled_response(ENCODER_MODEL)
+                continue
+            try:
+                start = len(rows)
+                rows.extend(self._rows(request))
+                spans[i] = (start, len(rows))
+            except Exception as exc:  # noqa: BLE001
+                responses[i] = error_response(exc, ENCODER_MODEL)
+        if spans:
+            try:
+                logits = self._run(rows)
+                for i, (start, end) in spans.items():
+                    responses[i] = outputs_response({LOGITS: logits[start:end]})
+            except Exception:  # noqa: BLE001 - isolate the failing request(s)
+                for i, (start, end) in spans.items():
+                    try:
+                        responses[i] = outputs_response({LOGITS: self._run(rows[start:end])})
+                    except Exception as exc:  # noqa: BLE001
+                        responses[i] = error_response(exc, ENCODER_MODEL)
+        return responses
+
+    def _rows(self, request):
+        ids = input_array(request, INPUT_IDS)
+        mask = input_array(request, ATTENTION_MASK)
+        if ids.shape != mask.shape:
+            raise InputError(f"{ATTENTION_MASK} shape {list(mask.shape)} differs from "
+                             f"{INPUT_IDS} shape {list(ids.shape)}")
+        lengths = right_padded_lengths(mask)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.spec.vocab_size):
+            raise InputError(f"{INPUT_IDS}: ids must lie in [0, {self.spec.vocab_size})")
+        return [ids[r, :n] for r, n in enumerate(lengths)]
+
+    def _run(self, rows):
+        groups = plan_groups([len(r) for r in rows], self.max_pad_fraction, self.max_rows, self.max_group_tokens)
+        return run_grouped(rows, self.spec.pad_token_id, groups, self.encoder)
