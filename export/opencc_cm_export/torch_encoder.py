@@ -147,7 +147,9 @@ class TorchEncoder:
                  gated_delta: str = "auto", length_buckets: str | Sequence[int] = "",
                  batch_buckets: str | Sequence[int] = "", pad_to_buckets: str = "auto",
                  cuda_graphs: str = "auto", graph_max_cells: int = 16384, pad_id: int = 0,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, model: MergedClassifier | None = None):
+        """``model``: an already loaded merged classifier (on ``device``, in ``dtype``) instead of
+        reading ``folder`` (the GPU check runs several settings over one copy)."""
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
                                    else ("cpu" if device == "auto" else device))
         cuda = self.device.type == "cuda"
@@ -167,7 +169,7 @@ class TorchEncoder:
             raise TorchEncoderError("cuda_graphs=on needs a CUDA device and bucket padding")
         self.pad_id, self.log = int(pad_id), log
         started = time.perf_counter()
-        self.model = load_merged(Path(folder), dtype=self.dtype, device=self.device)
+        self.model = model if model is not None else load_merged(Path(folder), dtype=self.dtype, device=self.device)
         self.num_labels = int(self.model.head.out_features)
         self.rule, self.rule_name = resolve_gated_delta(gated_delta, self.device, log)
         self.graphs: dict[tuple[int, int], tuple] = {}
