@@ -255,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"deploy: {args.target} repository ready at {repo}")
     if args.target == "tensorrt":
-        print(f"deploy: build {repo / ENCODER_MODEL / '1' / 'model.plan'} on the serving GPU (serving/README.md)")
+        print(f"deploy: build {repo / ENCODER_MODEL / '1' / 'model.plan'} on the serving GPU: python -m opencc_cm_export "
+              f"tensorrt --bundle {args.bundle} --repository {repo} --out {repo / ENCODER_MODEL / '1' / 'model.plan'} "
+              "(serving/README.md)")
     return 0
 
 
