@@ -26,11 +26,13 @@ def _l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True) + eps)
 
 
-def _lower_block_indices(n: int, s: int) -> torch.Tensor:
-    """Flat indices of the lower-left s x s block of each 2s x 2s diagonal block of an n x n matrix."""
-    pairs = torch.arange(n // (2 * s))
-    rows = (2 * pairs + 1)[:, None, None] * s + torch.arange(s)[None, :, None]
-    cols = (2 * pairs)[:, None, None] * s + torch.arange(s)[None, None, :]
+def _lower_block_indices(n: int, s: int, device=None) -> torch.Tensor:
+    """Flat indices of the lower-left s x s block of each 2s x 2s diagonal block of an n x n matrix.
+
+    Built on ``device`` directly: a host-to-device copy would break CUDA graph capture."""
+    pairs = torch.arange(n // (2 * s), device=device)
+    rows = (2 * pairs + 1)[:, None, None] * s + torch.arange(s, device=device)[None, :, None]
+    cols = (2 * pairs)[:, None, None] * s + torch.arange(s, device=device)[None, None, :]
     return (rows * n + cols).reshape(-1)
 
 
@@ -45,7 +47,7 @@ def unit_lower_triangular_inverse(strict_lower: torch.Tensor) -> torch.Tensor:
     blocks = torch.ones(*lead, n, 1, 1, dtype=strict_lower.dtype, device=strict_lower.device)
     s = 1
     while s < n:
-        idx = _lower_block_indices(n, s).to(strict_lower.device)
+        idx = _lower_block_indices(n, s, strict_lower.device)
         c = torch.index_select(flat, -1, idx).reshape(*lead, n // (2 * s), s, s)
         a_inv, d_inv = blocks[..., 0::2, :, :], blocks[..., 1::2, :, :]
         x = -(d_inv @ c @ a_inv)
