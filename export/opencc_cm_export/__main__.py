@@ -6,6 +6,9 @@ import functools
 import sys
 from pathlib import Path
 
+from opencc_cm_contract.bundle_format import ONNX_FILE
+from opencc_cm_contract.limits import DEFAULT_MAX_TOKENS
+
 print = functools.partial(print, flush=True)  # progress lines show up as they happen
 
 
@@ -42,7 +45,7 @@ def _tensorrt(args) -> int:
         max_batch = args.max_batch or deployed_max_batch(Path(args.repository))
         profile = profile_from_bundle(Path(args.bundle), max_batch, opt_batch=args.opt_batch,
                                       opt_tokens=args.opt_tokens)
-        build_engine(Path(args.bundle) / "model.onnx", Path(args.out), precision=args.precision,
+        build_engine(Path(args.bundle) / ONNX_FILE, Path(args.out), precision=args.precision,
                      profile=profile, progress=print)
     except TensorRTUnavailable as exc:
         print(f"cannot build a TensorRT engine here: {exc}", file=sys.stderr)
@@ -74,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--base-model", help="override the manifest's base model (local folder or repo id)")
     e.add_argument("--out", required=True, help="bundle folder (model.onnx, tokenizer.json, classifier.json)")
     e.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
-    e.add_argument("--max-tokens", type=int, default=8192, help="longest input the graph and server accept")
+    e.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="longest input the graph and server accept")
     e.set_defaults(func=_export)
 
     t = sub.add_parser("tensorrt", help="build a TensorRT 10/11 engine from a bundle (needs TensorRT and a GPU); "

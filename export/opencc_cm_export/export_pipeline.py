@@ -7,14 +7,15 @@ from pathlib import Path
 
 import torch
 
-from .bundle import BUNDLE_MODEL, TORCH_WEIGHTS, write_bundle_manifest
+from opencc_cm_contract.bundle_format import ONNX_FILE, TORCH_WEIGHTS_FILE
+from opencc_cm_contract.limits import DEFAULT_MAX_TOKENS
+
+from .bundle import write_bundle_manifest
 from .classifier_graph import build_merged_classifier
 from .onnx_export import PRECISIONS, export_onnx
 from .parity import check_parity, onnx_runner, onnx_session
 from .reference import ReferenceClassifier
 from .torch_encoder import save_merged
-
-DEFAULT_MAX_TOKENS = 8192
 
 
 class ParityError(AssertionError):
@@ -45,7 +46,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | 
     vocab = int(reference.backbone.get_base_model().config.get_text_config().vocab_size)
     kwargs = {"lengths": parity_lengths} if parity_lengths else {}
     torch_parity = export_torch_weights(reference, merged, out, precision=precision, progress=progress, **kwargs)
-    model_path = export_onnx(merged, out / BUNDLE_MODEL, vocab=vocab, max_tokens=max_tokens,
+    model_path = export_onnx(merged, out / ONNX_FILE, vocab=vocab, max_tokens=max_tokens,
                              progress=progress)
     del merged
     progress(f"[parity] {precision} ONNX Runtime vs the reference (unmerged PEFT, fp32)")
@@ -65,7 +66,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | 
     if not report.passed:
         raise ParityError(report.summary())
     if not torch_parity["passed"]:
-        raise ParityError(f"torch weights ({TORCH_WEIGHTS}): max |score diff| "
+        raise ParityError(f"torch weights ({TORCH_WEIGHTS_FILE}): max |score diff| "
                           f"{torch_parity['max_abs_score_diff']:.3e}, decision agreement "
                           f"{torch_parity['decision_agreement']:.4f}")
     progress(f"[done] bundle in {out} ({time.perf_counter() - started:.0f} s)")

@@ -33,13 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from opencc_cm_client.text_rules import pad_right
+from opencc_cm_contract.text_rules import pad_right
 
 from .bundle import write_bundle_manifest
 from .classifier_graph import build_merged_classifier
 from .gated_delta_export import gated_delta_rule
 from .parity import check_parity
-from .reference import ReferenceClassifier, activate, decide
+from .reference import ReferenceClassifier, activate
 from .synthetic_checkpoint import calibration_prompts, write_synthetic_checkpoint
 from .torch_encoder import TorchEncoder, load_merged, save_merged
 
@@ -320,7 +320,7 @@ def main(argv=None) -> int:
         return record
 
     budget.run("torch_weights_fp32_parity", make_bundle)
-    del ref32
+    ref32 = None  # free the fp32 copy before the timed phases
     reset_peak(device)
 
     # 3. the reference as shipped

@@ -22,7 +22,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from opencc_cm_client.contract import ATTENTION_MASK, ENCODER_MODEL, INPUT_IDS
+from opencc_cm_contract import ATTENTION_MASK, ENCODER_MODEL, INPUT_IDS
 
 OP_TABLE = Path(__file__).resolve().parent / "data" / "tensorrt_onnx_operators.json"
 

@@ -26,7 +26,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .bundle import TORCH_CONFIG, TORCH_WEIGHTS
+from opencc_cm_contract.bundle_format import TORCH_CONFIG_FILE, TORCH_WEIGHTS_FILE
+
 from .classifier_graph import MergedClassifier
 from .gated_delta_export import gated_delta_rule, torch_chunk_rule
 
@@ -43,7 +44,7 @@ def save_merged(model: MergedClassifier, folder: Path) -> tuple[Path, Path]:
 
     folder = Path(folder)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    weights, config = folder / TORCH_WEIGHTS, folder / TORCH_CONFIG
+    weights, config = folder / TORCH_WEIGHTS_FILE, folder / TORCH_CONFIG_FILE
     save_file(state, str(weights), metadata={"format": "pt", "content": "opencc-cm merged classifier"})
     config.write_text(json.dumps({"text_config": model.text_model.config.to_dict(),
                                   "num_labels": int(model.head.out_features),
@@ -58,7 +59,7 @@ def load_merged(folder: Path, *, dtype: torch.dtype = torch.float32,
     from transformers import AutoConfig, AutoModel
 
     folder = Path(folder)
-    weights, config_path = folder / TORCH_WEIGHTS, folder / TORCH_CONFIG
+    weights, config_path = folder / TORCH_WEIGHTS_FILE, folder / TORCH_CONFIG_FILE
     for path in (weights, config_path):
         if not path.is_file():
             raise TorchEncoderError(f"{path} not found (export the bundle with this version to get it)")

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from opencc_cm_client.text_rules import pad_right
+from opencc_cm_contract.text_rules import pad_right
 
 
 def plan_groups(

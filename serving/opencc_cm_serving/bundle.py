@@ -9,24 +9,17 @@ order as float64; label names are matched through ``contract.canonical_label`` a
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from opencc_cm_client.contract import (DEFAULT_PROFILE, ThresholdMappingError, canonical_label,
-                                       resolve_label_thresholds)
+from opencc_cm_contract import (DEFAULT_PROFILE, OBJECTIVES, ThresholdMappingError, canonical_label,
+                                resolve_label_thresholds)
+from opencc_cm_contract.bundle_format import (CLASSIFIER_FILE, FIELD_PARITY, FIELD_TORCH_PARITY,  # noqa: F401
+                                              ONNX_DATA_FILE, ONNX_FILE, PROFILE_NAME, TOKENIZER_FILE,
+                                              TORCH_CONFIG_FILE, TORCH_WEIGHTS_FILE)
 
 from .errors import ConfigError
-
-CLASSIFIER_FILE = "classifier.json"
-TOKENIZER_FILE = "tokenizer.json"
-ONNX_FILE = "model.onnx"
-ONNX_DATA_FILE = "model.onnx.data"
-TORCH_WEIGHTS_FILE = "classifier.safetensors"  # = opencc_cm_export.bundle.TORCH_WEIGHTS
-TORCH_CONFIG_FILE = "classifier_config.json"   # = opencc_cm_export.bundle.TORCH_CONFIG
-OBJECTIVES = ("multilabel", "softmax", "binary")  # binary: the sibling jailbreak head
-PROFILE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -134,7 +127,7 @@ def check_bundle(bundle: str | Path, allow_unverified: bool = False, target: str
             raise ConfigError(f"bundle {root}: missing {name}")
     spec = load_classifier(root / CLASSIFIER_FILE)
     record = json.loads((root / CLASSIFIER_FILE).read_text(encoding="utf-8"))
-    parity = record.get("torch_parity" if torch_target else "parity") or {}
+    parity = record.get(FIELD_TORCH_PARITY if torch_target else FIELD_PARITY) or {}
     what = "torch weights" if torch_target else "graph"
     if parity.get("passed") is not True and not allow_unverified:
         raise ConfigError(f"bundle {root}: the {what} did not pass the export's parity check "

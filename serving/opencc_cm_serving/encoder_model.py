@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 
-from opencc_cm_client.contract import ATTENTION_MASK, ENCODER_MODEL, INPUT_IDS, LOGITS
+from opencc_cm_contract import ATTENTION_MASK, ENCODER_MODEL, INPUT_IDS, LOGITS
 
 from .batching import plan_groups, run_grouped
 from .bundle import CLASSIFIER_FILE, load_classifier
 from .errors import InputError
 from .ids import right_padded_lengths
-from .triton import cancelled_response, error_response, input_array, outputs_response, parameters, require, version_path
+from .triton import (cancelled_response, error_response, input_array, outputs_response, parameters, request_parameters,
+                     require, version_path)
 
 
 class RaggedEncoderModel:
@@ -68,6 +69,7 @@ class RaggedEncoderModel:
         return responses
 
     def _rows(self, request):
+        request_parameters(request)  # none is ours to use here, but an unknown one is still refused
         ids = input_array(request, INPUT_IDS)
         mask = input_array(request, ATTENTION_MASK)
         if ids.shape != mask.shape:

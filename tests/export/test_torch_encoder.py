@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from opencc_cm_client.text_rules import pad_right
+from opencc_cm_contract.text_rules import pad_right
 from opencc_cm_export.reference import activate
 from opencc_cm_export.torch_encoder import (TorchEncoder, TorchEncoderError, load_merged, pick,
                                             resolve_gated_delta)

@@ -12,7 +12,7 @@ import sys
 # The backend stub ignores PYTHONPATH; the launcher puts our packages and deps there.
 sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
 
-from opencc_cm_client.contract import ENCODER_MODEL  # noqa: E402
+from opencc_cm_contract import ENCODER_MODEL  # noqa: E402
 from opencc_cm_serving.encoder_model import RaggedEncoderModel  # noqa: E402
 from opencc_cm_serving.onnx_runner import OnnxEncoder  # noqa: E402
 from opencc_cm_serving.triton import pb, require, version_path  # noqa: E402
