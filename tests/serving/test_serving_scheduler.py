@@ -136,3 +136,62 @@ def test_a_run_finishing_after_stop_answers_nothing_twice():
     h.s.run = run_then_stop
     h.s.step()
     assert h.answers == {"a": STOPPING}  # Harness.respond asserts a single answer per request
+
+
+class Asking(Harness):
+    """Records which requests the scheduler asked ``is_cancelled`` about (a round trip to the server)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.asked: list = []
+
+        def is_cancelled(request):
+            self.asked.append(request)
+            return request in self.cancelled
+        self.s.is_cancelled = is_cancelled
+
+
+def test_cancellation_asked_only_where_computing_may_cost_more():
+    """The rule (issue 11): is_cancelled() is asked before computing a request with a row of at
+    least cancel_check_tokens, one queued beside other requests, or one that waited at least
+    cancel_check_wait_s; a short request alone runs at once without the round trip."""
+    h = Asking(max_group_tokens=64, cancel_check_tokens=6, cancel_check_wait_s=0.5)
+    h.admit("short alone", 2)
+    h.s.step()
+    assert h.asked == [] and h.runs == [[2]]                 # not asked: it ran at once
+    h.admit("long alone", 6)
+    h.s.step()
+    assert h.asked == ["long alone"]                         # long row: asked
+    h.cancelled |= {"queued a", "queued b"}
+    h.admit("queued a", 2)
+    h.admit("queued b", 2)
+    h.admit("kept", 3)
+    h.s.step()
+    assert set(h.asked[1:]) == {"queued a", "queued b", "kept"}    # queued beside others: asked
+    assert h.answers["queued a"] == CANCELLED and h.answers["queued b"] == CANCELLED
+    assert h.runs[-1] == [3]                                 # the cancelled ones were not computed
+    h.asked.clear()
+    h.cancelled.add("waited")
+    h.admit("waited", 2)
+    h.now += 1.0                                             # waited longer than cancel_check_wait_s
+    h.s.step()
+    assert h.asked == ["waited"] and h.answers["waited"] == CANCELLED
+
+
+def test_short_request_alone_is_computed_even_if_cancelled_but_deadline_still_checked():
+    h = Asking(max_group_tokens=64, cancel_check_tokens=6, cancel_check_wait_s=0.5)
+    h.cancelled.add("short")
+    h.admit("short", 2)
+    h.s.step()
+    assert h.asked == [] and h.answers["short"].shape == (1, 2)   # one short row: cheaper than asking
+    h.admit("late", 2, timeout=0.1)
+    h.now += 0.2
+    h.s.step()
+    assert h.answers["late"] == EXPIRED and h.asked == []
+
+
+def test_cancellation_always_asked_by_default():
+    h = Asking()
+    h.admit("short", 2)
+    h.s.step()
+    assert h.asked == ["short"]
