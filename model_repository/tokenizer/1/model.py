@@ -31,7 +31,7 @@ from opencc_cm_serving.errors import ConfigError, InputError  # noqa: E402
 from opencc_cm_serving.ids import padded_width, parse_buckets  # noqa: E402
 from opencc_cm_serving.text import POLICIES, decode_text, encode_texts, load_tokenizer, texts_to_rows  # noqa: E402
 from opencc_cm_serving.triton import (  # noqa: E402
-    input_array, parameters, request_parameters, require, respond_each, version_path,
+    error_response, input_array, outputs_response, parameters, request_parameters, require, version_path,
 )
 
 
@@ -57,16 +57,39 @@ class TritonPythonModel:
         encode_texts(self.tokenizer, ["warm up the tokenizer"])  # warmup: first call builds caches
 
     def execute(self, requests):
-        return respond_each(requests, self._tokenize, TOKENIZER_MODEL)
+        # One encode_batch over every text of this execute() (issue 11): the tokenizer's own
+        # threads and the call overhead are paid once per batch, not once per request.
+        responses, texts, spans = [None] * len(requests), [], {}
+        for i, request in enumerate(requests):
+            try:
+                decoded = self._decode(request)
+            except Exception as exc:  # noqa: BLE001 - that request's error only
+                responses[i] = error_response(exc, TOKENIZER_MODEL)
+                continue
+            spans[i] = (len(texts), len(texts) + len(decoded))
+            texts.extend(decoded)
+        try:
+            encoded = encode_texts(self.tokenizer, texts) if texts else []
+        except Exception:  # noqa: BLE001 - encode each request alone so one cannot fail the others
+            encoded = None
+        for i, (start, end) in spans.items():
+            try:
+                rows = encoded[start:end] if encoded is not None else encode_texts(self.tokenizer, texts[start:end])
+                responses[i] = outputs_response(self._rows(rows))
+            except Exception as exc:  # noqa: BLE001
+                responses[i] = error_response(exc, TOKENIZER_MODEL)
+        return responses
 
-    def _tokenize(self, request):
+    def _decode(self, request):
         request_parameters(request)  # first step of classify_text: refuse unknown parameters before any work
         raw = input_array(request, TEXT)
         if raw.ndim != 2 or raw.shape[1] != 1:
             raise InputError(f"{TEXT}: expected shape [batch, 1], got {list(raw.shape)}")
-        texts = [decode_text(x, f"{TEXT}[{i}]", self.max_text_bytes) for i, x in enumerate(raw[:, 0])]
-        rows, text_row, starts = texts_to_rows(encode_texts(self.tokenizer, texts), self.policy, self.spec.max_tokens,
-                                       self.overlap, self.max_rows, TEXT)
+        return [decode_text(x, f"{TEXT}[{i}]", self.max_text_bytes) for i, x in enumerate(raw[:, 0])]
+
+    def _rows(self, encoded):
+        rows, text_row, starts = texts_to_rows(encoded, self.policy, self.spec.max_tokens, self.overlap, self.max_rows,
+                                               TEXT)
         width = padded_width(max(len(r) for r in rows), self.buckets)
         ids, mask = pad_right(rows, self.spec.pad_token_id, width)
         return {INPUT_IDS: ids, ATTENTION_MASK: mask, TEXT_ROW: np.asarray(text_row, dtype=np.int64)[:, None],
