@@ -30,7 +30,7 @@ from opencc_cm_contract import (CALIBRATION_MODEL, DEFAULT_PROFILE, ENCODER_MODE
 from opencc_cm_contract import metadata as meta
 from opencc_cm_contract.bundle_format import PROFILES_FILE
 from opencc_cm_contract.limits import DEFAULT_LONG_INPUT_POLICY, DEFAULT_MAX_BATCH_SIZE, LONG_INPUT_POLICIES
-from opencc_cm_contract.names import MODEL_PREFIX
+from opencc_cm_contract.names import ENSEMBLES, MODEL_PREFIX
 from opencc_cm_contract.text_rules import (SPECIAL_TOKEN_MODES, check_token_count, decode_text, encode_texts, load_tokenizer,
                                            tokenizer_sha256)
 
@@ -152,8 +152,13 @@ def instance_kind(setting: str) -> str:
 
 
 def template_path(model_dir: Path, model: str, target: str) -> Path:
-    name = f"config.{target}.pbtxt.template" if model == ENCODER_MODEL else "config.pbtxt.template"
-    return model_dir / name
+    """The encoder's template is per target; the ensembles of the Python-backend encoder targets
+    use ``config.folded.pbtxt.template`` (calibration folded into the encoder: fewer hops)."""
+    if model == ENCODER_MODEL:
+        return model_dir / f"config.{target}.pbtxt.template"
+    if model in ENSEMBLES and target in RAGGED_TARGETS:
+        return model_dir / "config.folded.pbtxt.template"
+    return model_dir / "config.pbtxt.template"
 
 
 def copy_sources(source: Path, output: Path, prefix: str = "") -> None:
@@ -234,7 +239,8 @@ def deploy(args: argparse.Namespace) -> Path:
             artifacts.mkdir(parents=True, exist_ok=True)
             shutil.copy2(bundle / name, artifacts / name)
     if args.profiles:
-        shutil.copy2(args.profiles, repo / f"{prefix}{CALIBRATION_MODEL}" / "1" / "artifacts" / PROFILES_FILE)
+        for model in (CALIBRATION_MODEL,) + ((ENCODER_MODEL,) if not native else ()):  # folded calibration
+            shutil.copy2(args.profiles, repo / f"{prefix}{model}" / "1" / "artifacts" / PROFILES_FILE)
     _place_graph(bundle, repo / f"{prefix}{ENCODER_MODEL}", onnx=args.target != "python-torch")
     return repo
 

@@ -43,8 +43,8 @@ def test_configs_parse_and_agree(deployed, spec):
     backend, platform = ENCODER_PLATFORM[target]
     encoder = configs[contract.ENCODER_MODEL]
     assert (encoder.backend, encoder.platform) == (backend, platform)
-    assert [i.name for i in encoder.input] == [contract.INPUT_IDS, contract.ATTENTION_MASK]
-    assert all(i.allow_ragged_batch for i in encoder.input) == (target in RAGGED_TARGETS)
+    assert [i.name for i in encoder.input if not i.optional] == [contract.INPUT_IDS, contract.ATTENTION_MASK]
+    assert all(i.allow_ragged_batch for i in encoder.input if not i.optional) == (target in RAGGED_TARGETS)
     assert list(encoder.output[0].dims) == [spec.num_labels] and encoder.output[0].name == contract.LOGITS
     warmup_file = encoder.model_warmup[0].inputs[contract.ATTENTION_MASK].input_data_file
     assert (repo / "encoder" / "warmup" / warmup_file).is_file()
@@ -55,8 +55,17 @@ def test_configs_parse_and_agree(deployed, spec):
         assert {o.name for o in ensemble.output} == {contract.SCORES, contract.LABEL_FLAGS, contract.FLAGGED,
                                                      contract.TOKEN_COUNT}
         steps = ensemble.ensemble_scheduling.step
-        assert [s.model_version for s in steps] == [1, 1, 1]
-        assert [s.model_name for s in steps][1:] == [contract.ENCODER_MODEL, contract.CALIBRATION_MODEL]
+        assert all(s.model_version == 1 for s in steps)
+        first = contract.TOKENIZER_MODEL if name == contract.TEXT_ENSEMBLE else contract.IDS_PREPROCESS_MODEL
+        if target in RAGGED_TARGETS:  # calibration (and for ids the validation) folded into the encoder: fewer hops
+            assert [s.model_name for s in steps] == [first, contract.ENCODER_MODEL][name == contract.IDS_ENSEMBLE:]
+            assert {m for m in steps[-1].output_map} == {o.name for o in ensemble.output}
+        else:
+            assert [s.model_name for s in steps] == [first, contract.ENCODER_MODEL, contract.CALIBRATION_MODEL]
+    if target in RAGGED_TARGETS:
+        assert {o.name for o in encoder.output} == {contract.LOGITS, contract.SCORES, contract.LABEL_FLAGS,
+                                                    contract.FLAGGED, contract.TOKEN_COUNT}
+        assert [i.name for i in encoder.input if i.optional] == [contract.TEXT_ROW, contract.WINDOW_START]
     version = repo / "encoder" / "1"
     if target == "python-torch":
         assert encoder.default_model_filename == "model_torch.py" and (version / "model_torch.py").is_file()
