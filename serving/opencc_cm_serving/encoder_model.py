@@ -44,8 +44,8 @@ from opencc_cm_contract import (ATTENTION_MASK, DEFAULT_PROFILE, ENCODER_MODEL, 
 from .batching import plan_groups
 from .bundle import CLASSIFIER_FILE, load_classifier, load_profiles
 from .calibration import ThresholdProfiles, activate, decide, fold_max, fold_plan
-from .errors import ConfigError
-from .ids import validate_ids
+from .errors import ConfigError, InputError
+from .ids import right_padded_lengths, validate_ids
 from .metrics import ClassifierMetrics
 from .scheduler import CANCELLED, EXPIRED, OVERLOADED, STOPPING, RowScheduler
 from .triton import (cancelled_response, error_response, input_array, outputs_response, parameters, pb,
@@ -110,15 +110,22 @@ class RaggedEncoderModel:
         # scheduler asks before computing where that can pay (RowScheduler._check_cancelled).
         for request in requests:
             entry = [request, request.get_response_sender(), None]
+            calibrate = self.calibrating and self._wants_calibration(request)
+            asked = self._asked(request)
             try:
                 params = request_parameters(request)  # an unknown parameter is refused before any work
                 ids = input_array(request, INPUT_IDS)
-                lengths = validate_ids(ids, input_array(request, ATTENTION_MASK), self.spec.vocab_size,
-                                       self.spec.max_tokens)
+                mask = input_array(request, ATTENTION_MASK)
+                if calibrate and asked is not None and LOGITS not in asked:
+                    # the ensembles' step (calibrated outputs only): the client's ids, checked as
+                    # ids_preprocess does, same messages; a call asking for logits keeps the encoder's
+                    lengths = validate_ids(ids, mask, self.spec.vocab_size, self.spec.max_tokens)
+                else:
+                    lengths = self._encoder_lengths(ids, mask)
             except Exception as exc:  # noqa: BLE001
                 self._respond(entry, outcome="failed", error=exc)
                 continue
-            if self.calibrating and self._wants_calibration(request):
+            if calibrate:
                 try:
                     entry[2] = self._calibration_plan(request, params, lengths)
                 except Exception as exc:  # noqa: BLE001 - counted as the calibration model counts it
@@ -134,6 +141,20 @@ class RaggedEncoderModel:
         self.scheduler.stop()
         if self.class_metrics is not None:
             self.class_metrics.close()  # send the per-label counts not yet flushed
+
+    def _encoder_lengths(self, ids, mask):
+        """A direct call for logits: the encoder's own checks and messages."""
+        if ids.shape != mask.shape:
+            raise InputError(f"{ATTENTION_MASK} shape {list(mask.shape)} differs from "
+                             f"{INPUT_IDS} shape {list(ids.shape)}")
+        lengths = right_padded_lengths(mask)
+        long = np.flatnonzero(lengths > self.spec.max_tokens)
+        if long.size:
+            raise InputError(f"{INPUT_IDS}: row {long[0]} has {lengths[long[0]]} real tokens, "
+                             f"above max_tokens {self.spec.max_tokens}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.spec.vocab_size):
+            raise InputError(f"{INPUT_IDS}: ids must lie in [0, {self.spec.vocab_size})")
+        return lengths
 
     def _asked(self, request):
         """The outputs the request asked for (an ensemble step: its output_map; a direct call asking
