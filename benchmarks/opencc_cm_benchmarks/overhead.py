@@ -318,7 +318,10 @@ def cprofile_top(prof_path: Path, n: int = 12) -> list[dict]:
     """Top functions by own time (tottime) of a cProfile dump, with cumulative time."""
     import pstats
 
-    st = pstats.Stats(str(prof_path))
+    try:
+        st = pstats.Stats(str(prof_path))
+    except TypeError:  # an empty dump: the model never executed (e.g. ids_preprocess, not a step of a folded ensemble)
+        return []
     total = st.total_tt or 1e-12
     rows = []
     for (file, line, func), (cc, nc, tt, ct, _callers) in st.stats.items():
