@@ -220,6 +220,16 @@ def readable_file(text: str) -> str:
     return text
 
 
+def output_file(text: str) -> str:
+    """A file to write at the end: checked now, so that a long run does not fail at its last step."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: folder {str(path.parent)!r} does not exist")
+    return text
+
+
 def profile_name(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_]+", text):
         raise argparse.ArgumentTypeError(f"{text!r}: use letters, digits and _ only")
@@ -253,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=positive_int, default=1, help="prompts per request (>= 1)")
     e.add_argument("--dollars-per-hour", type=non_negative_float, default=2.39,
                    help="machine price for the cost figures (>= 0)")
-    e.add_argument("--report", help="write the JSON report here")
+    e.add_argument("--report", type=output_file, help="write the JSON report here")
     e.set_defaults(func=cmd_eval)
     k = sub.add_parser("calibrate", parents=[common], formatter_class=_Formatter,
                        help="compute a threshold profile on a labeled set")
@@ -262,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     goal.add_argument("--target-fpr", type=fraction, help="highest benign false-positive rate, in (0, 1]")
     goal.add_argument("--target-recall", type=fraction, help="lowest per-label recall, in (0, 1]")
     k.add_argument("--name", type=profile_name, default="recalibrated", help="profile name (letters, digits, _)")
-    k.add_argument("--out", required=True, help="profiles JSON file for the server (deploy --profiles)")
+    k.add_argument("--out", type=output_file, required=True, help="profiles JSON file for the server (deploy --profiles)")
     k.set_defaults(func=cmd_calibrate)
     return p
 

@@ -7,8 +7,8 @@ With a ``tokenizer`` the client tokenizes locally (checked identical to the serv
 calls the ids ensemble; without one it sends raw text to the text ensemble. Labels,
 thresholds and limits are read from the server. Which calls one ``classify`` makes is
 decided by :mod:`.core` (shared with the asyncio client); this class only sends them: in
-order, at most ``max_concurrency`` in flight, each retried on UNAVAILABLE; results keep the
-input order.
+order, at most ``max_concurrency`` of one ``classify``'s calls in flight, each retried on
+UNAVAILABLE; results keep the input order. Safe to share between threads.
 """
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ class ClassifierClient:
         return answer_of(result)
 
     def _send(self, calls: Sequence[PreparedCall]) -> list[Answer]:
-        """Send every call in order, at most ``max_concurrency`` in flight; answers in call order."""
+        """Send every call in order, at most ``max_concurrency`` of them in flight; answers in call order."""
         slots = threading.BoundedSemaphore(self.max_concurrency)
         pending = []
         for call in calls:

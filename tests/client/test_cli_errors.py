@@ -89,6 +89,8 @@ def test_header_values_may_hold_equals_signs_and_keys_are_sent_lowercase():
     (["calibrate", "--out", "o.json", "--target-fpr", "-0.1"], "--target-fpr: -0.1 must be > 0"),
     (["calibrate", "--out", "o.json", "--target-fpr", "inf"], "'inf' is not finite"),
     (["calibrate", "--out", "o.json", "--target-fpr", "0.1", "--name", "../x"], "--name: '../x'"),
+    (["calibrate", "--out", "/nonexistent-dir/o.json", "--target-fpr", "0.1"], "folder '/nonexistent-dir'"),
+    (["eval", "--report", "/"], "--report: '/' is a directory"),
 ])
 def test_out_of_range_numbers_are_rejected_by_argparse(data, capsys, argv, words):
     code, err = run([argv[0], str(data), *argv[1:]], capsys)
