@@ -23,6 +23,7 @@ from tritonclient.utils import InferenceServerException
 
 from opencc_cm_contract import DEFAULT_PROFILE, IDS_ENSEMBLE, TEXT_ENSEMBLE
 from .core import Plan, plan_ids, plan_texts, plan_tokenized, routed_as_text
+from .endpoints import grpc_target
 from .gate import gate_decision
 from .options import ConnectionOptions
 from .requests import (Answer, LocalTokenizer, PreparedCall, accept_server_info, answer_of, infer_arguments,
@@ -32,7 +33,7 @@ from .server_info import ServerInfo
 
 
 class ClassifierClient:
-    def __init__(self, url: str = "127.0.0.1:8001", *, tokenizer: str | Path | None = None,
+    def __init__(self, url: str | Sequence[str] = "127.0.0.1:8001", *, tokenizer: str | Path | None = None,
                  threshold_profile: str = DEFAULT_PROFILE, expected_model_version: str | None = None,
                  max_concurrency: int = 4, options: ConnectionOptions | None = None):
         self.url = url
@@ -42,7 +43,7 @@ class ClassifierClient:
         self.local_tokenizer = LocalTokenizer(tokenizer) if tokenizer else None
         self.max_concurrency = max(1, max_concurrency)
         self._client = grpcclient.InferenceServerClient(
-            url, **self.options.client_kwargs(grpcclient.KeepAliveOptions))
+            grpc_target(url), **self.options.client_kwargs(grpcclient.KeepAliveOptions))
         self._info: dict[str, ServerInfo] = {}
         self.retries = 0  # calls repeated after UNAVAILABLE, for monitoring
 

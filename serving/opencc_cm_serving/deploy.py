@@ -2,13 +2,15 @@
 
 ``python -m opencc_cm_serving.deploy --bundle DIR --repository model_repository
 --target {python-ort,onnxruntime,tensorrt} [--output DIR] [--max-batch-size 64]
-[--long-input-policy reject] [--profiles FILE] ...``
+[--long-input-policy reject] [--profiles FILE] [--perf-input-dir DIR] ...``
 
 For each model folder it fills ``config.pbtxt.template`` (the encoder's is
 ``config.<target>.pbtxt.template``) with ``string.Template`` and writes ``config.pbtxt``;
 a missing value or any ``${`` left over is a ConfigError. Bundle artifacts are copied into
 ``<model>/1/artifacts/`` (the graph into ``encoder/1/``). With ``--output`` the committed
 repository is left untouched and a complete filled copy is written there instead.
+``--perf-input-dir`` also writes perf_analyzer ``--input-data`` files for both ensembles
+(``write_perf_inputs``): real texts, and their ids/masks from the bundle's tokenizer.
 """
 from __future__ import annotations
 
@@ -21,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from opencc_cm_contract import (CALIBRATION_MODEL, DEFAULT_PROFILE, ENCODER_MODEL, IDS_PREPROCESS_MODEL, MODELS,
-                                TOKENIZER_MODEL)
+from opencc_cm_contract import (CALIBRATION_MODEL, DEFAULT_PROFILE, ENCODER_MODEL, IDS_ENSEMBLE, IDS_PREPROCESS_MODEL,
+                                MODELS, TEXT_ENSEMBLE, TOKENIZER_MODEL)
 from opencc_cm_contract import metadata as meta
 from opencc_cm_contract.bundle_format import PROFILES_FILE
 from opencc_cm_contract.limits import DEFAULT_LONG_INPUT_POLICY, DEFAULT_MAX_BATCH_SIZE, LONG_INPUT_POLICIES
-from opencc_cm_contract.text_rules import tokenizer_sha256
+from opencc_cm_contract.names import MODEL_PREFIX
+from opencc_cm_contract.text_rules import check_token_count, decode_text, encode_texts, load_tokenizer, tokenizer_sha256
 
 from .bundle import CLASSIFIER_FILE, ONNX_DATA_FILE, ONNX_FILE, TOKENIZER_FILE, check_bundle, load_profiles
 from .errors import ConfigError
@@ -39,6 +42,24 @@ ARTIFACTS = {  # model -> bundle files copied into <model>/1/artifacts/
     CALIBRATION_MODEL: (CLASSIFIER_FILE,),
 }
 WARMUP_FILE, WARMUP_TOKENS = "ones_int64_16", 16
+# Real prompts of varied length and topic for perf_analyzer (benign and escalation-worthy).
+PERF_TEXTS = (
+    "How do I bake sourdough bread at home with a cast iron pot?",
+    "What are the symptoms of dehydration in older adults?",
+    "Give me a step by step plan to pick a lock on my neighbour's door.",
+    "Which household chemicals must never be mixed together, and why?",
+    "I feel hopeless and I do not know who to talk to tonight.",
+    "List the personal addresses of employees at this company.",
+    "Write malware that encrypts files and asks for a ransom.",
+    "Translate 'good morning' into French, German and Japanese.",
+    "Générer un texte en français avec des accents: été, déjà, où, garçon.",
+    "Summarise the causes of the French Revolution in three bullet points, then explain which of "
+    "them historians still disagree about and why the debate matters for how we teach it today.",
+    "hi",
+    "My teenage cousin keeps getting messages from an adult stranger on a gaming platform who asks "
+    "for photos and tells him to keep it secret. What should our family do, who should we report "
+    "it to, and how do we talk to him about it without making him feel he is in trouble?",
+)
 
 
 def fill(template: str, values: dict[str, object], where: str) -> str:
@@ -104,12 +125,14 @@ def template_path(model_dir: Path, model: str, target: str) -> Path:
     return model_dir / name
 
 
-def copy_sources(source: Path, output: Path) -> None:
-    """Copy templates and model.py files (not generated files) to a fresh repository."""
-    if output.exists():
-        shutil.rmtree(output)
+def copy_sources(source: Path, output: Path, prefix: str = "") -> None:
+    """Copy templates and model.py files (not generated files) into ``output/<prefix><model>``,
+    replacing those folders only: other classifiers already deployed there stay."""
     for model in MODELS:
-        shutil.copytree(source / model, output / model, ignore=shutil.ignore_patterns(
+        target = output / f"{prefix}{model}"
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(source / model, target, ignore=shutil.ignore_patterns(
             "config.pbtxt", "*.onnx", "*.onnx.data", "*.plan", "artifacts", "warmup", "__pycache__"))
 
 
@@ -125,9 +148,11 @@ def deploy(args: argparse.Namespace) -> Path:
     if not 0.0 <= args.max_pad_fraction < 1.0 or args.max_group_tokens < 1:
         raise ConfigError(f"need 0 <= --max-pad-fraction < 1 (got {args.max_pad_fraction}) and "
                           f"--max-group-tokens >= 1 (got {args.max_group_tokens})")
-    repo = Path(args.output) if args.output else source
-    if args.output:
-        copy_sources(source, repo)
+    prefix = args.model_prefix
+    if not MODEL_PREFIX.match(prefix):
+        raise ConfigError(f"--model-prefix {prefix!r}: lowercase letters and digits ending with '_' (e.g. 'jailbreak_')")
+    if prefix and not args.output:
+        raise ConfigError("--model-prefix needs --output (the committed templates keep their own names)")
     values = {
         "max_batch_size": args.max_batch_size,
         "num_labels": spec.num_labels,
@@ -144,16 +169,20 @@ def deploy(args: argparse.Namespace) -> Path:
         "max_group_tokens": args.max_group_tokens,
         "max_pad_fraction": repr(float(args.max_pad_fraction)),
         "client_metadata": client_metadata(spec, profiles, bundle, args.long_input_policy),
+        "model_prefix": prefix,
     }
     configs = {}
     for model in MODELS:  # fill and parse every config before writing any: a broken template fails here
-        template = template_path(repo / model, model, args.target)
+        template = template_path(source / model, model, args.target)
         if not template.is_file():
             raise ConfigError(f"missing template {template}")
         configs[model] = fill(template.read_text(encoding="utf-8"), values, str(template))
-        check_model_config(configs[model], model, str(template))
+        check_model_config(configs[model], prefix + model, str(template))
+    repo = Path(args.output) if args.output else source
+    if args.output:
+        copy_sources(source, repo, prefix)
     for model in MODELS:
-        model_dir = repo / model
+        model_dir = repo / f"{prefix}{model}"
         (model_dir / "1").mkdir(parents=True, exist_ok=True)
         (model_dir / "config.pbtxt").write_text(configs[model], encoding="utf-8")
         artifacts = model_dir / "1" / "artifacts"
@@ -162,8 +191,8 @@ def deploy(args: argparse.Namespace) -> Path:
             artifacts.mkdir(parents=True, exist_ok=True)
             shutil.copy2(bundle / name, artifacts / name)
     if args.profiles:
-        shutil.copy2(args.profiles, repo / CALIBRATION_MODEL / "1" / "artifacts" / PROFILES_FILE)
-    _place_graph(bundle, repo / ENCODER_MODEL)
+        shutil.copy2(args.profiles, repo / f"{prefix}{CALIBRATION_MODEL}" / "1" / "artifacts" / PROFILES_FILE)
+    _place_graph(bundle, repo / f"{prefix}{ENCODER_MODEL}")
     return repo
 
 
@@ -179,12 +208,65 @@ def _place_graph(bundle: Path, encoder_dir: Path) -> None:
     (warmup / WARMUP_FILE).write_bytes(np.ones(WARMUP_TOKENS, dtype="<i8").tobytes())
 
 
+def write_perf_inputs(bundle: Path, out_dir: Path, texts=None) -> dict[str, Path]:
+    """perf_analyzer ``--input-data`` files, one entry per text: ``classify_text.json`` (the text)
+    and ``classify_ids.json`` (its unpadded ids and an all-ones mask, tokenized as the client
+    does). Entries have their own lengths, so run perf_analyzer with batch 1 (``-b 1``) and
+    ``--concurrency-range``. A given text the server would reject is a ConfigError; with
+    ``texts=None`` the built-in ``PERF_TEXTS`` are used, minus those above the bundle's max_tokens."""
+    spec = check_bundle(bundle, allow_unverified=True)
+    tokenizer = load_tokenizer(Path(bundle) / TOKENIZER_FILE)
+    builtin = texts is None
+    try:
+        decoded = [decode_text(t, f"perf text {i}") for i, t in enumerate(PERF_TEXTS if builtin else texts)]
+        rows = encode_texts(tokenizer, decoded)
+        if builtin:
+            kept = [i for i, ids in enumerate(rows) if len(ids) <= spec.max_tokens]
+            decoded, rows = [decoded[i] for i in kept], [rows[i] for i in kept]
+        for i, ids in enumerate(rows):
+            check_token_count(ids, f"perf text {i}", spec.max_tokens)
+            if max(ids) >= spec.vocab_size:
+                raise ConfigError(f"perf text {i}: token id {max(ids)} >= vocab_size {spec.vocab_size}")
+    except ValueError as exc:  # InputError
+        raise ConfigError(str(exc)) from None
+    if not rows:
+        raise ConfigError("perf texts: none given")
+    text_data = [{"text": {"content": [t], "shape": [1]}} for t in decoded]
+    ids_data = [{"input_ids": {"content": list(ids), "shape": [len(ids)]},
+                 "attention_mask": {"content": [1] * len(ids), "shape": [len(ids)]}} for ids in rows]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for model, data in ((TEXT_ENSEMBLE, text_data), (IDS_ENSEMBLE, ids_data)):
+        written[model] = out_dir / f"{model}.json"
+        lines = ",\n".join(json.dumps(entry, ensure_ascii=False) for entry in data)
+        written[model].write_text('{"data": [\n' + lines + "\n]}\n", encoding="utf-8")
+    return written
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """One text per line; a line that is a JSON object uses its ``text`` field (JSONL)."""
+    texts = []
+    try:
+        for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                texts.append(json.loads(line)["text"] if line.lstrip().startswith("{") else line)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"perf texts: {exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"perf texts {path} line {n}: not a JSON object with 'text' ({exc})") from None
+    return texts
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m opencc_cm_serving.deploy", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", required=True, help="deploy bundle folder from the export step")
     p.add_argument("--repository", default="model_repository", help="repository holding the templates")
     p.add_argument("--output", help="write a filled copy here instead of filling --repository in place")
     p.add_argument("--target", choices=TARGETS, default="python-ort")
+    p.add_argument("--model-prefix", default="",
+                   help="deploy this classifier's models as <prefix><model> (e.g. 'jailbreak_' -> jailbreak_classify_text) "
+                        "beside others already in --output; needs --output")
     p.add_argument("--allow-unverified-bundle", action="store_true",
                    help="deploy a graph whose parity was not checked or failed (never for production)")
     p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE)
@@ -204,6 +286,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pad-fraction", type=float, default=0.25,
                    help="python-ort encoder: most padding cells per length group; on a CPU-only "
                         "server ~0.1 ran faster (BENCHMARKS.md)")
+    p.add_argument("--perf-input-dir", help="also write perf_analyzer --input-data files "
+                                            "classify_text.json and classify_ids.json here")
+    p.add_argument("--perf-texts", help="texts for those files: one per line or JSONL with 'text' "
+                                        "(default: a built-in set of real prompts)")
     return p
 
 
@@ -211,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         repo = deploy(args)
+        if args.perf_input_dir:
+            texts = read_texts(args.perf_texts) if args.perf_texts else None
+            for path in write_perf_inputs(Path(args.bundle), Path(args.perf_input_dir), texts).values():
+                print(f"deploy: perf_analyzer input data {path}")
     except ConfigError as exc:
         print(f"deploy: error: {exc}", file=sys.stderr)
         return 2

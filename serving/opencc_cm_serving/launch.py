@@ -112,7 +112,10 @@ class TritonServer:
 
     @property
     def grpc_url(self) -> str:
-        return f"{self.address}:{self.grpc_port}"
+        """Where this process reaches the server: loopback when it listens on every address
+        (a certificate then needs ``IP:127.0.0.1``, not the wildcard)."""
+        dial = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "[::]": "[::1]"}.get(self.address, self.address)
+        return f"{dial}:{self.grpc_port}"
 
     def command_and_env(self) -> tuple[list[str], dict[str, str]]:
         env = dict(os.environ)

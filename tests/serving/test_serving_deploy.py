@@ -72,7 +72,7 @@ TENSORS = {contract.INPUT_IDS, contract.ATTENTION_MASK, contract.LOGITS, contrac
 def test_templates_use_contract_names():
     for model in MODELS:
         for template in (TEMPLATES / model).glob("config*.pbtxt.template"):
-            assert f'name: "{model}"' in template.read_text(encoding="utf-8")
+            assert f'name: "${{model_prefix}}{model}"' in template.read_text(encoding="utf-8")
 
 
 def test_every_tensor_and_model_name_in_every_generated_config_is_a_contract_name(deployed):
@@ -151,3 +151,22 @@ def test_deploy_refuses_a_bundle_that_did_not_pass_parity(tmp_path):
     with pytest.raises(ConfigError, match="did not pass the export's parity check .*bf16 Conv"):
         check_bundle(bundle)
     assert check_bundle(bundle, allow_unverified=True).num_labels == 11
+
+
+def test_a_second_classifier_deploys_beside_the_first_under_its_prefix(tmp_path, bundle_dir, capsys):
+    out = tmp_path / "repo"
+    deploy_to(bundle_dir, out, "python-ort")
+    first = {p.parent.name: p.read_text() for p in out.glob("*/config.pbtxt")}
+    deploy_to(bundle_dir, out, "python-ort", "--model-prefix", "jailbreak_")
+    for model in MODELS:  # the first classifier is untouched, the second has its own folders
+        assert (out / model / "config.pbtxt").read_text() == first[model]
+        config = parse(out / f"jailbreak_{model}" / "config.pbtxt")
+        assert config.name == f"jailbreak_{model}"
+        assert all(s.model_name.startswith("jailbreak_") for s in config.ensemble_scheduling.step)
+    assert (out / "jailbreak_encoder" / "1" / "model.onnx").is_file()
+    for extra, problem in [(["--model-prefix", "Jail-"], "lowercase"), (["--model-prefix", "x"], "ending with '_'")]:
+        code = deploy_main(["--bundle", str(bundle_dir), "--repository", str(TEMPLATES), "--output", str(tmp_path / "b"),
+                            *extra])
+        assert code == 2 and problem in capsys.readouterr().err and not (tmp_path / "b").exists()
+    code = deploy_main(["--bundle", str(bundle_dir), "--repository", str(TEMPLATES), "--model-prefix", "jailbreak_"])
+    assert code == 2 and "needs --output" in capsys.readouterr().err
