@@ -90,7 +90,8 @@ def _models(sent):
 @pytest.mark.parametrize("tokenizer", [True, False], ids=["local-tokenizer", "server-tokenizes"])
 def test_sync_and_async_send_the_same_requests_and_get_the_same_results(windows_server, tiny_bundle, tokenizer):
     options = ConnectionOptions(timeout_s=60, headers={"x-caller": "parity"}, compression="gzip")
-    kwargs = dict(tokenizer=tiny_bundle / "tokenizer.json" if tokenizer else None, options=options)
+    # max_concurrency 2 < 4 calls: both clients wait for a free slot and must still keep the order
+    kwargs = dict(tokenizer=tiny_bundle / "tokenizer.json" if tokenizer else None, options=options, max_concurrency=2)
     texts = MIXED if tokenizer else SHORT  # without a tokenizer the client cannot tell long from short
     (sync_results, sync_sent), (async_results, async_sent) = _both(windows_server.grpc_url, "classify", texts,
                                                                    **kwargs)
