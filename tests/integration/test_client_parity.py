@@ -129,3 +129,18 @@ def test_short_inputs_equal_the_oracle_and_ids_calls_match(windows_server, tiny_
     got = np.array([[x.score for x in r.labels] for r in sync_results])
     assert np.abs(got - scores).max() <= 1e-5
     assert (np.array([[x.fired for x in r.labels] for r in sync_results]) == flags).all()
+
+
+def test_long_texts_each_fit_the_servers_batch_alone(windows_server, tiny_bundle):
+    """Why one long text per call: five long texts make 10 windows, above the max batch of 8 rows
+    for one request; sent together (as the sync client used to) the server refuses them."""
+    from opencc_cm_client import InvalidRequestError
+
+    texts = [LONG[0]] * 3 + [LONG[1]] * 2
+    with ClassifierClient(windows_server.grpc_url, tokenizer=tiny_bundle / "tokenizer.json") as local, \
+            ClassifierClient(windows_server.grpc_url) as remote:
+        results = local.classify(texts)
+        with pytest.raises(InvalidRequestError, match="windows of up to 2048 tokens, above max_batch_size 8"):
+            remote.classify(texts)  # the text path cannot know the lengths: one request of 5 texts
+        alone = [remote.classify([t])[0] for t in texts]
+    assert results == alone and {r.model_name for r in results} == {TEXT_ENSEMBLE}
