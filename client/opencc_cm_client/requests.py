@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from opencc_cm_contract import (ATTENTION_MASK, FLAGGED, IDS_ENSEMBLE, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT,
+from opencc_cm_contract import (ATTENTION_MASK, FLAGGED, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT,
                        TEXT_ENSEMBLE, THRESHOLD_PROFILE_PARAMETER, TOKEN_COUNT)
 from .errors import ClassifierError, InvalidRequestError, UnavailableError, from_status
 from .results import Classification, LabelResult
@@ -58,9 +58,10 @@ class LocalTokenizer:
         return encode_texts(self.tokenizer, decoded)
 
 
-def text_call(texts: Sequence[str]) -> PreparedCall:
+def text_call(texts: Sequence[str], model: str = TEXT_ENSEMBLE) -> PreparedCall:
+    """A call of the text ensemble ``model`` (``<prefix>classify_text`` for a prefixed classifier)."""
     data = np.array([[t.encode("utf-8") if isinstance(t, str) else bytes(t)] for t in texts], dtype=np.object_)
-    return PreparedCall(TEXT_ENSEMBLE, {TEXT: data}, len(texts))
+    return PreparedCall(model, {TEXT: data}, len(texts))
 
 
 def ids_call(rows: Sequence[Sequence[int]], info: ServerInfo, positions: Sequence[int] | None = None) -> PreparedCall:
@@ -76,7 +77,7 @@ def ids_call(rows: Sequence[Sequence[int]], info: ServerInfo, positions: Sequenc
         if bad:
             raise InvalidRequestError(f"text[{i}]: token id {bad[0]} outside [0, {info.vocab_size})", "LOCAL")
     ids, mask = pad_right(rows, info.pad_token_id)
-    return PreparedCall(IDS_ENSEMBLE, {INPUT_IDS: ids, ATTENTION_MASK: mask}, len(rows))
+    return PreparedCall(info.model_name, {INPUT_IDS: ids, ATTENTION_MASK: mask}, len(rows))
 
 
 def request_parameters(profile: str) -> dict[str, str]:
