@@ -70,9 +70,11 @@ def send(client, model, inputs, tag, done, **kwargs):
 def test_short_prompt_is_answered_before_pending_long_rows(slow):
     client, spec, _ = slow
     done: queue.Queue = queue.Queue()
-    long_ids, long_mask = rows(spec, spec.max_tokens, LONG + 1, seed=1)
-    send(client, IDS_ENSEMBLE, ids_inputs(long_ids[-1:], long_mask[-1:]), "blocker", done)
-    time.sleep(0.05)  # the blocker runs; what follows arrives while it does (old encoder: one execute())
+    long_ids, long_mask = rows(spec, spec.max_tokens, LONG + 4, seed=1)
+    # a blocker of 4 long rows (one per run, about a second): what follows arrives while it runs
+    # (the old encoder then took it all into its next execute())
+    send(client, IDS_ENSEMBLE, ids_inputs(long_ids[LONG:], long_mask[LONG:]), "blocker", done)
+    time.sleep(0.05)
     for i in range(LONG):
         send(client, IDS_ENSEMBLE, ids_inputs(long_ids[i:i + 1], long_mask[i:i + 1]), f"long{i}", done)
     short_ids, short_mask = rows(spec, 3, 1, seed=2)
@@ -81,7 +83,7 @@ def test_short_prompt_is_answered_before_pending_long_rows(slow):
     for _ in range(LONG + 2):
         tag, _, result, error = done.get(timeout=60)
         assert error is None, error
-        assert result.as_numpy(SCORES).shape == (1, spec.num_labels)
+        assert result.as_numpy(SCORES).shape == (4 if tag == "blocker" else 1, spec.num_labels)
         order.append(tag)
     print(f"completion order: {order}")
     # right after the row that was running; the old encoder answered it with the four long ones
