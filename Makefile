@@ -15,7 +15,7 @@ export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup test checkpoint export deploy serve demo bench bench-export clean proto gpu-wheels gpu-check
+.PHONY: setup test checkpoint export deploy serve demo bench bench-export bench-overhead clean proto gpu-wheels gpu-check
 
 # torch: requirements.lock pins torch==2.13.0. On this project's machines pip finds the CPU wheel
 # on disk; on an ordinary index that pin is the CUDA build. TORCH_INDEX_URL chooses where torch
@@ -72,6 +72,13 @@ bench:
 	$(PY) -m opencc_cm_benchmarks.serving_benchmark --checkpoint $(ARTIFACTS)/checkpoints/real-shape/classifier \
 		--base-model $(ARTIFACTS)/checkpoints/real-shape/base-model --bundle $(ARTIFACTS)/bundles/real-shape-fp32 \
 		--out benchmarks/serving
+
+# What Triton and our Python models cost around the encoder (issue 11): the tiny bundle's tokenizer
+# and labels with a generated null encoder (zeros), deployed to a temporary repository; also an
+# ensemble of EMPTY Python models (the floor) and the stub profile. benchmarks/overhead/. ~5 min.
+OVERHEAD_ARGS ?= --profile
+bench-overhead: export
+	$(PY) -m opencc_cm_benchmarks.overhead --bundle $(BUNDLE) --out benchmarks/overhead $(OVERHEAD_ARGS)
 
 # The GPU proof (issue 10; README "GPU"). gpu-wheels runs here (needs the registry): fla-core and
 # the pip Triton server + client for Python 3.12, ~63 MiB, carried to the GPU machine.

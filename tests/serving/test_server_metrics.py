@@ -1,9 +1,10 @@
 """Per-label metrics of the calibration model, read from a real server's Prometheus scrape:
 known requests in, exact counter deltas out (texts, tokens, flagged, flags per label and profile,
-failures by cause)."""
+failures by cause), once the model's background flush (every second) has sent them."""
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
 from collections import Counter
 
@@ -64,8 +65,14 @@ def test_counters_match_the_answers_exactly(server, client, spec, tokenizer):
         client.infer(CALIBRATION_MODEL, inputs)
     expected[key(m.FAILURES, cause="non_finite_logits")] += 1
 
-    after = scrape(server)
-    delta = {k: after[k] - before.get(k, 0.0) for k in after if after[k] != before.get(k, 0.0)}
-    assert delta == {k: float(v) for k, v in expected.items() if v}
+    want = {k: float(v) for k, v in expected.items() if v}
+    deadline = time.monotonic() + 15  # the model sends its sums once a second (metrics.py)
+    while True:
+        after = scrape(server)
+        delta = {k: after[k] - before.get(k, 0.0) for k in after if after[k] != before.get(k, 0.0)}
+        if delta == want or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert delta == want
     assert expected[key(m.LABEL_FLAGS, profile="everything", label=spec.labels[0])] == 5  # thresholds 0: all fire
     assert expected[key(m.FLAGGED, profile="nothing")] == 0

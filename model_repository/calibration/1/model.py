@@ -50,9 +50,10 @@ class TritonPythonModel:
                              f"profiles {list(self.profiles.names)}")
 
     def execute(self, requests):
-        responses = respond_each(requests, self._counted, CALIBRATION_MODEL)
-        self.metrics.flush()  # per-label counters, one increment per metric for the whole batch
-        return responses
+        return respond_each(requests, self._counted, CALIBRATION_MODEL)
+
+    def finalize(self):
+        self.metrics.close()  # send the per-label counts not yet flushed
 
     def _counted(self, request):
         try:
