@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -174,7 +175,7 @@ class TorchEncoder:
         self.num_labels = int(self.model.head.out_features)
         self.rule, self.rule_name = resolve_gated_delta(gated_delta, self.device, log)
         self.graphs: dict[tuple[int, int], tuple] = {}
-        self.shapes_run: list[tuple[int, int]] = []  # padded shapes, for tests and statistics
+        self.shapes_run: deque[tuple[int, int]] = deque(maxlen=256)  # last padded shapes run (tests, debugging)
         self.graph_max_cells = int(graph_max_cells)
         log(f"torch encoder: {self.device}, {self.dtype_name}, gated delta {self.rule_name}, "
             f"buckets {'on' if self.pad_to_buckets else 'off'}, loaded in {time.perf_counter() - started:.1f} s")

@@ -46,7 +46,7 @@ def test_bucket_padding_changes_no_score(tiny_bundle, tiny_reference, rows):
         assert np.abs(padded - oracle).max() <= 1e-5
     assert plain.shapes_run[-1] == (7, 100)
     # the padding really happened: 3 rows of <= 17 tokens -> (4, 32); all 7 rows -> (8, 128)
-    assert bucketed.shapes_run == [(1, 16), (4, 32), (4, 64), (8, 128)]
+    assert list(bucketed.shapes_run) == [(1, 16), (4, 32), (4, 64), (8, 128)]
 
 
 def test_buckets_pick_the_smallest_fitting_size():
