@@ -1,4 +1,6 @@
-"""Per-label Prometheus metrics from the calibration model (Triton's custom metrics API).
+"""Per-label Prometheus metrics from the calibration model (Triton's custom metrics API), or from
+the Python-backend encoder where calibration is folded into it (same families and labels, the
+``model`` label still the calibration model's name; encoder_model.py).
 
 Exported on Triton's metrics port (``/metrics``) next to Triton's own ``nv_*`` metrics, with the
 labels ``model`` (the calibration model's name: one per classifier in the server) and
