@@ -14,6 +14,7 @@ from tritonclient.utils import InferenceServerException
 
 from .gate import decision_for, escalation_for
 from opencc_cm_contract import DEFAULT_PROFILE, IDS_ENSEMBLE, TEXT_ENSEMBLE
+from opencc_cm_contract.names import prefixed
 from .endpoints import grpc_target
 from .options import ConnectionOptions
 from .core import Plan, plan_ids, plan_texts, plan_tokenized, routed_as_text
@@ -25,9 +26,11 @@ from .server_info import ServerInfo
 class AsyncClassifierClient:
     def __init__(self, url: str | Sequence[str] = "127.0.0.1:8001", *, tokenizer: str | Path | None = None,
                  threshold_profile: str = DEFAULT_PROFILE, expected_model_version: str | None = None,
-                 max_concurrency: int = 16, options: ConnectionOptions | None = None):
+                 max_concurrency: int = 16, options: ConnectionOptions | None = None, model_prefix: str = ""):
         self.options = options or ConnectionOptions()
         self.threshold_profile = threshold_profile
+        # which classifier of the server (deploy --model-prefix): "" = the default one
+        self.text_ensemble, self.ids_ensemble = prefixed(TEXT_ENSEMBLE, model_prefix), prefixed(IDS_ENSEMBLE, model_prefix)
         self.expected_model_version = expected_model_version
         self.local_tokenizer = LocalTokenizer(tokenizer) if tokenizer else None
         self._limit = asyncio.Semaphore(max(1, max_concurrency))
@@ -48,7 +51,8 @@ class AsyncClassifierClient:
             self.retries += 1
             await asyncio.sleep(delay)
 
-    async def server_info(self, model: str = IDS_ENSEMBLE) -> ServerInfo:
+    async def server_info(self, model: str | None = None) -> ServerInfo:
+        model = model or self.ids_ensemble
         if model not in self._info:
             async def fetch():
                 kw = dict(headers=self.options.headers, client_timeout=self.options.timeout_s)
@@ -82,17 +86,17 @@ class AsyncClassifierClient:
         if not texts:
             return []
         if self.local_tokenizer is None:
-            return await self._execute(plan_texts(texts, await self.server_info(TEXT_ENSEMBLE)))
-        info = await self.server_info(IDS_ENSEMBLE)
+            return await self._execute(plan_texts(texts, await self.server_info(self.text_ensemble)))
+        info = await self.server_info(self.ids_ensemble)
         ids = self.local_tokenizer.encode(texts)
-        text_info = await self.server_info(TEXT_ENSEMBLE) if routed_as_text(ids, info) else None
+        text_info = await self.server_info(self.text_ensemble) if routed_as_text(ids, info) else None
         return await self._execute(plan_tokenized(texts, ids, info, text_info))
 
     async def classify_ids(self, rows: Sequence[Sequence[int]]) -> list[Classification]:
         rows = [list(map(int, r)) for r in rows]
         if not rows:
             return []
-        return await self._execute(plan_ids(rows, await self.server_info(IDS_ENSEMBLE)))
+        return await self._execute(plan_ids(rows, await self.server_info(self.ids_ensemble)))
 
     async def gate(self, text: str) -> GateDecision:
         """Fail closed: escalate when flagged *and* whenever classification fails."""

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from opencc_cm_contract.names import MODEL_PREFIX
+
 from .errors import ClassifierError
 from .evaluation import (calibrate_for_fpr, calibrate_for_recall, cost_summary, evaluate, expected_metrics,
                          latency_summary, profile_file, read_samples)
@@ -32,7 +34,8 @@ def _client(args):
     options = ConnectionOptions(timeout_s=args.timeout, ssl=args.ssl, root_certificates=args.root_certificates,
                                 private_key=args.private_key, certificate_chain=args.certificate_chain,
                                 headers=dict(args.header) if args.header else None, compression=args.compression)
-    return ClassifierClient(args.url, tokenizer=args.tokenizer, threshold_profile=args.profile, options=options)
+    return ClassifierClient(args.url, tokenizer=args.tokenizer, threshold_profile=args.profile, options=options,
+                            model_prefix=args.model_prefix)
 
 
 def _progress(total: int, what: str) -> tqdm:
@@ -236,9 +239,18 @@ def profile_name(text: str) -> str:
     return text
 
 
+def model_prefix(text: str) -> str:
+    if not MODEL_PREFIX.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: lowercase letters and digits ending with '_' (e.g. jailbreak_)")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    common.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC endpoint, HOST:PORT")
+    common.add_argument("--url", default="127.0.0.1:8001",
+                        help="Triton gRPC endpoint HOST:PORT, or dns:///NAME:PORT for every replica behind a name")
+    common.add_argument("--model-prefix", type=model_prefix, default="",
+                        help="which classifier of the server: the prefix it was deployed with (deploy --model-prefix)")
     common.add_argument("--tokenizer", type=readable_file,
                         help="the model's tokenizer.json: tokenize locally (else the server does)")
     common.add_argument("--profile", default="default", help="threshold profile to apply (published by the server)")

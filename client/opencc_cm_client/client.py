@@ -22,6 +22,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from opencc_cm_contract import DEFAULT_PROFILE, IDS_ENSEMBLE, TEXT_ENSEMBLE
+from opencc_cm_contract.names import prefixed
 from .core import Plan, plan_ids, plan_texts, plan_tokenized, routed_as_text
 from .endpoints import grpc_target
 from .gate import gate_decision
@@ -35,10 +36,12 @@ from .server_info import ServerInfo
 class ClassifierClient:
     def __init__(self, url: str | Sequence[str] = "127.0.0.1:8001", *, tokenizer: str | Path | None = None,
                  threshold_profile: str = DEFAULT_PROFILE, expected_model_version: str | None = None,
-                 max_concurrency: int = 4, options: ConnectionOptions | None = None):
+                 max_concurrency: int = 4, options: ConnectionOptions | None = None, model_prefix: str = ""):
         self.url = url
         self.options = options or ConnectionOptions()
         self.threshold_profile = threshold_profile
+        # which classifier of the server (deploy --model-prefix): "" = the default one
+        self.text_ensemble, self.ids_ensemble = prefixed(TEXT_ENSEMBLE, model_prefix), prefixed(IDS_ENSEMBLE, model_prefix)
         self.expected_model_version = expected_model_version
         self.local_tokenizer = LocalTokenizer(tokenizer) if tokenizer else None
         self.max_concurrency = max(1, max_concurrency)
@@ -64,8 +67,10 @@ class ClassifierClient:
             except InferenceServerException as exc:
                 self._backoff(exc, delays)
 
-    def server_info(self, model: str = IDS_ENSEMBLE) -> ServerInfo:
-        """Labels, profiles and limits published by ``model`` (cached after the first call)."""
+    def server_info(self, model: str | None = None) -> ServerInfo:
+        """Labels, profiles and limits published by ``model`` (default: this classifier's ids
+        ensemble), cached after the first call."""
+        model = model or self.ids_ensemble
         if model not in self._info:
             def fetch():
                 if not self._client.is_model_ready(model, headers=self.options.headers,
@@ -127,10 +132,10 @@ class ClassifierClient:
         if not texts:
             return []
         if self.local_tokenizer is None:
-            return self._execute(plan_texts(texts, self.server_info(TEXT_ENSEMBLE)))
-        info = self.server_info(IDS_ENSEMBLE)
+            return self._execute(plan_texts(texts, self.server_info(self.text_ensemble)))
+        info = self.server_info(self.ids_ensemble)
         ids = self.local_tokenizer.encode(texts)
-        text_info = self.server_info(TEXT_ENSEMBLE) if routed_as_text(ids, info) else None
+        text_info = self.server_info(self.text_ensemble) if routed_as_text(ids, info) else None
         return self._execute(plan_tokenized(texts, ids, info, text_info))
 
     def classify_ids(self, rows: Sequence[Sequence[int]]) -> list[Classification]:
@@ -138,7 +143,7 @@ class ClassifierClient:
         rows = [list(map(int, r)) for r in rows]
         if not rows:
             return []
-        return self._execute(plan_ids(rows, self.server_info(IDS_ENSEMBLE)))
+        return self._execute(plan_ids(rows, self.server_info(self.ids_ensemble)))
 
     def gate(self, text: str) -> GateDecision:
         """Fail closed: escalate when flagged *and* whenever classification fails."""

@@ -72,7 +72,7 @@ def plan_texts(texts: Sequence[str | bytes], info: ServerInfo, positions: Sequen
     where = list(range(len(texts))) if positions is None else list(positions)
     calls, slots = [], []
     for a, b in chunks(len(texts), info.max_batch_size):
-        calls.append(text_call(texts[a:b]))
+        calls.append(text_call(texts[a:b], info.model_name))
         slots.append(tuple(where[a:b]))
     return Plan(tuple(calls), tuple(slots), (info,) * len(calls), max(where, default=-1) + 1)
 

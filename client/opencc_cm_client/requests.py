@@ -7,13 +7,13 @@ from typing import Sequence
 
 import numpy as np
 
-from opencc_cm_contract import (ATTENTION_MASK, FLAGGED, IDS_ENSEMBLE, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT,
+from opencc_cm_contract import (ATTENTION_MASK, FLAGGED, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT,
                        TEXT_ENSEMBLE, THRESHOLD_PROFILE_PARAMETER, TOKEN_COUNT)
 from .errors import ClassifierError, InvalidRequestError, UnavailableError, from_status
 from .results import Classification, LabelResult
 from .server_info import ServerContractError, ServerInfo
 from opencc_cm_contract.text_rules import (InputError, check_token_count, decode_text, encode_texts, load_tokenizer, pad_right,
-                         tokenizer_sha256)
+                                           set_special_tokens_mode, tokenizer_sha256)
 
 OUTPUTS = (SCORES, LABEL_FLAGS, FLAGGED, TOKEN_COUNT)
 
@@ -49,6 +49,7 @@ class LocalTokenizer:
             raise ServerContractError(
                 f"local tokenizer {self.path} (sha256 {self.sha256[:12]}) is not the server's "
                 f"(sha256 {info.tokenizer_sha256[:12]}, checkpoint {info.checkpoint}); ids would differ")
+        set_special_tokens_mode(self.tokenizer, info.special_tokens)  # follow the server's choice
 
     def encode(self, texts: Sequence[str], offset: int = 0) -> list[list[int]]:
         try:
@@ -58,9 +59,17 @@ class LocalTokenizer:
         return encode_texts(self.tokenizer, decoded)
 
 
-def text_call(texts: Sequence[str]) -> PreparedCall:
+def server_timeout_us(timeout_s: float | None) -> int | None:
+    """The client's deadline as the request's ``timeout`` (microseconds): Triton drops a request
+    still queued after it, and the encoder does not compute it; ensembles pass it on to their
+    models, which they do not do for the gRPC cancellation itself (Triton 2.51)."""
+    return int(timeout_s * 1e6) if timeout_s else None
+
+
+def text_call(texts: Sequence[str], model: str = TEXT_ENSEMBLE) -> PreparedCall:
+    """A call of the text ensemble ``model`` (``<prefix>classify_text`` for a prefixed classifier)."""
     data = np.array([[t.encode("utf-8") if isinstance(t, str) else bytes(t)] for t in texts], dtype=np.object_)
-    return PreparedCall(TEXT_ENSEMBLE, {TEXT: data}, len(texts))
+    return PreparedCall(model, {TEXT: data}, len(texts))
 
 
 def ids_call(rows: Sequence[Sequence[int]], info: ServerInfo, positions: Sequence[int] | None = None) -> PreparedCall:
@@ -76,7 +85,7 @@ def ids_call(rows: Sequence[Sequence[int]], info: ServerInfo, positions: Sequenc
         if bad:
             raise InvalidRequestError(f"text[{i}]: token id {bad[0]} outside [0, {info.vocab_size})", "LOCAL")
     ids, mask = pad_right(rows, info.pad_token_id)
-    return PreparedCall(IDS_ENSEMBLE, {INPUT_IDS: ids, ATTENTION_MASK: mask}, len(rows))
+    return PreparedCall(info.model_name, {INPUT_IDS: ids, ATTENTION_MASK: mask}, len(rows))
 
 
 def request_parameters(profile: str) -> dict[str, str]:
@@ -144,7 +153,7 @@ def infer_arguments(call: PreparedCall, options, profile: str, input_cls, output
         inputs.append(tensor)
     return inputs, dict(outputs=[output_cls(name) for name in OUTPUTS], headers=options.headers,
                         parameters=request_parameters(profile), client_timeout=options.timeout_s,
-                        compression_algorithm=options.compression)
+                        timeout=server_timeout_us(options.timeout_s), compression_algorithm=options.compression)
 
 
 def answer_of(result) -> Answer:

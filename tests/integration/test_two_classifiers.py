@@ -1,7 +1,8 @@
 """Two classifiers in one Triton server: the escalation model (11 labels) and the sibling
 jailbreak detector (1 label, ``binary``), deployed side by side with ``deploy --model-prefix``.
 Each answers under its own model names with its own labels and thresholds, both equal to their
-own oracle, concurrently; the client and the CLI pick one by prefix; metrics keep them apart."""
+own oracle, concurrently; the client and the CLI pick one by prefix; metrics keep them apart
+(one series per calibration model)."""
 from __future__ import annotations
 
 import json
@@ -65,6 +66,24 @@ def test_each_classifier_answers_as_its_oracle_concurrently(both, tiny_bundle, t
 def test_the_cli_picks_a_classifier_by_prefix(both, capsys):
     assert cli(["check", "--url", both.grpc_url, "--model-prefix", JAILBREAK, "--json", PROMPTS[1]]) in (0, 1)
     printed = json.loads(capsys.readouterr().out)
-    assert [label["name"] for label in printed[0]["labels"]] == ["jailbreak"]
+    assert [label["label"] for label in printed[0]["labels"]] == ["jailbreak"]
     assert cli(["check", "--url", both.grpc_url, "--model-prefix", "nope_", PROMPTS[0]]) == 2
     assert "nope_classify_text" in capsys.readouterr().err
+
+
+def test_metrics_keep_the_classifiers_apart(both):
+    import re
+    import time
+    import urllib.request
+
+    with ClassifierClient(both.grpc_url, model_prefix=JAILBREAK) as client:
+        client.classify(PROMPTS)
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + 15  # the calibration models flush their counters once a second
+    while time.monotonic() < deadline and len(seen) < 2:
+        with urllib.request.urlopen(f"http://127.0.0.1:{both.metrics_port}/metrics", timeout=10) as page:
+            text = page.read().decode()
+        seen = {m: float(v) for m, v in re.findall(r'^opencc_cm_texts_total\{[^}]*model="(\w+)"[^}]*\} (\S+)$', text, re.M)}
+        time.sleep(0.3)
+    assert set(seen) == {"calibration", "jailbreak_calibration"}, seen
+    assert seen["jailbreak_calibration"] >= len(PROMPTS)
