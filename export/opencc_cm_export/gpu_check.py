@@ -373,6 +373,10 @@ def main(argv=None) -> int:
                 f["no_further_than_reference"] = f["max_abs_score_diff"] <= ref_distance
                 f["flips_only_within_reference_distance"] = all(
                     x["oracle_distance_to_threshold"] <= ref_distance for x in f["flips"])
+            if enc.pad_to_buckets:  # what padding into buckets costs: cells run per real token at batch 1
+                real = sum(len(r) for r in rows)
+                result["batch1_bucket_cells_per_real_token"] = round(
+                    sum(enc.padded_shape(1, len(r))[1] for r in rows) / real, 3)
             if name == "ours_bf16_fla_cuda_graphs":
                 result["throughput_prompts_per_s"] = throughput(enc, rows, pad, seconds_each=args.throughput_s)
             result["peak_gpu_memory_gib"] = peak_memory(device)
@@ -443,6 +447,9 @@ def markdown(report: dict) -> str:
         lines.append(f"| {name} | {b1.get('p50_ms', float('nan')):.2f} / {b1.get('p99_ms', float('nan')):.2f} | "
                      f"{short.get('p50_ms', float('nan')):.2f} | {f.get('max_abs_score_diff', float('nan')):.3e} | "
                      f"{f.get('decision_flips')}/{f.get('decisions')} | {r.get('peak_gpu_memory_gib')} |")
+    cells = _get(report, "ours_bf16_fla_cuda_graphs", "batch1_bucket_cells_per_real_token")
+    if cells:
+        lines += ["", f"Bucket padding at batch 1: {cells} cells run per real token (length buckets 16..512)."]
     tput = _get(report, "ours_bf16_fla_cuda_graphs", "throughput_prompts_per_s")
     if tput:
         lines += ["", "Throughput (prompts/s, server grouping, bf16 + graphs): " +

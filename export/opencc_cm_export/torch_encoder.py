@@ -228,6 +228,12 @@ class TorchEncoder:
                  f"in {time.perf_counter() - started:.1f} s")
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self.device.type == "cuda":  # the server calls from its scheduler's worker thread
+            with torch.cuda.device(self.device):
+                return self._call(ids, mask)
+        return self._call(ids, mask)
+
+    def _call(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         rows, width = ids.shape
         b, s = self.padded_shape(rows, width)
         padded_ids = np.full((b, s), self.pad_id, dtype=np.int64)

@@ -25,6 +25,8 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     assert report["ours_bf16_eager_fla"].startswith("not run: gated_delta=fla asked, but fla-core needs a CUDA device")
     graphs = report["ours_bf16_fla_cuda_graphs"]
     assert graphs["cuda_graphs_captured"] == 0  # CPU: bucket padding without graphs
+    assert 1.0 < graphs["batch1_bucket_cells_per_real_token"] < 2.0  # the price of padding to powers of 2
+    assert "batch1_bucket_cells_per_real_token" not in report["ours_bf16_eager_torch_rule"]
     assert set(graphs["throughput_prompts_per_s"]) == {"1", "8", "16", "32", "64"}
     assert any("the project's torch rule" in line for line in graphs["log"])
     grpc = report["triton_grpc"]  # the pip server runs here, so the gRPC phase runs too

@@ -1,11 +1,11 @@
 """Triton model ``encoder`` (target ``python-ort``): ``input_ids``, ``attention_mask`` INT64
 [batch, seq] -> ``logits`` FP32 [batch, num_labels], on ONNX Runtime.
 
-Validation, ragged batching, length grouping, the row scheduler (short rows first, long rows
-one per run, cancelled / expired requests not computed) and error isolation:
-opencc_cm_serving.encoder_model (shared with the ``python-torch`` target, model_torch.py).
-Config parameters: ``artifact_dir`` (classifier.json), ``onnx_file``, ``providers``,
-``intra_op_threads``, ``max_pad_fraction``, ``max_group_tokens``.
+Validation, the row scheduler (length groups, shortest first, cancelled/expired requests not
+computed), responses and metrics: opencc_cm_serving.encoder_model, shared with the
+``python-torch`` target (model_torch.py).
+Config parameters: those of encoder_model, plus ``onnx_file``, ``providers``,
+``intra_op_threads``.
 """
 import os
 import sys
