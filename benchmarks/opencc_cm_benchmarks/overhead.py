@@ -154,14 +154,16 @@ _EMPTY_BODY = {
             ids = np.ones((n, 8), np.int64)
             out.append(pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor("input_ids", ids), pb_utils.Tensor("attention_mask", ids),
-                pb_utils.Tensor("text_row", np.arange(n, dtype=np.int64).reshape(n, 1))]))
+                pb_utils.Tensor("text_row", np.arange(n, dtype=np.int64).reshape(n, 1)),
+                pb_utils.Tensor("window_start", np.zeros((n, 1), np.int64))]))
 ''',
     "ids_preprocess": '''            ids = pb_utils.get_input_tensor_by_name(request, "input_ids")
             mask = pb_utils.get_input_tensor_by_name(request, "attention_mask")
             n = ids.as_numpy().shape[0]
             out.append(pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor("input_ids", ids.as_numpy()), pb_utils.Tensor("attention_mask", mask.as_numpy()),
-                pb_utils.Tensor("text_row", np.arange(n, dtype=np.int64).reshape(n, 1))]))
+                pb_utils.Tensor("text_row", np.arange(n, dtype=np.int64).reshape(n, 1)),
+                pb_utils.Tensor("window_start", np.zeros((n, 1), np.int64))]))
 ''',
     "encoder": '''            n = _rows(request, "input_ids")
             out.append(pb_utils.InferenceResponse(output_tensors=[

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -26,6 +27,19 @@ def served(server: TritonServer) -> int:
     with grpcclient.InferenceServerClient(server.grpc_url) as c:
         stats = c.get_inference_statistics(TEXT_ENSEMBLE).model_stats[0]
     return stats.inference_stats.success.count
+
+
+def settled(servers) -> list[int]:
+    """Each replica's count once it stops moving: an ensemble records a request's statistics
+    just after answering it, so the last answered call may not be counted yet."""
+    last = [served(s) for s in servers]
+    for _ in range(50):
+        time.sleep(0.3)
+        now = [served(s) for s in servers]
+        if now == last:
+            return now
+        last = now
+    return last
 
 
 def test_endpoint_lists_become_one_grpc_target():
@@ -51,12 +65,14 @@ def test_three_replicas_balance_fail_over_and_rejoin(tiny_bundle, tmp_path):
             expected = {t: single.classify([t])[0] for t in TEXTS}
         with ClassifierClient(urls, options=options) as client:
             # 1. load spreads: sequential calls rotate over the three subchannels
-            before = [served(s) for s in servers]
+            before = settled(servers)
             for text in TEXTS * 2:
                 assert client.classify([text])[0] == expected[text]
-            shares = [served(s) - b for s, b in zip(servers, before)]
-            print(f"\n[replicas] {len(TEXTS) * 2} sequential requests, per replica {shares}")
-            assert sum(shares) == len(TEXTS) * 2 and all(n > 0 for n in shares), shares
+            shares = [n - b for n, b in zip(settled(servers), before)]
+            print(f"\n[replicas] {len(TEXTS) * 2} sequential requests, per replica {shares}, retries {client.retries}")
+            # a call retried after UNAVAILABLE may also have been answered by the first replica
+            assert len(TEXTS) * 2 <= sum(shares) <= len(TEXTS) * 2 + client.retries, (shares, client.retries)
+            assert all(n > 0 for n in shares), shares
 
             # 2. a replica killed mid-stream: every request answered correctly or failed closed
             outcomes: list[str] = []
