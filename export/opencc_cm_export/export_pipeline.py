@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from .bundle import BUNDLE_MODEL, write_bundle_manifest
+from .blocked_attention import DEFAULT_QUERY_BLOCK
 from .classifier_graph import build_merged_classifier
 from .onnx_export import PRECISIONS, export_onnx
 from .parity import check_parity, onnx_runner, onnx_session
@@ -26,8 +27,12 @@ class ParityUnchecked(RuntimeError):
 
 def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | Path | None = None,
                   precision: str = "fp32", max_tokens: int = DEFAULT_MAX_TOKENS,
-                  parity_lengths=None, progress=print):
+                  parity_lengths=None, query_block: int | None = DEFAULT_QUERY_BLOCK, progress=print):
     """Export ``checkpoint`` into the bundle folder ``out`` and prove parity; return the report.
+
+    ``query_block``: queries per block of the full-attention layers (memory linear in the
+    length); None exports transformers' attention, which holds [batch, heads, seq, seq] scores
+    (the graph before issue 14; for side-by-side memory benchmarks only).
 
     Raises :class:`ParityError` (after writing the graph, for inspection) when parity fails.
     """
@@ -40,7 +45,10 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | 
     progress(f"[load] {spec.objective} head, {spec.num_labels} labels, LoRA r={spec.lora['r']} on "
              f"{len(spec.lora['target_modules'])} module kinds ({time.perf_counter() - started:.0f} s)")
     progress("[merge] merging the LoRA into the base weights")
-    merged = build_merged_classifier(reference, keep_reference=True, dtype=PRECISIONS[precision])
+    merged = build_merged_classifier(reference, keep_reference=True, dtype=PRECISIONS[precision],
+                                     query_block=query_block)
+    progress(f"[merge] full attention: " + (f"query blocks of {query_block}" if query_block
+                                             else "transformers' attention ([heads, seq, seq] scores)"))
     vocab = int(reference.backbone.get_base_model().config.get_text_config().vocab_size)
     model_path = export_onnx(merged, out / BUNDLE_MODEL, vocab=vocab, max_tokens=max_tokens,
                              progress=progress)
@@ -51,7 +59,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | 
         session = onnx_session(model_path)
     except Exception as exc:  # onnxruntime raises its own types for unsupported graphs
         write_bundle_manifest(reference, out, max_tokens=max_tokens, precision=precision,
-                              checkpoint=str(checkpoint),
+                              checkpoint=str(checkpoint), query_block=query_block,
                               parity={"passed": False, "reason": f"not checked: {exc}"})
         raise ParityUnchecked(f"{model_path} written, but ONNX Runtime here cannot load it ({exc}); "
                               f"check parity where the {precision} graph runs (e.g. TensorRT on the GPU)") from exc
@@ -61,7 +69,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | 
               "tolerance": report.tolerance, "passed": report.passed,
               "cases": [asdict(c) for c in report.cases]}
     write_bundle_manifest(reference, out, max_tokens=max_tokens, precision=precision,
-                          checkpoint=str(checkpoint), parity=parity)
+                          checkpoint=str(checkpoint), query_block=query_block, parity=parity)
     if not report.passed:
         raise ParityError(report.summary())
     progress(f"[done] bundle in {out} ({time.perf_counter() - started:.0f} s)")
