@@ -29,8 +29,10 @@ from opencc_cm_client import server_info as meta
 from opencc_cm_client.contract import DEFAULT_PROFILE
 from opencc_cm_client.text_rules import tokenizer_sha256
 
+from .batching import DEFAULT_ATTENTION_SPAN
 from .bundle import CLASSIFIER_FILE, ONNX_DATA_FILE, ONNX_FILE, TOKENIZER_FILE, check_bundle, load_profiles
 from .errors import ConfigError
+from .onnx_runner import MEMORY_MODES
 
 TARGETS = ("python-ort", "onnxruntime", "tensorrt")
 MODELS = (TOKENIZER_MODEL, IDS_PREPROCESS_MODEL, ENCODER_MODEL, CALIBRATION_MODEL, TEXT_ENSEMBLE, IDS_ENSEMBLE)
@@ -110,9 +112,10 @@ def deploy(args: argparse.Namespace) -> Path:
     overlap = args.window_overlap if args.window_overlap is not None else spec.max_tokens // 8
     if args.max_batch_size < 1 or not 0 <= overlap < spec.max_tokens:
         raise ConfigError(f"need --max-batch-size >= 1 and 0 <= --window-overlap < max_tokens {spec.max_tokens}")
-    if not 0.0 <= args.max_pad_fraction < 1.0 or args.max_group_tokens < 1:
-        raise ConfigError(f"need 0 <= --max-pad-fraction < 1 (got {args.max_pad_fraction}) and "
-                          f"--max-group-tokens >= 1 (got {args.max_group_tokens})")
+    if not 0.0 <= args.max_pad_fraction < 1.0 or args.max_group_tokens < 1 or args.attention_span < 0:
+        raise ConfigError(f"need 0 <= --max-pad-fraction < 1 (got {args.max_pad_fraction}), "
+                          f"--max-group-tokens >= 1 (got {args.max_group_tokens}) and "
+                          f"--attention-span >= 0 (got {args.attention_span})")
     repo = Path(args.output) if args.output else source
     if args.output:
         copy_sources(source, repo)
@@ -131,6 +134,8 @@ def deploy(args: argparse.Namespace) -> Path:
         "encoder_queue_delay_us": args.encoder_queue_delay_us,
         "max_group_tokens": args.max_group_tokens,
         "max_pad_fraction": repr(float(args.max_pad_fraction)),
+        "attention_span": args.attention_span,
+        "encoder_memory": args.encoder_memory,
         "client_metadata": client_metadata(spec, profiles, bundle, args.long_input_policy),
     }
     for model in MODELS:
@@ -185,7 +190,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder-queue-delay-us", type=int, default=0,
                    help="extra wait for a fuller encoder batch; 0 = batch what queued during the last run")
     p.add_argument("--max-group-tokens", type=int, default=16384,
-                   help="python-ort encoder: most padded cells (rows x width) run at once")
+                   help="python-ort encoder: most cost per run, rows x width x (1 + width / attention span)")
+    p.add_argument("--attention-span", type=int, default=DEFAULT_ATTENTION_SPAN,
+                   help="python-ort encoder: the width at which a token's attention costs as much as "
+                        "its linear work (BENCHMARKS.md); 0 counts rows x width only")
+    p.add_argument("--encoder-memory", choices=MEMORY_MODES, default="release",
+                   help="python-ort encoder: release = ONNX Runtime gives back what a long run took; "
+                        "arena = keep it (faster reuse, RSS stays at the largest request's)")
     p.add_argument("--max-pad-fraction", type=float, default=0.25,
                    help="python-ort encoder: most padding cells per length group; on a CPU-only "
                         "server ~0.1 ran faster (BENCHMARKS.md)")

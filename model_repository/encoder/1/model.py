@@ -7,7 +7,9 @@ rows are pooled, grouped by real length with bounded padding waste
 order. A request with a bad mask or out-of-range id gets INVALID_ARG alone; if a joint run
 fails, each request is retried on its own so one bad request cannot sink the batch.
 Config parameters: ``artifact_dir`` (classifier.json), ``onnx_file``, ``providers``,
-``intra_op_threads``, ``max_pad_fraction``, ``max_group_tokens``.
+``intra_op_threads``, ``max_pad_fraction``, ``max_group_tokens``, ``attention_span``
+(a run costs rows x width x (1 + width / attention_span) of the max_group_tokens budget),
+``memory`` (``release``: ONNX Runtime returns what a long run took; opencc_cm_serving.onnx_runner).
 """
 import os
 import sys
@@ -39,13 +41,16 @@ class TritonPythonModel:
             self.spec.num_labels,
             providers=require(params, "providers", ENCODER_MODEL),
             intra_op_threads=int(require(params, "intra_op_threads", ENCODER_MODEL)),
+            memory=require(params, "memory", ENCODER_MODEL),
         )
         self.max_rows = max(1, int(config.get("max_batch_size", 0)))
         self.max_pad_fraction = float(require(params, "max_pad_fraction", ENCODER_MODEL))
         self.max_group_tokens = int(require(params, "max_group_tokens", ENCODER_MODEL))
-        if not 0.0 <= self.max_pad_fraction < 1.0 or self.max_group_tokens < 1:
-            raise ValueError(f"{ENCODER_MODEL}: need 0 <= max_pad_fraction < 1 and max_group_tokens >= 1, got "
-                             f"{self.max_pad_fraction} and {self.max_group_tokens}")
+        self.attention_span = float(require(params, "attention_span", ENCODER_MODEL))
+        if not 0.0 <= self.max_pad_fraction < 1.0 or self.max_group_tokens < 1 or not self.attention_span >= 0:
+            raise ValueError(f"{ENCODER_MODEL}: need 0 <= max_pad_fraction < 1, max_group_tokens >= 1 and "
+                             f"attention_span >= 0, got {self.max_pad_fraction}, {self.max_group_tokens} and "
+                             f"{self.attention_span}")
         pb().Logger.log_info(f"{ENCODER_MODEL}: onnxruntime providers {self.encoder.providers}")
 
     def execute(self, requests):
@@ -86,5 +91,6 @@ class TritonPythonModel:
         return [ids[r, :n] for r, n in enumerate(lengths)]
 
     def _run(self, rows):
-        groups = plan_groups([len(r) for r in rows], self.max_pad_fraction, self.max_rows, self.max_group_tokens)
+        groups = plan_groups([len(r) for r in rows], self.max_pad_fraction, self.max_rows, self.max_group_tokens,
+                             attention_span=self.attention_span or None)
         return run_grouped(rows, self.spec.pad_token_id, groups, self.encoder)
