@@ -17,15 +17,23 @@ export HF_HUB_OFFLINE ?= 1
 
 .PHONY: setup test checkpoint export deploy serve demo bench bench-export clean proto
 
+# torch: requirements.lock pins torch==2.13.0. On this project's machines pip finds the CPU wheel
+# on disk; on an ordinary index that pin is the CUDA build. TORCH_INDEX_URL chooses where torch
+# comes from (e.g. https://download.pytorch.org/whl/cpu for the CPU build); empty = pip's default.
+TORCH_INDEX_URL ?=
+PACKAGES := contract client serving export benchmarks
+
 setup: $(VENV)/.installed
-$(VENV)/.installed: requirements.lock client/pyproject.toml serving/pyproject.toml export/pyproject.toml
+$(VENV)/.installed: requirements.lock $(addsuffix /pyproject.toml,$(PACKAGES))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX_URL),$(PY) -m pip install --quiet --index-url $(TORCH_INDEX_URL) torch==2.13.0)
 	$(PY) -m pip install --quiet -r requirements.lock
-	$(PY) -m pip install --quiet --no-deps -e client -e serving -e export
+	$(PY) -m pip install --quiet $(foreach p,$(PACKAGES),-e $(p))
 	touch $@
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
 checkpoint: $(CKPT)/classifier/weight_frame.json
@@ -61,7 +69,7 @@ bench-export:
 # JSON, markdown and a PNG plot in benchmarks/serving/. About 10 minutes on 2 cores.
 bench:
 	$(MAKE) export SIZE=real-shape
-	$(PY) -m opencc_cm_export.serving_benchmark --checkpoint $(ARTIFACTS)/checkpoints/real-shape/classifier \
+	$(PY) -m opencc_cm_benchmarks.serving_benchmark --checkpoint $(ARTIFACTS)/checkpoints/real-shape/classifier \
 		--base-model $(ARTIFACTS)/checkpoints/real-shape/base-model --bundle $(ARTIFACTS)/bundles/real-shape-fp32 \
 		--out benchmarks/serving
 

@@ -10,7 +10,8 @@ import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
 from .gate import decision_for, escalation_for
-from .contract import DEFAULT_PROFILE, IDS_ENSEMBLE, TEXT_ENSEMBLE
+from opencc_cm_contract import DEFAULT_PROFILE, IDS_ENSEMBLE, TEXT_ENSEMBLE
+from .endpoints import grpc_target
 from .options import ConnectionOptions
 from .requests import (OUTPUTS, LocalTokenizer, PreparedCall, accept_server_info, chunks, ids_call,
                        infer_tensors, next_retry_delay, parse_outputs, request_parameters, text_call)
@@ -19,7 +20,7 @@ from .server_info import ServerInfo
 
 
 class AsyncClassifierClient:
-    def __init__(self, url: str = "127.0.0.1:8001", *, tokenizer: str | Path | None = None,
+    def __init__(self, url: str | Sequence[str] = "127.0.0.1:8001", *, tokenizer: str | Path | None = None,
                  threshold_profile: str = DEFAULT_PROFILE, expected_model_version: str | None = None,
                  max_concurrency: int = 16, options: ConnectionOptions | None = None):
         self.options = options or ConnectionOptions()
@@ -27,7 +28,8 @@ class AsyncClassifierClient:
         self.expected_model_version = expected_model_version
         self.local_tokenizer = LocalTokenizer(tokenizer) if tokenizer else None
         self._limit = asyncio.Semaphore(max(1, max_concurrency))
-        self._client = aioclient.InferenceServerClient(url, **self.options.client_kwargs(grpcclient.KeepAliveOptions))
+        self._client = aioclient.InferenceServerClient(grpc_target(url),
+                                                      **self.options.client_kwargs(grpcclient.KeepAliveOptions))
         self._info: dict[str, ServerInfo] = {}
         self.retries = 0  # calls repeated after UNAVAILABLE, for monitoring
 

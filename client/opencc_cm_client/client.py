@@ -18,7 +18,8 @@ from typing import Sequence
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from .contract import DEFAULT_PROFILE, IDS_ENSEMBLE, TEXT_ENSEMBLE
+from opencc_cm_contract import DEFAULT_PROFILE, IDS_ENSEMBLE, TEXT_ENSEMBLE
+from .endpoints import grpc_target
 from .options import ConnectionOptions
 from .requests import (OUTPUTS, LocalTokenizer, PreparedCall, accept_server_info, chunks, ids_call,
                        infer_tensors, next_retry_delay, parse_outputs, request_parameters, text_call)
@@ -28,7 +29,7 @@ from .server_info import ServerInfo
 
 
 class ClassifierClient:
-    def __init__(self, url: str = "127.0.0.1:8001", *, tokenizer: str | Path | None = None,
+    def __init__(self, url: str | Sequence[str] = "127.0.0.1:8001", *, tokenizer: str | Path | None = None,
                  threshold_profile: str = DEFAULT_PROFILE, expected_model_version: str | None = None,
                  max_concurrency: int = 4, options: ConnectionOptions | None = None):
         self.url = url
@@ -38,7 +39,7 @@ class ClassifierClient:
         self.local_tokenizer = LocalTokenizer(tokenizer) if tokenizer else None
         self._pool = ThreadPoolExecutor(max_workers=max(1, max_concurrency))
         self._client = grpcclient.InferenceServerClient(
-            url, **self.options.client_kwargs(grpcclient.KeepAliveOptions))
+            grpc_target(url), **self.options.client_kwargs(grpcclient.KeepAliveOptions))
         self._info: dict[str, ServerInfo] = {}
         self.retries = 0  # calls repeated after UNAVAILABLE, for monitoring
 

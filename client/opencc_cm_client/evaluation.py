@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .contract import canonical_label, label_flags
+from opencc_cm_contract import canonical_label, label_flags
 from .results import Classification
 
 BENIGN = "Benign"

@@ -4,6 +4,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from .endpoints import service_config
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -27,7 +29,8 @@ class ConnectionOptions:
     """gRPC settings. ``timeout_s`` is the per-call deadline. TLS: ``ssl=True`` with
     ``root_certificates`` (CA file); mTLS adds ``private_key`` and ``certificate_chain``.
     ``headers`` go with every call (e.g. auth metadata, or the key for restricted protocols).
-    ``compression``: None, "gzip" or "deflate"."""
+    ``compression``: None, "gzip" or "deflate". ``load_balancing``: gRPC's policy across the
+    replicas of a multi-endpoint or ``dns:///`` target (see ``endpoints``)."""
 
     timeout_s: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -40,8 +43,9 @@ class ConnectionOptions:
     keepalive_time_ms: int = 30_000
     keepalive_timeout_ms: int = 10_000
     max_reconnect_backoff_ms: int = 1_000  # gRPC's default (120 s) would outlast every retry
+    load_balancing: str = "round_robin"  # across replicas (endpoints.grpc_target); or "pick_first"
 
-    def channel_args(self) -> list[tuple[str, int]]:
+    def channel_args(self) -> list[tuple[str, int | str]]:
         return [
             ("grpc.max_send_message_length", 2**31 - 1),
             ("grpc.max_receive_message_length", 2**31 - 1),
@@ -52,6 +56,8 @@ class ConnectionOptions:
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", self.max_reconnect_backoff_ms),
+            ("grpc.service_config", service_config(self.load_balancing)),
+            ("grpc.enable_retries", 0),  # the client retries itself (RetryPolicy), once per call
         ]
 
     def client_kwargs(self, keepalive_cls=None) -> dict:

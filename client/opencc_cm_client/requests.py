@@ -7,12 +7,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .contract import (ATTENTION_MASK, FLAGGED, IDS_ENSEMBLE, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT,
+from opencc_cm_contract import (ATTENTION_MASK, FLAGGED, IDS_ENSEMBLE, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT,
                        TEXT_ENSEMBLE, THRESHOLD_PROFILE_PARAMETER, TOKEN_COUNT)
 from .errors import ClassifierError, InvalidRequestError, UnavailableError, from_status
 from .results import Classification, LabelResult
 from .server_info import ServerContractError, ServerInfo
-from .text_rules import (InputError, check_token_count, decode_text, encode_texts, load_tokenizer, pad_right,
+from opencc_cm_contract.text_rules import (InputError, check_token_count, decode_text, encode_texts, load_tokenizer, pad_right,
                          tokenizer_sha256)
 
 OUTPUTS = (SCORES, LABEL_FLAGS, FLAGGED, TOKEN_COUNT)
@@ -106,7 +106,7 @@ def next_retry_delay(exc, delays) -> tuple[ClassifierError, float | None]:
 
 
 def accept_server_info(model: str, config: dict, meta: dict, expected_version: str | None, profile: str,
-                       local_tokenizer: "LocalTokenizer | None") -> ServerInfo:
+                       local_tokenizer: LocalTokenizer | None) -> ServerInfo:
     """Check what the server published against this client's expectations."""
     versions = meta.get("versions", [])
     if expected_version and expected_version not in versions:

@@ -43,7 +43,7 @@ class Classification:
             model_version=self.model_version, threshold_profile=self.threshold_profile)
 
     @classmethod
-    def from_proto(cls, msg: pb.Classification) -> "Classification":
+    def from_proto(cls, msg: pb.Classification) -> Classification:
         return cls(labels=tuple(LabelResult(r.label, r.score, r.threshold, r.fired) for r in msg.labels),
                    flagged=msg.flagged, input_tokens=msg.input_tokens, model_name=msg.model_name,
                    model_version=msg.model_version, threshold_profile=msg.threshold_profile)
@@ -54,7 +54,7 @@ class Classification:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Classification":
+    def from_dict(cls, data: dict) -> Classification:
         labels = tuple(LabelResult(**r) for r in data["labels"])
         return cls(**{**data, "labels": labels})
 
@@ -63,7 +63,7 @@ class Classification:
         return json_format.MessageToJson(self.to_proto(), always_print_fields_with_no_presence=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Classification":
+    def from_json(cls, text: str) -> Classification:
         return cls.from_proto(json_format.Parse(text, pb.Classification()))
 
 

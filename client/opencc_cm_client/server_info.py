@@ -1,25 +1,18 @@
 """What the client learns from the server instead of hard-coding it.
 
-``deploy`` writes these keys into the ``parameters`` of both ensembles' ``config.pbtxt`` (from
-the same bundle that the calibration model loads), so a new checkpoint needs no client
-release: labels, threshold profiles, limits and the tokenizer's fingerprint.
+``deploy`` writes the keys of ``opencc_cm_contract.metadata`` into the ``parameters`` of both
+ensembles' ``config.pbtxt`` (from the same bundle that the calibration model loads), so a new
+checkpoint needs no client release: labels, threshold profiles, limits and the tokenizer's
+fingerprint.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 
-# config.pbtxt parameter keys (string values; JSON where structured).
-PARAM_LABELS = "labels"                    # JSON list, column order
-PARAM_PROFILES = "threshold_profiles"      # JSON {profile: [threshold per label]}
-PARAM_MAX_TOKENS = "max_tokens"            # int
-PARAM_VOCAB_SIZE = "vocab_size"            # int
-PARAM_PAD_TOKEN_ID = "pad_token_id"        # int
-PARAM_TOKENIZER_SHA256 = "tokenizer_sha256"
-PARAM_LONG_INPUT_POLICY = "long_input_policy"  # reject | windows
-PARAM_CHECKPOINT = "checkpoint"
-METADATA_KEYS = (PARAM_LABELS, PARAM_PROFILES, PARAM_MAX_TOKENS, PARAM_VOCAB_SIZE, PARAM_PAD_TOKEN_ID,
-                 PARAM_TOKENIZER_SHA256, PARAM_LONG_INPUT_POLICY, PARAM_CHECKPOINT)
+from opencc_cm_contract.metadata import (METADATA_KEYS, PARAM_CHECKPOINT, PARAM_LABELS, PARAM_LONG_INPUT_POLICY,
+                                         PARAM_MAX_TOKENS, PARAM_PAD_TOKEN_ID, PARAM_PROFILES,
+                                         PARAM_TOKENIZER_SHA256, PARAM_VOCAB_SIZE)
 
 
 class ServerContractError(RuntimeError):
@@ -41,7 +34,7 @@ class ServerInfo:
     checkpoint: str
 
     @classmethod
-    def from_model_config(cls, config: dict, version: str) -> "ServerInfo":
+    def from_model_config(cls, config: dict, version: str) -> ServerInfo:
         """From ``get_model_config(..., as_json=True)['config']`` of an ensemble."""
         name = config.get("name", "?")
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}

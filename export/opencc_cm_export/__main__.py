@@ -6,6 +6,9 @@ import functools
 import sys
 from pathlib import Path
 
+from opencc_cm_contract.bundle_format import ONNX_FILE
+from opencc_cm_contract.limits import DEFAULT_MAX_TOKENS
+
 print = functools.partial(print, flush=True)  # progress lines show up as they happen
 
 
@@ -39,7 +42,7 @@ def _tensorrt(args) -> int:
     profile = Profile(max_batch=args.max_batch, opt_batch=args.opt_batch,
                       max_tokens=args.max_tokens, opt_tokens=args.opt_tokens)
     try:
-        build_engine(Path(args.bundle) / "model.onnx", Path(args.out), precision=args.precision,
+        build_engine(Path(args.bundle) / ONNX_FILE, Path(args.out), precision=args.precision,
                      profile=profile, progress=print)
     except TensorRTUnavailable as exc:
         print(f"cannot build a TensorRT engine here: {exc}", file=sys.stderr)
@@ -70,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--base-model", help="override the manifest's base model (local folder or repo id)")
     e.add_argument("--out", required=True, help="bundle folder (model.onnx, tokenizer.json, classifier.json)")
     e.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
-    e.add_argument("--max-tokens", type=int, default=8192, help="longest input the graph and server accept")
+    e.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="longest input the graph and server accept")
     e.add_argument("--query-block", type=int, default=DEFAULT_QUERY_BLOCK,
                    help="queries per block of the full-attention layers (memory linear in the length); "
                         "0 = transformers' attention holding [heads, seq, seq] scores (the pre-issue-14 "
@@ -83,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp16")
     t.add_argument("--max-batch", type=int, default=64)
     t.add_argument("--opt-batch", type=int, default=16)
-    t.add_argument("--max-tokens", type=int, default=8192)
+    t.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
     t.add_argument("--opt-tokens", type=int, default=64)
     t.set_defaults(func=_tensorrt)
 

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from .bundle import BUNDLE_MODEL
+from opencc_cm_contract.bundle_format import ONNX_FILE
 from .parity import onnx_runner, onnx_session
 from .reference import ReferenceClassifier
 
@@ -33,7 +33,7 @@ def _median_ms(fn, repeats: int) -> float:
 
 def run_benchmark(reference: ReferenceClassifier, bundle: str, batches, seqs, repeats: int = 3,
                   progress=print) -> dict:
-    session = onnx_session(os.path.join(bundle, BUNDLE_MODEL))
+    session = onnx_session(os.path.join(bundle, ONNX_FILE))
     run_onnx = onnx_runner(session)
     vocab = len(reference.tokenizer)
     rng = np.random.default_rng(0)

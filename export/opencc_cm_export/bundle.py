@@ -8,11 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .reference import ReferenceClassifier
+from opencc_cm_contract.bundle_format import CLASSIFIER_FILE, TOKENIZER_FILE
 
-BUNDLE_MODEL = "model.onnx"
-BUNDLE_TOKENIZER = "tokenizer.json"
-BUNDLE_MANIFEST = "classifier.json"
+from .reference import ReferenceClassifier
 
 
 def write_bundle_manifest(reference: ReferenceClassifier, bundle: Path, *, max_tokens: int,
@@ -21,7 +19,7 @@ def write_bundle_manifest(reference: ReferenceClassifier, bundle: Path, *, max_t
     """Write ``classifier.json`` and ``tokenizer.json`` next to the exported graph."""
     bundle = Path(bundle)
     tok = reference.tokenizer
-    tok.backend_tokenizer.save(str(bundle / BUNDLE_TOKENIZER))
+    tok.backend_tokenizer.save(str(bundle / TOKENIZER_FILE))
     text_config = reference.backbone.get_base_model().config.get_text_config()
     manifest = {
         "labels": list(reference.spec.labels),
@@ -40,10 +38,10 @@ def write_bundle_manifest(reference: ReferenceClassifier, bundle: Path, *, max_t
         "attention_query_block": int(query_block) if query_block else None,
         "parity": parity,
     }
-    path = bundle / BUNDLE_MANIFEST
+    path = bundle / CLASSIFIER_FILE
     path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return path
 
 
 def read_bundle_manifest(bundle: Path) -> dict:
-    return json.loads((Path(bundle) / BUNDLE_MANIFEST).read_text())
+    return json.loads((Path(bundle) / CLASSIFIER_FILE).read_text())

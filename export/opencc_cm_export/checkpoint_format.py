@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opencc_cm_client.contract import (HARM_CATEGORIES, JAILBREAK_LABELS, ThresholdMappingError,
-                                       resolve_label_thresholds, threshold_value)
+from opencc_cm_contract import (HARM_CATEGORIES, JAILBREAK_LABELS, OBJECTIVES, ThresholdMappingError,
+                                activation_for, resolve_label_thresholds, threshold_value)
 
 FRAME_FILE = "weight_frame.json"
 THRESHOLDS_FILE = "thresholds.json"
@@ -20,7 +20,6 @@ THRESHOLD_FILE = "threshold.json"
 TRAIN_CONFIG_FILE = "train_config.json"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
-OBJECTIVES = ("multilabel", "softmax", "binary")
 LORA_DEFAULTS = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05,
                  "target_modules": ["q_proj", "v_proj"]}
 
@@ -55,8 +54,7 @@ class CheckpointSpec:
     @property
     def activation(self) -> str:
         """``sigmoid`` for multilabel and single-logit heads (as the reference), else ``softmax``."""
-        return "sigmoid" if self.objective in ("multilabel", "binary") or self.num_labels == 1 \
-            else "softmax"
+        return activation_for(self.objective, self.num_labels)
 
 
 def resolve_checkpoint_dir(repo_or_path: str | Path) -> Path:

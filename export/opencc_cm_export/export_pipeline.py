@@ -7,14 +7,15 @@ from pathlib import Path
 
 import torch
 
-from .bundle import BUNDLE_MODEL, write_bundle_manifest
+from opencc_cm_contract.bundle_format import ONNX_FILE
+from opencc_cm_contract.limits import DEFAULT_MAX_TOKENS
+
 from .blocked_attention import DEFAULT_QUERY_BLOCK
+from .bundle import write_bundle_manifest
 from .classifier_graph import build_merged_classifier
 from .onnx_export import PRECISIONS, export_onnx
 from .parity import check_parity, onnx_runner, onnx_session
 from .reference import ReferenceClassifier
-
-DEFAULT_MAX_TOKENS = 8192
 
 
 class ParityError(AssertionError):
@@ -50,7 +51,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | 
     progress(f"[merge] full attention: " + (f"query blocks of {query_block}" if query_block
                                              else "transformers' attention ([heads, seq, seq] scores)"))
     vocab = int(reference.backbone.get_base_model().config.get_text_config().vocab_size)
-    model_path = export_onnx(merged, out / BUNDLE_MODEL, vocab=vocab, max_tokens=max_tokens,
+    model_path = export_onnx(merged, out / ONNX_FILE, vocab=vocab, max_tokens=max_tokens,
                              progress=progress)
     del merged
     progress(f"[parity] {precision} ONNX Runtime vs the reference (unmerged PEFT, fp32)")

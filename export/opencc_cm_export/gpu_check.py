@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from opencc_cm_client.text_rules import pad_right
+from opencc_cm_contract.text_rules import pad_right
 
 from .classifier_graph import build_merged_classifier
 from .reference import ReferenceClassifier, decide

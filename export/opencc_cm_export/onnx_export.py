@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from opencc_cm_client.contract import ATTENTION_MASK, INPUT_IDS, LOGITS
+from opencc_cm_contract import ATTENTION_MASK, INPUT_IDS, LOGITS
 
 from .classifier_graph import MergedClassifier
 from .gated_delta_export import export_friendly_gated_delta

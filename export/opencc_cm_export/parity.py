@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from opencc_cm_client.text_rules import pad_right
+from opencc_cm_contract.text_rules import pad_right
 
 from .reference import ReferenceClassifier, activate, decide
 
@@ -116,7 +116,7 @@ def check_parity(reference: ReferenceClassifier, run_graph, *, precision: str = 
 
 
 def onnx_runner(session):
-    from opencc_cm_client.contract import ATTENTION_MASK, INPUT_IDS, LOGITS
+    from opencc_cm_contract import ATTENTION_MASK, INPUT_IDS, LOGITS
 
     def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return session.run([LOGITS], {INPUT_IDS: ids, ATTENTION_MASK: mask})[0]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from opencc_cm_client.contract import label_flags
+from opencc_cm_contract import label_flags
 
 from .checkpoint_format import CheckpointError, CheckpointSpec, read_checkpoint
 
@@ -131,7 +131,7 @@ class ReferenceClassifier:
     @classmethod
     def load(cls, checkpoint: str | Path, *, base_model: str | Path | None = None,
              dtype: torch.dtype = torch.float32, require_thresholds: bool = True,
-             device: str | torch.device = "cpu") -> "ReferenceClassifier":
+             device: str | torch.device = "cpu") -> ReferenceClassifier:
         from peft import LoraConfig, get_peft_model
 
         spec = read_checkpoint(checkpoint, base_model=base_model, require_thresholds=require_thresholds)

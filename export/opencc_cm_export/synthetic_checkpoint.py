@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from opencc_cm_client.contract import HARM_CATEGORIES, JAILBREAK_LABELS
+from opencc_cm_contract import HARM_CATEGORIES, JAILBREAK_LABELS
 
 PUBLISHED_BASE_MODEL = "Qwen/Qwen3.5-0.8B"
 LORA_TARGETS = [

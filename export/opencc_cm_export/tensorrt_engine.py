@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from opencc_cm_client.contract import ATTENTION_MASK, INPUT_IDS
+from opencc_cm_contract import ATTENTION_MASK, DEFAULT_MAX_TOKENS, INPUT_IDS
 
 
 class TensorRTUnavailable(RuntimeError):
@@ -22,7 +22,7 @@ class TensorRTUnavailable(RuntimeError):
 class Profile:
     max_batch: int = 64
     opt_batch: int = 16
-    max_tokens: int = 8192
+    max_tokens: int = DEFAULT_MAX_TOKENS
     opt_tokens: int = 64
 
     def shapes(self) -> dict[str, tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]:

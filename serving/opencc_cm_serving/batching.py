@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from opencc_cm_client.text_rules import pad_right
+from opencc_cm_contract.text_rules import pad_right
 
 # Deploy default for ``attention_span`` (tokens), from the real-shape time fit in BENCHMARKS.md.
 DEFAULT_ATTENTION_SPAN = 16384

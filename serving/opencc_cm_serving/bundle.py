@@ -8,22 +8,16 @@ order as float64; label names are matched through ``contract.canonical_label`` a
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from opencc_cm_client.contract import (DEFAULT_PROFILE, ThresholdMappingError, canonical_label,
-                                       resolve_label_thresholds)
+from opencc_cm_contract import (DEFAULT_PROFILE, OBJECTIVES, ThresholdMappingError, canonical_label,
+                                resolve_label_thresholds)
+from opencc_cm_contract.bundle_format import (CLASSIFIER_FILE, FIELD_PARITY, ONNX_DATA_FILE, ONNX_FILE,  # noqa: F401
+                                              PROFILE_NAME, TOKENIZER_FILE)
 
 from .errors import ConfigError
-
-CLASSIFIER_FILE = "classifier.json"
-TOKENIZER_FILE = "tokenizer.json"
-ONNX_FILE = "model.onnx"
-ONNX_DATA_FILE = "model.onnx.data"
-OBJECTIVES = ("multilabel", "softmax", "binary")  # binary: the sibling jailbreak head
-PROFILE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -127,7 +121,7 @@ def check_bundle(bundle: str | Path, allow_unverified: bool = False) -> Classifi
         if not (root / name).is_file():
             raise ConfigError(f"bundle {root}: missing {name}")
     spec = load_classifier(root / CLASSIFIER_FILE)
-    parity = json.loads((root / CLASSIFIER_FILE).read_text(encoding="utf-8")).get("parity") or {}
+    parity = json.loads((root / CLASSIFIER_FILE).read_text(encoding="utf-8")).get(FIELD_PARITY) or {}
     if parity.get("passed") is not True and not allow_unverified:
         raise ConfigError(f"bundle {root}: the graph did not pass the export's parity check "
                           f"({parity.get('reason') or parity.get('max_abs_score_diff', 'no parity record')}); "

@@ -13,7 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
-from opencc_cm_client.contract import DEFAULT_PROFILE, label_flags
+from opencc_cm_contract import DEFAULT_PROFILE, SIGMOID, activation_for, label_flags
 
 from .errors import InputError
 
@@ -21,7 +21,7 @@ from .errors import InputError
 def activate(logits: np.ndarray, objective: str) -> np.ndarray:
     """FP32 scores of ``[rows, labels]`` logits."""
     x = logits.astype(np.float64)
-    if objective in ("multilabel", "binary") or x.shape[1] == 1:
+    if activation_for(objective, x.shape[1]) == SIGMOID:
         scores = np.empty_like(x)
         pos = x >= 0
         scores[pos] = 1.0 / (1.0 + np.exp(-x[pos]))

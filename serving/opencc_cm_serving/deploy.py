@@ -2,13 +2,15 @@
 
 ``python -m opencc_cm_serving.deploy --bundle DIR --repository model_repository
 --target {python-ort,onnxruntime,tensorrt} [--output DIR] [--max-batch-size 64]
-[--long-input-policy reject] [--profiles FILE] ...``
+[--long-input-policy reject] [--profiles FILE] [--perf-input-dir DIR] ...``
 
 For each model folder it fills ``config.pbtxt.template`` (the encoder's is
 ``config.<target>.pbtxt.template``) with ``string.Template`` and writes ``config.pbtxt``;
 a missing value or any ``${`` left over is a ConfigError. Bundle artifacts are copied into
 ``<model>/1/artifacts/`` (the graph into ``encoder/1/``). With ``--output`` the committed
 repository is left untouched and a complete filled copy is written there instead.
+``--perf-input-dir`` also writes perf_analyzer ``--input-data`` files for both ensembles
+(``write_perf_inputs``): real texts, and their ids/masks from the bundle's tokenizer.
 """
 from __future__ import annotations
 
@@ -21,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from opencc_cm_client.contract import (
-    CALIBRATION_MODEL, ENCODER_MODEL, IDS_ENSEMBLE, IDS_PREPROCESS_MODEL, TEXT_ENSEMBLE, TOKENIZER_MODEL,
-)
-
-from opencc_cm_client import server_info as meta
-from opencc_cm_client.contract import DEFAULT_PROFILE
-from opencc_cm_client.text_rules import tokenizer_sha256
+from opencc_cm_contract import (CALIBRATION_MODEL, DEFAULT_PROFILE, ENCODER_MODEL, IDS_ENSEMBLE, IDS_PREPROCESS_MODEL,
+                                MODELS, TEXT_ENSEMBLE, TOKENIZER_MODEL)
+from opencc_cm_contract import metadata as meta
+from opencc_cm_contract.bundle_format import PROFILES_FILE
+from opencc_cm_contract.limits import DEFAULT_LONG_INPUT_POLICY, DEFAULT_MAX_BATCH_SIZE, LONG_INPUT_POLICIES
+from opencc_cm_contract.names import MODEL_PREFIX
+from opencc_cm_contract.text_rules import check_token_count, decode_text, encode_texts, load_tokenizer, tokenizer_sha256
 
 from .batching import DEFAULT_ATTENTION_SPAN
 from .bundle import CLASSIFIER_FILE, ONNX_DATA_FILE, ONNX_FILE, TOKENIZER_FILE, check_bundle, load_profiles
@@ -35,15 +37,31 @@ from .errors import ConfigError
 from .onnx_runner import MEMORY_MODES
 
 TARGETS = ("python-ort", "onnxruntime", "tensorrt")
-MODELS = (TOKENIZER_MODEL, IDS_PREPROCESS_MODEL, ENCODER_MODEL, CALIBRATION_MODEL, TEXT_ENSEMBLE, IDS_ENSEMBLE)
 ARTIFACTS = {  # model -> bundle files copied into <model>/1/artifacts/
     TOKENIZER_MODEL: (CLASSIFIER_FILE, TOKENIZER_FILE),
     IDS_PREPROCESS_MODEL: (CLASSIFIER_FILE,),
     ENCODER_MODEL: (CLASSIFIER_FILE,),
     CALIBRATION_MODEL: (CLASSIFIER_FILE,),
 }
-PROFILES_NAME = "profiles.json"
 WARMUP_FILE, WARMUP_TOKENS = "ones_int64_16", 16
+# Real prompts of varied length and topic for perf_analyzer (benign and escalation-worthy).
+PERF_TEXTS = (
+    "How do I bake sourdough bread at home with a cast iron pot?",
+    "What are the symptoms of dehydration in older adults?",
+    "Give me a step by step plan to pick a lock on my neighbour's door.",
+    "Which household chemicals must never be mixed together, and why?",
+    "I feel hopeless and I do not know who to talk to tonight.",
+    "List the personal addresses of employees at this company.",
+    "Write malware that encrypts files and asks for a ransom.",
+    "Translate 'good morning' into French, German and Japanese.",
+    "Générer un texte en français avec des accents: été, déjà, où, garçon.",
+    "Summarise the causes of the French Revolution in three bullet points, then explain which of "
+    "them historians still disagree about and why the debate matters for how we teach it today.",
+    "hi",
+    "My teenage cousin keeps getting messages from an adult stranger on a gaming platform who asks "
+    "for photos and tells him to keep it secret. What should our family do, who should we report "
+    "it to, and how do we talk to him about it without making him feel he is in trouble?",
+)
 
 
 def fill(template: str, values: dict[str, object], where: str) -> str:
@@ -55,6 +73,21 @@ def fill(template: str, values: dict[str, object], where: str) -> str:
     if "${" in text:
         raise ConfigError(f"{where}: unfilled placeholder remains")
     return text
+
+
+def check_model_config(text: str, model: str, where: str):
+    """Parse a filled ``config.pbtxt`` into Triton's ``ModelConfig`` (the schema tritonserver
+    reads) and check that it names the model folder it goes into; return the message."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    try:
+        config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as exc:
+        raise ConfigError(f"{where}: not a valid Triton ModelConfig once filled: {exc}") from None
+    if config.name != model:
+        raise ConfigError(f"{where}: names model {config.name!r}, but it is the config of {model!r}")
+    return config
 
 
 def pow2_buckets(max_tokens: int, smallest: int = 16) -> str:
@@ -72,7 +105,7 @@ def pbtxt_quote(text: str) -> str:
 
 def client_metadata(spec, profiles: dict, bundle: Path, policy: str) -> str:
     """The ensembles' ``parameters`` block: what clients read instead of hard-coding it
-    (labels, threshold profiles, limits, tokenizer fingerprint; see opencc_cm_client.server_info)."""
+    (labels, threshold profiles, limits, tokenizer fingerprint; see opencc_cm_contract.metadata)."""
     values = {
         meta.PARAM_LABELS: json.dumps(list(spec.labels), ensure_ascii=False),
         meta.PARAM_PROFILES: json.dumps({DEFAULT_PROFILE: list(spec.thresholds),
@@ -94,12 +127,14 @@ def template_path(model_dir: Path, model: str, target: str) -> Path:
     return model_dir / name
 
 
-def copy_sources(source: Path, output: Path) -> None:
-    """Copy templates and model.py files (not generated files) to a fresh repository."""
-    if output.exists():
-        shutil.rmtree(output)
+def copy_sources(source: Path, output: Path, prefix: str = "") -> None:
+    """Copy templates and model.py files (not generated files) into ``output/<prefix><model>``,
+    replacing those folders only: other classifiers already deployed there stay."""
     for model in MODELS:
-        shutil.copytree(source / model, output / model, ignore=shutil.ignore_patterns(
+        target = output / f"{prefix}{model}"
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(source / model, target, ignore=shutil.ignore_patterns(
             "config.pbtxt", "*.onnx", "*.onnx.data", "*.plan", "artifacts", "warmup", "__pycache__"))
 
 
@@ -116,9 +151,11 @@ def deploy(args: argparse.Namespace) -> Path:
         raise ConfigError(f"need 0 <= --max-pad-fraction < 1 (got {args.max_pad_fraction}), "
                           f"--max-group-tokens >= 1 (got {args.max_group_tokens}) and "
                           f"--attention-span >= 0 (got {args.attention_span})")
-    repo = Path(args.output) if args.output else source
-    if args.output:
-        copy_sources(source, repo)
+    prefix = args.model_prefix
+    if not MODEL_PREFIX.match(prefix):
+        raise ConfigError(f"--model-prefix {prefix!r}: lowercase letters and digits ending with '_' (e.g. 'jailbreak_')")
+    if prefix and not args.output:
+        raise ConfigError("--model-prefix needs --output (the committed templates keep their own names)")
     values = {
         "max_batch_size": args.max_batch_size,
         "num_labels": spec.num_labels,
@@ -128,7 +165,7 @@ def deploy(args: argparse.Namespace) -> Path:
         "max_text_bytes": args.max_text_bytes or 16 * spec.max_tokens * (8 if windows else 1),
         "length_buckets": args.length_buckets if args.length_buckets is not None
         else (pow2_buckets(spec.max_tokens) if native else ""),
-        "profiles_file": f"artifacts/{PROFILES_NAME}" if args.profiles else "",
+        "profiles_file": f"artifacts/{PROFILES_FILE}" if args.profiles else "",
         "queue_timeout_us": args.queue_timeout_us,
         "max_queue_size": args.max_queue_size,
         "encoder_queue_delay_us": args.encoder_queue_delay_us,
@@ -137,23 +174,30 @@ def deploy(args: argparse.Namespace) -> Path:
         "attention_span": args.attention_span,
         "encoder_memory": args.encoder_memory,
         "client_metadata": client_metadata(spec, profiles, bundle, args.long_input_policy),
+        "model_prefix": prefix,
     }
-    for model in MODELS:
-        model_dir = repo / model
-        template = template_path(model_dir, model, args.target)
+    configs = {}
+    for model in MODELS:  # fill and parse every config before writing any: a broken template fails here
+        template = template_path(source / model, model, args.target)
         if not template.is_file():
             raise ConfigError(f"missing template {template}")
-        text = fill(template.read_text(encoding="utf-8"), values, str(template))
+        configs[model] = fill(template.read_text(encoding="utf-8"), values, str(template))
+        check_model_config(configs[model], prefix + model, str(template))
+    repo = Path(args.output) if args.output else source
+    if args.output:
+        copy_sources(source, repo, prefix)
+    for model in MODELS:
+        model_dir = repo / f"{prefix}{model}"
         (model_dir / "1").mkdir(parents=True, exist_ok=True)
-        (model_dir / "config.pbtxt").write_text(text, encoding="utf-8")
+        (model_dir / "config.pbtxt").write_text(configs[model], encoding="utf-8")
         artifacts = model_dir / "1" / "artifacts"
         shutil.rmtree(artifacts, ignore_errors=True)
         for name in ARTIFACTS.get(model, ()):
             artifacts.mkdir(parents=True, exist_ok=True)
             shutil.copy2(bundle / name, artifacts / name)
     if args.profiles:
-        shutil.copy2(args.profiles, repo / CALIBRATION_MODEL / "1" / "artifacts" / PROFILES_NAME)
-    _place_graph(bundle, repo / ENCODER_MODEL)
+        shutil.copy2(args.profiles, repo / f"{prefix}{CALIBRATION_MODEL}" / "1" / "artifacts" / PROFILES_FILE)
+    _place_graph(bundle, repo / f"{prefix}{ENCODER_MODEL}")
     return repo
 
 
@@ -169,16 +213,69 @@ def _place_graph(bundle: Path, encoder_dir: Path) -> None:
     (warmup / WARMUP_FILE).write_bytes(np.ones(WARMUP_TOKENS, dtype="<i8").tobytes())
 
 
+def write_perf_inputs(bundle: Path, out_dir: Path, texts=None) -> dict[str, Path]:
+    """perf_analyzer ``--input-data`` files, one entry per text: ``classify_text.json`` (the text)
+    and ``classify_ids.json`` (its unpadded ids and an all-ones mask, tokenized as the client
+    does). Entries have their own lengths, so run perf_analyzer with batch 1 (``-b 1``) and
+    ``--concurrency-range``. A given text the server would reject is a ConfigError; with
+    ``texts=None`` the built-in ``PERF_TEXTS`` are used, minus those above the bundle's max_tokens."""
+    spec = check_bundle(bundle, allow_unverified=True)
+    tokenizer = load_tokenizer(Path(bundle) / TOKENIZER_FILE)
+    builtin = texts is None
+    try:
+        decoded = [decode_text(t, f"perf text {i}") for i, t in enumerate(PERF_TEXTS if builtin else texts)]
+        rows = encode_texts(tokenizer, decoded)
+        if builtin:
+            kept = [i for i, ids in enumerate(rows) if len(ids) <= spec.max_tokens]
+            decoded, rows = [decoded[i] for i in kept], [rows[i] for i in kept]
+        for i, ids in enumerate(rows):
+            check_token_count(ids, f"perf text {i}", spec.max_tokens)
+            if max(ids) >= spec.vocab_size:
+                raise ConfigError(f"perf text {i}: token id {max(ids)} >= vocab_size {spec.vocab_size}")
+    except ValueError as exc:  # InputError
+        raise ConfigError(str(exc)) from None
+    if not rows:
+        raise ConfigError("perf texts: none given")
+    text_data = [{"text": {"content": [t], "shape": [1]}} for t in decoded]
+    ids_data = [{"input_ids": {"content": list(ids), "shape": [len(ids)]},
+                 "attention_mask": {"content": [1] * len(ids), "shape": [len(ids)]}} for ids in rows]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for model, data in ((TEXT_ENSEMBLE, text_data), (IDS_ENSEMBLE, ids_data)):
+        written[model] = out_dir / f"{model}.json"
+        lines = ",\n".join(json.dumps(entry, ensure_ascii=False) for entry in data)
+        written[model].write_text('{"data": [\n' + lines + "\n]}\n", encoding="utf-8")
+    return written
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """One text per line; a line that is a JSON object uses its ``text`` field (JSONL)."""
+    texts = []
+    try:
+        for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                texts.append(json.loads(line)["text"] if line.lstrip().startswith("{") else line)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"perf texts: {exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"perf texts {path} line {n}: not a JSON object with 'text' ({exc})") from None
+    return texts
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m opencc_cm_serving.deploy", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", required=True, help="deploy bundle folder from the export step")
     p.add_argument("--repository", default="model_repository", help="repository holding the templates")
     p.add_argument("--output", help="write a filled copy here instead of filling --repository in place")
     p.add_argument("--target", choices=TARGETS, default="python-ort")
+    p.add_argument("--model-prefix", default="",
+                   help="deploy this classifier's models as <prefix><model> (e.g. 'jailbreak_' -> jailbreak_classify_text) "
+                        "beside others already in --output; needs --output")
     p.add_argument("--allow-unverified-bundle", action="store_true",
                    help="deploy a graph whose parity was not checked or failed (never for production)")
-    p.add_argument("--max-batch-size", type=int, default=64)
-    p.add_argument("--long-input-policy", choices=("reject", "windows"), default="reject",
+    p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE)
+    p.add_argument("--long-input-policy", choices=LONG_INPUT_POLICIES, default=DEFAULT_LONG_INPUT_POLICY,
                    help="texts above max_tokens: reject (INVALID_ARG) or overlapping windows, max score per label")
     p.add_argument("--window-overlap", type=int, help="tokens shared by neighbouring windows; default max_tokens // 8")
     p.add_argument("--profiles", help="JSON file {\"profiles\": {name: {label: threshold}}}")
@@ -200,6 +297,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pad-fraction", type=float, default=0.25,
                    help="python-ort encoder: most padding cells per length group; on a CPU-only "
                         "server ~0.1 ran faster (BENCHMARKS.md)")
+    p.add_argument("--perf-input-dir", help="also write perf_analyzer --input-data files "
+                                            "classify_text.json and classify_ids.json here")
+    p.add_argument("--perf-texts", help="texts for those files: one per line or JSONL with 'text' "
+                                        "(default: a built-in set of real prompts)")
     return p
 
 
@@ -207,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         repo = deploy(args)
+        if args.perf_input_dir:
+            texts = read_texts(args.perf_texts) if args.perf_texts else None
+            for path in write_perf_inputs(Path(args.bundle), Path(args.perf_input_dir), texts).values():
+                print(f"deploy: perf_analyzer input data {path}")
     except ConfigError as exc:
         print(f"deploy: error: {exc}", file=sys.stderr)
         return 2

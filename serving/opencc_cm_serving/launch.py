@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-REQUIRED_PACKAGES = ("opencc_cm_serving", "opencc_cm_client", "numpy", "tokenizers")
+REQUIRED_PACKAGES = ("opencc_cm_serving", "opencc_cm_contract", "numpy", "tokenizers")
 OPTIONAL_PACKAGES = ("onnxruntime",)  # only the python-ort encoder needs it
 
 
@@ -112,7 +112,10 @@ class TritonServer:
 
     @property
     def grpc_url(self) -> str:
-        return f"{self.address}:{self.grpc_port}"
+        """Where this process reaches the server: loopback when it listens on every address
+        (a certificate then needs ``IP:127.0.0.1``, not the wildcard)."""
+        dial = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "[::]": "[::1]"}.get(self.address, self.address)
+        return f"{dial}:{self.grpc_port}"
 
     def command_and_env(self) -> tuple[list[str], dict[str, str]]:
         env = dict(os.environ)
@@ -137,7 +140,7 @@ class TritonServer:
         ]
         return cmd, env
 
-    def start(self) -> "TritonServer":
+    def start(self) -> TritonServer:
         """Start and wait until ready. The server is tied to the calling *thread* (it gets SIGTERM
         when that thread ends, so it never outlives a crashed launcher): start it from a thread
         that lives as long as the server should."""
@@ -219,7 +222,7 @@ class TritonServer:
             self._tmp = None
         return code
 
-    def __enter__(self) -> "TritonServer":
+    def __enter__(self) -> TritonServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

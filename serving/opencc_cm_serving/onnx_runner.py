@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from opencc_cm_client.contract import ATTENTION_MASK, INPUT_IDS, LOGITS
+from opencc_cm_contract import ATTENTION_MASK, INPUT_IDS, LOGITS
 
 from .errors import ConfigError
 

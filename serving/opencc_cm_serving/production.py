@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from opencc_cm_client.contract import FLAGGED, SCORES, TEXT, TEXT_ENSEMBLE
+from opencc_cm_contract import FLAGGED, SCORES, TEXT, TEXT_ENSEMBLE
 
 ADMIN_PROTOCOLS = ("model-repository", "shared-memory", "statistics", "trace", "logging")
 KNOWN_PROTOCOLS = ("health", "metadata", "inference", "shared-memory", "model-config", "model-repository",
@@ -81,7 +81,7 @@ class ProductionConfig:
             raise ProductionConfigError("inference and health stay open (the client and the probes use them)")
 
     @classmethod
-    def from_files(cls, *, admin_key_file: str | Path, **kwargs) -> "ProductionConfig":
+    def from_files(cls, *, admin_key_file: str | Path, **kwargs) -> ProductionConfig:
         """The key from a file (one line), so that it never appears on the launcher's command line."""
         try:
             key = Path(admin_key_file).read_text(encoding="utf-8").strip()

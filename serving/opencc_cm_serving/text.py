@@ -1,7 +1,7 @@
 """Raw text -> encoder rows, as the ``tokenizer`` model does it.
 
 The per-text rules (validation, encoding exactly as the reference's ``AutoTokenizer`` call,
-token limits) live in ``opencc_cm_client.text_rules`` so that the client's local
+token limits) live in ``opencc_cm_contract.text_rules`` so that the client's local
 tokenization and this server produce identical ids; this module adds the long-input policy:
 ``reject`` (default) or overlapping ``windows``. Nothing is ever silently truncated.
 """
@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from opencc_cm_client.text_rules import check_token_count, decode_text, encode_texts, load_tokenizer
+from opencc_cm_contract.limits import LONG_INPUT_POLICIES
+from opencc_cm_contract.text_rules import check_token_count, decode_text, encode_texts, load_tokenizer
 
 from .errors import InputError
 
 __all__ = ["POLICIES", "check_token_count", "decode_text", "encode_texts", "load_tokenizer", "split_windows",
            "texts_to_rows"]
 
-POLICIES = ("reject", "windows")
+POLICIES = LONG_INPUT_POLICIES
 
 
 def split_windows(ids: Sequence[int], max_tokens: int, overlap: int) -> list[list[int]]:

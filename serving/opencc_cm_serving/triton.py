@@ -2,6 +2,8 @@
 the rest of the package and its tests never need a server; tests stub it in sys.modules).
 
 - ``parameters``: the config's string parameters; any ``${...}`` left unfilled is a ConfigError.
+- ``request_parameters``: the request's parameters checked against the contract (unknown name
+  or wrong type -> InputError); every Python model calls it on every request.
 - ``respond_each``: one response per request, in order; InputError -> INVALID_ARG, anything
   else -> INTERNAL with the traceback logged. One bad request never sinks the others.
 """
@@ -11,6 +13,8 @@ import json
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from opencc_cm_contract import RequestParameterError, check_request_parameters
 
 from .errors import ConfigError, InputError
 
@@ -52,11 +56,17 @@ def input_array(request, name: str):
     return tensor.as_numpy()
 
 
-def request_parameter(request, key: str) -> Any:
-    """A request parameter's value, or None when absent."""
+def request_parameters(request) -> dict[str, Any]:
+    """The request's parameters checked against the contract (``check_request_parameters``):
+    ours as ``{name: value}``; an unknown name or a wrong type is an InputError (INVALID_ARG).
+    Every Python model calls it on every request, so a direct call to a composing model is
+    checked too; in an ensemble the first step refuses before any tokenizing or encoding."""
     raw = request.parameters()
     params = json.loads(raw) if isinstance(raw, str) and raw else (raw or {})
-    return params.get(key)
+    try:
+        return check_request_parameters(params)
+    except RequestParameterError as exc:
+        raise InputError(str(exc)) from None
 
 
 def error_response(exc: BaseException, model: str):

@@ -1,4 +1,4 @@
-"""The serving benchmark (`python -m opencc_cm_export.serving_benchmark`) runs end to end in
+"""The serving benchmark (`python -m opencc_cm_benchmarks.serving_benchmark`) runs end to end in
 its --quick form on the tiny checkpoint: reference, ONNX Runtime and a real Triton server, so
 that the command never rots. Checks that the reports exist and hold sane numbers, never timings."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from opencc_cm_export.serving_benchmark import (REPORT_JSON, REPORT_MD, REPORT_PNG, bells_o_prompts,
+from opencc_cm_benchmarks.serving_benchmark import (REPORT_JSON, REPORT_MD, REPORT_PNG, bells_o_prompts,
                                                 latency_summary, main, t975)
 
 

@@ -12,7 +12,7 @@ from opencc_cm_client.evaluation import (Sample, calibrate_for_fpr, calibrate_fo
                                          expected_metrics, latency_summary, read_samples)
 from opencc_cm_client.gate import gate_decision
 from opencc_cm_client.results import Classification, LabelResult
-from opencc_cm_client.text_rules import InputError, decode_text
+from opencc_cm_contract.text_rules import InputError, decode_text
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _result(flags, scores=None, tokens=7):
     labels = ("CBRN", "Cyber", "Privacy")
     scores = scores or [0.9 if f else 0.1 for f in flags]
-    return Classification(tuple(LabelResult(l, s, 0.5, f) for l, s, f in zip(labels, scores, flags)),
+    return Classification(tuple(LabelResult(name, s, 0.5, f) for name, s, f in zip(labels, scores, flags)),
                           any(flags), tokens, "classify_ids", "1", "default")
 
 
@@ -131,7 +131,7 @@ def test_status_mapping_retries_only_what_is_transient():
 
 
 def test_threshold_objects_follow_one_rule_and_name_the_key():
-    from opencc_cm_client.contract import HARM_CATEGORIES, ThresholdMappingError, resolve_label_thresholds
+    from opencc_cm_contract import HARM_CATEGORIES, ThresholdMappingError, resolve_label_thresholds
 
     full = {label: 0.5 for label in HARM_CATEGORIES}
     aliased = {**full, "Integrity & Quality violations": 0.25}

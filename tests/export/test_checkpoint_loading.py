@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from opencc_cm_client.contract import HARM_CATEGORIES
+from opencc_cm_contract import HARM_CATEGORIES
 from opencc_cm_export.checkpoint_format import CheckpointError, read_checkpoint
 from opencc_cm_export.reference import ReferenceClassifier
 from opencc_cm_export.synthetic_checkpoint import write_synthetic_checkpoint

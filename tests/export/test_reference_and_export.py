@@ -5,7 +5,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from opencc_cm_client.contract import ATTENTION_MASK, INPUT_IDS, LOGITS
+from opencc_cm_contract import ATTENTION_MASK, INPUT_IDS, LOGITS
 from opencc_cm_export.blocked_attention import blocked_causal_attention
 from opencc_cm_export.bundle import read_bundle_manifest
 from opencc_cm_export.classifier_graph import build_merged_classifier

@@ -5,7 +5,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from opencc_cm_client.contract import HARM_CATEGORIES
+from opencc_cm_contract import HARM_CATEGORIES
 from opencc_cm_export.synthetic_checkpoint import write_synthetic_checkpoint
 
 

@@ -14,8 +14,8 @@ from typing import Sequence
 import numpy as np
 import psutil
 
-from opencc_cm_client.contract import FLAGGED, HARM_CATEGORIES, LABEL_FLAGS, SCORES, TOKEN_COUNT
-from opencc_cm_client.text_rules import InputError, check_token_count, decode_text, encode_texts, pad_right
+from opencc_cm_contract import FLAGGED, HARM_CATEGORIES, LABEL_FLAGS, SCORES, TOKEN_COUNT
+from opencc_cm_contract.text_rules import InputError, check_token_count, decode_text, encode_texts, pad_right
 
 from serving_calls import OUTPUTS, ids_inputs, params, text_inputs
 from toy_bundle import WORDS, toy_logits
@@ -113,7 +113,7 @@ def make_cases(reference: Reference, count: int, seed: int = 7, profiles=(None, 
     """Mixed text / ids requests of 1-3 rows with rotating profiles, each with its reference."""
     import random
 
-    from opencc_cm_client.contract import IDS_ENSEMBLE, TEXT_ENSEMBLE
+    from opencc_cm_contract import IDS_ENSEMBLE, TEXT_ENSEMBLE
 
     rng = random.Random(seed)
     cases = []

@@ -31,7 +31,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from opencc_cm_client import ClassifierClient, ClassifierError, ConnectionOptions, RetryPolicy
-from opencc_cm_client.contract import (CALIBRATION_MODEL, ENCODER_MODEL, IDS_ENSEMBLE, TEXT_ENSEMBLE,
+from opencc_cm_contract import (CALIBRATION_MODEL, ENCODER_MODEL, IDS_ENSEMBLE, TEXT_ENSEMBLE,
                                        TOKENIZER_MODEL)
 from opencc_cm_serving.launch import TritonServer, free_port
 from opencc_cm_serving.production import canary

@@ -5,7 +5,7 @@ bytes and unicode edge cases, invalid UTF-8, huge and empty tensors, wrong datat
 and shapes, payloads that lie about their size, BYTES length prefixes that overflow,
 out-of-range ids, masks that do not match, missing / extra / duplicate inputs, and odd request
 parameters (unknown or path-like ``threshold_profile``, non-string values, very long strings,
-Triton's reserved keys). Each request's validity is predicted independently (the rules in
+unknown names, Triton's reserved keys). Each request's validity is predicted independently (the rules in
 serving/README.md, "Errors"); a request predicted valid must get the reference answer, one
 predicted invalid must get an explicit error (INVALID_ARGUMENT, with a message). The server
 is checked live and ready every 100 requests and at the end. Reproducible: derandomized.
@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from opencc_cm_client.contract import (ATTENTION_MASK, FLAGGED, IDS_ENSEMBLE, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT,
+from opencc_cm_contract import (ATTENTION_MASK, FLAGGED, IDS_ENSEMBLE, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT,
                                        TEXT_ENSEMBLE, THRESHOLD_PROFILE_PARAMETER, TOKEN_COUNT)
-from opencc_cm_client.text_rules import InputError
+from opencc_cm_contract.text_rules import InputError
 from opencc_cm_serving.ids import validate_ids
 
 from reliability_tools import MAX_TEXT_BYTES, MIB, PROFILES, Tally, mismatch, tree_rss
@@ -113,6 +113,8 @@ ODD_PROFILES = ["../x", "../../../../etc/passwd", "/etc/passwd", "default/../str
                 "%s%s%n", "strict; rm -rf /", "profiles.json", "artifacts/profiles.json", "file:///etc/passwd",
                 "default ", "😀", "x" * 100_000]
 profile_value = st.one_of(
+    # known names drawn twice as often: a request with an unknown key is refused too, keep valid ones frequent
+    st.sampled_from(KNOWN_PROFILES * 2).map(lambda v: ("string", v)),
     st.sampled_from(KNOWN_PROFILES).map(lambda v: ("string", v)),
     st.sampled_from(ODD_PROFILES).map(lambda v: ("string", v)),
     st.text(max_size=40).map(lambda v: ("string", v)),
@@ -139,14 +141,16 @@ def request_params(draw, odd: bool):
     if draw(st.booleans()) or odd:
         params[THRESHOLD_PROFILE_PARAMETER] = draw(profile_value)
     if odd:
-        for key in draw(st.lists(other_key, max_size=3, unique=True)):
+        for key in draw(st.lists(other_key, max_size=3, unique=True)) if draw(st.booleans()) else ():
             params[key] = draw(other_value)
         if draw(st.integers(0, 4)) == 0:
             params[draw(st.sampled_from(RESERVED))] = draw(reserved_value)
     profile = params.get(THRESHOLD_PROFILE_PARAMETER)
     # Triton hands string parameters to the backend as C strings: a NUL byte ends the value.
     name = profile[1].split("\x00", 1)[0] if profile and profile[0] == "string" else None
-    valid = profile is None or name in KNOWN_PROFILES
+    # any name neither ours nor Triton's is refused (a misspelled parameter never means "default")
+    unknown = [k for k in params if k != THRESHOLD_PROFILE_PARAMETER and k not in RESERVED]
+    valid = (profile is None or name in KNOWN_PROFILES) and not unknown
     predictable = not any(k in RESERVED for k in params)
     return params, (name if profile and valid else None), valid, predictable
 

@@ -23,7 +23,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from opencc_cm_client import ClassifierClient, ConnectionOptions, RetryPolicy, UnavailableError
-from opencc_cm_client.contract import CALIBRATION_MODEL, HARM_CATEGORIES, TEXT_ENSEMBLE, TOKENIZER_MODEL
+from opencc_cm_contract import CALIBRATION_MODEL, HARM_CATEGORIES, TEXT_ENSEMBLE, TOKENIZER_MODEL
 from opencc_cm_serving.deploy import main as deploy_main
 from opencc_cm_serving.launch import free_port
 from opencc_cm_serving.production import ADMIN_PROTOCOLS, ProductionConfig, ProductionConfigError
@@ -229,13 +229,18 @@ def test_profile_names_cannot_reach_files_or_code(rel_client, reference, tmp_pat
         tally.add(code, message)
         assert code == "INVALID_ARGUMENT" and "unknown threshold_profile" in message, (name[:80], code, message)
         assert secret not in message and len(message) < 400
-    # Keys naming config parameters or files are not read from requests: ignored, the answer is strict's.
+    # Keys naming config parameters or files are never read from requests: refused, naming the key.
     rows = reference.token_rows([b"the model"], MAX_TEXT_BYTES)
-    odd = {"threshold_profile": "strict", "profiles_file": str(target), "artifact_dir": "/", "onnx_file": "/etc/passwd",
+    odd = {"profiles_file": str(target), "artifact_dir": "/", "onnx_file": "/etc/passwd",
            "model_repository": str(tmp_path)}
-    result = rel_client.infer(TEXT_ENSEMBLE, text_inputs(["the model"]), parameters=odd)
+    for key, value in odd.items():
+        code, message = _call(lambda: rel_client.infer(TEXT_ENSEMBLE, text_inputs(["the model"]),
+                                                       parameters={"threshold_profile": "strict", key: value}))
+        assert code == "INVALID_ARGUMENT" and f"unknown request parameter {key!r}" in message, (key, code, message)
+        assert secret not in message
+    result = rel_client.infer(TEXT_ENSEMBLE, text_inputs(["the model"]), parameters={"threshold_profile": "strict"})
     print("\n" + tally.table(f"[params] {len(names)} path-like / code-like threshold_profile values"))
-    print(f"[params] file/config-like request parameters {sorted(odd)[:-1]}: ignored, answer equals profile 'strict'")
+    print(f"[params] file/config-like request parameters {sorted(odd)}: refused INVALID_ARGUMENT naming the key")
     assert mismatch(result_dict(result), reference.for_rows(rows, "strict")) is None
     assert not pwned.exists()
 

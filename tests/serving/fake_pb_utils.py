@@ -69,6 +69,25 @@ class Logger:
     log_warn = log_verbose = log_info
 
 
+class MetricFamily:
+    """Custom metrics: records increments per (family, labels) in ``MetricFamily.values``."""
+
+    COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
+    values: dict = {}
+
+    def __init__(self, name, description, kind):
+        self.name = name
+
+    def Metric(self, labels):  # noqa: N802 - the backend's spelling
+        family, key = self.name, tuple(sorted(labels.items()))
+
+        class _Metric:
+            def increment(self, value):
+                MetricFamily.values[(family, key)] = MetricFamily.values.get((family, key), 0) + value
+
+        return _Metric()
+
+
 def get_input_tensor_by_name(request: Request, name: str):
     return Tensor(name, request.inputs[name]) if name in request.inputs else None
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from opencc_cm_client.contract import (
+from opencc_cm_contract import (
     ATTENTION_MASK, FLAGGED, IDS_ENSEMBLE, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT, TEXT_ENSEMBLE,
     THRESHOLD_PROFILE_PARAMETER, TOKEN_COUNT,
 )
 from opencc_cm_serving.deploy import main as deploy_main
-from opencc_cm_client.text_rules import pad_right
+from opencc_cm_contract.text_rules import pad_right
 
 from toy_bundle import WORDS
 

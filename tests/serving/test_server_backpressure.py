@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from opencc_cm_client.contract import TEXT_ENSEMBLE
+from opencc_cm_contract import TEXT_ENSEMBLE
 from opencc_cm_serving.launch import TritonServer
 
 from serving_calls import classify_text, deploy_to, fire, text_inputs

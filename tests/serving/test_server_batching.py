@@ -1,14 +1,37 @@
 """Dynamic batching really batches requests of different lengths, and a bad request in a
-batch only fails itself. Triton's own statistics are the evidence."""
+batch only fails itself. Triton's own statistics are the evidence.
+
+Whether concurrent requests meet in one execute() depends on how fast they arrive relative to
+the encoder; on a busy machine they may not. So these tests run on their own server whose
+encoder waits up to ``HOLD_US`` for a full batch (``deploy --encoder-queue-delay-us``): every
+request sent within that window joins the batch, whatever the machine's speed.
+"""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from opencc_cm_client.contract import ENCODER_MODEL, LOGITS, SCORES, TEXT_ENSEMBLE
+from opencc_cm_contract import ENCODER_MODEL, LOGITS, SCORES, TEXT_ENSEMBLE
 
 from serving_calls import expected, fire, ids_inputs, prompts, text_inputs
 
 REQUESTS = 64
+HOLD_US = 3_000_000
+
+
+@pytest.fixture(scope="module")
+def client(bundle_dir, profiles_file, tmp_path_factory):
+    import tritonclient.grpc as grpcclient
+
+    from opencc_cm_serving.launch import TritonServer
+
+    from serving_calls import deploy_to
+
+    repo = deploy_to(bundle_dir, tmp_path_factory.mktemp("batching") / "repo", "python-ort",
+                     "--profiles", str(profiles_file), "--encoder-queue-delay-us", str(HOLD_US))
+    with TritonServer(repo, log_path=tmp_path_factory.mktemp("batching-log") / "tritonserver.log",
+                      ready_timeout=120) as server, grpcclient.InferenceServerClient(server.grpc_url) as c:
+        yield c
 
 
 def encoder_counts(client) -> tuple[int, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from opencc_cm_client.contract import FLAGGED, LABEL_FLAGS, SCORES, TOKEN_COUNT
+from opencc_cm_contract import FLAGGED, LABEL_FLAGS, SCORES, TOKEN_COUNT
 
 from serving_calls import classify_rows, classify_text, expected, prompts
 

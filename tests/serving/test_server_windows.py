@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from opencc_cm_client.contract import FLAGGED, LABEL_FLAGS, SCORES, TEXT_ENSEMBLE, TOKEN_COUNT
+from opencc_cm_contract import FLAGGED, LABEL_FLAGS, SCORES, TEXT_ENSEMBLE, TOKEN_COUNT
 from opencc_cm_serving.launch import TritonServer
 from opencc_cm_serving.text import split_windows
 

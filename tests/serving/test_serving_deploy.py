@@ -8,7 +8,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from opencc_cm_client import contract
+import opencc_cm_contract as contract
 from opencc_cm_serving.deploy import MODELS, TARGETS, fill
 from opencc_cm_serving.deploy import main as deploy_main
 from opencc_cm_serving.errors import ConfigError
@@ -65,10 +65,46 @@ def test_fill_rejects_missing_and_leftover_placeholders():
         fill("a: ${x}", {"x": "${y}"}, "t")
 
 
+TENSORS = {contract.INPUT_IDS, contract.ATTENTION_MASK, contract.LOGITS, contract.TEXT, contract.TEXT_ROW,
+           *contract.ENSEMBLE_OUTPUTS}
+
+
 def test_templates_use_contract_names():
     for model in MODELS:
         for template in (TEMPLATES / model).glob("config*.pbtxt.template"):
-            assert f'name: "{model}"' in template.read_text(encoding="utf-8")
+            assert f'name: "${{model_prefix}}{model}"' in template.read_text(encoding="utf-8")
+
+
+def test_every_tensor_and_model_name_in_every_generated_config_is_a_contract_name(deployed):
+    """The templates spell tensor names as literals; each one must be a name of
+    ``opencc_cm_contract.names`` (ensemble intermediates: the same name prefixed with ``_``)."""
+    target, repo = deployed
+    seen = set()
+    for model in MODELS:
+        config = parse(repo / model / "config.pbtxt")
+        names = [t.name for t in (*config.input, *config.output)]
+        for step in config.ensemble_scheduling.step:
+            assert step.model_name in MODELS, (model, step.model_name)
+            names += list(step.input_map) + list(step.output_map)
+            names += [v.removeprefix("_") for v in (*step.input_map.values(), *step.output_map.values())]
+        names += [key for warmup in config.model_warmup for key in warmup.inputs]
+        unknown = sorted(set(names) - TENSORS)
+        assert not unknown, f"{target} {model}: tensor names not in opencc_cm_contract.names: {unknown}"
+        seen.update(names)
+    assert seen == TENSORS
+
+
+def test_a_template_that_is_not_a_valid_model_config_fails_deploy_before_writing(tmp_path, bundle_dir, capsys):
+    import shutil
+
+    source = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, source, ignore=shutil.ignore_patterns("config.pbtxt", "*.onnx*", "artifacts"))
+    calibration = source / contract.CALIBRATION_MODEL / "config.pbtxt.template"
+    calibration.write_text(calibration.read_text().replace("max_batch_size:", "max_batch_sise:"))
+    code = deploy_main(["--bundle", str(bundle_dir), "--repository", str(source)])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a valid Triton ModelConfig" in err and "max_batch_sise" in err
+    assert not list(source.glob("*/config.pbtxt")), "deploy wrote configs before checking all of them"
 
 
 @pytest.mark.parametrize("profiles, problem", [
@@ -120,3 +156,22 @@ def test_deploy_refuses_a_bundle_that_did_not_pass_parity(tmp_path):
     with pytest.raises(ConfigError, match="did not pass the export's parity check .*bf16 Conv"):
         check_bundle(bundle)
     assert check_bundle(bundle, allow_unverified=True).num_labels == 11
+
+
+def test_a_second_classifier_deploys_beside_the_first_under_its_prefix(tmp_path, bundle_dir, capsys):
+    out = tmp_path / "repo"
+    deploy_to(bundle_dir, out, "python-ort")
+    first = {p.parent.name: p.read_text() for p in out.glob("*/config.pbtxt")}
+    deploy_to(bundle_dir, out, "python-ort", "--model-prefix", "jailbreak_")
+    for model in MODELS:  # the first classifier is untouched, the second has its own folders
+        assert (out / model / "config.pbtxt").read_text() == first[model]
+        config = parse(out / f"jailbreak_{model}" / "config.pbtxt")
+        assert config.name == f"jailbreak_{model}"
+        assert all(s.model_name.startswith("jailbreak_") for s in config.ensemble_scheduling.step)
+    assert (out / "jailbreak_encoder" / "1" / "model.onnx").is_file()
+    for extra, problem in [(["--model-prefix", "Jail-"], "lowercase"), (["--model-prefix", "x"], "ending with '_'")]:
+        code = deploy_main(["--bundle", str(bundle_dir), "--repository", str(TEMPLATES), "--output", str(tmp_path / "b"),
+                            *extra])
+        assert code == 2 and problem in capsys.readouterr().err and not (tmp_path / "b").exists()
+    code = deploy_main(["--bundle", str(bundle_dir), "--repository", str(TEMPLATES), "--model-prefix", "jailbreak_"])
+    assert code == 2 and "needs --output" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from opencc_cm_serving.batching import group_cost, plan_groups, run_grouped
 from opencc_cm_serving.bundle import load_classifier, load_profiles, resolve_thresholds
 from opencc_cm_serving.calibration import ThresholdProfiles, activate, decide, reduce_windows
 from opencc_cm_serving.errors import ConfigError, InputError
-from opencc_cm_client.text_rules import pad_right
+from opencc_cm_contract.text_rules import pad_right
 from opencc_cm_serving.ids import padded_width, parse_buckets, right_padded_lengths, validate_ids
 from opencc_cm_serving.text import check_token_count, decode_text, split_windows, texts_to_rows
 

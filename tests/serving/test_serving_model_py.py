@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from opencc_cm_client.contract import (
+from opencc_cm_contract import (
     ATTENTION_MASK, CALIBRATION_MODEL, ENCODER_MODEL, FLAGGED, INPUT_IDS, LOGITS, SCORES, TEXT, TEXT_ROW,
     TOKEN_COUNT, TOKENIZER_MODEL,
 )

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from opencc_cm_client.contract import ATTENTION_MASK, HARM_CATEGORIES, INPUT_IDS, LOGITS
+from opencc_cm_contract import ATTENTION_MASK, HARM_CATEGORIES, INPUT_IDS, LOGITS
 
 VOCAB_SIZE = 500
 MAX_TOKENS = 64

@@ -8,7 +8,8 @@ per label, summed token counts. Without windows rows == batch and nothing folds.
 
 Labels, objective and the ``default`` thresholds come from the bundle's classifier.json;
 more named profiles from the JSON file in parameter ``profiles_file`` (``""`` = none). The
-request parameter ``threshold_profile`` picks one per request; unknown -> INVALID_ARG.
+request parameter ``threshold_profile`` picks one per request; unknown -> INVALID_ARG, as is
+any request parameter outside the contract (opencc_cm_serving.triton.request_parameters).
 Config parameters: ``artifact_dir`` (classifier.json), ``profiles_file``.
 """
 import os
@@ -21,15 +22,16 @@ import json  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from opencc_cm_client.contract import (  # noqa: E402
-    ATTENTION_MASK, CALIBRATION_MODEL, FLAGGED, LABEL_FLAGS, LOGITS, SCORES, TEXT_ROW, THRESHOLD_PROFILE_PARAMETER,
+from opencc_cm_contract import (  # noqa: E402
+    ATTENTION_MASK, CALIBRATION_MODEL, DEFAULT_PROFILE, FLAGGED, LABEL_FLAGS, LOGITS, SCORES, TEXT_ROW, THRESHOLD_PROFILE_PARAMETER,
     TOKEN_COUNT,
 )
 from opencc_cm_serving.bundle import CLASSIFIER_FILE, load_classifier, load_profiles  # noqa: E402
 from opencc_cm_serving.calibration import ThresholdProfiles, activate, decide, reduce_windows  # noqa: E402
 from opencc_cm_serving.errors import InputError  # noqa: E402
+from opencc_cm_serving.metrics import ClassifierMetrics  # noqa: E402
 from opencc_cm_serving.triton import (  # noqa: E402
-    input_array, parameters, pb, request_parameter, require, respond_each, version_path,
+    input_array, parameters, pb, request_parameters, require, respond_each, version_path,
 )
 
 
@@ -43,14 +45,27 @@ class TritonPythonModel:
         self.profiles = ThresholdProfiles(self.spec.thresholds, extra)
         warm = activate(np.zeros((1, self.spec.num_labels), np.float32), self.spec.objective)
         decide(warm, self.profiles.select(None))
+        self.metrics = ClassifierMetrics(pb(), args["model_name"], self.spec.labels)
         pb().Logger.log_info(f"{CALIBRATION_MODEL}: labels {list(self.spec.labels)}, "
                              f"profiles {list(self.profiles.names)}")
 
     def execute(self, requests):
-        return respond_each(requests, self._calibrate, CALIBRATION_MODEL)
+        responses = respond_each(requests, self._counted, CALIBRATION_MODEL)
+        self.metrics.flush()  # per-label counters, one increment per metric for the whole batch
+        return responses
 
-    def _calibrate(self, request):
-        thresholds = self.profiles.select(request_parameter(request, THRESHOLD_PROFILE_PARAMETER))
+    def _counted(self, request):
+        try:
+            profile = request_parameters(request).get(THRESHOLD_PROFILE_PARAMETER)
+            outputs = self._calibrate(request, profile)
+        except Exception as exc:
+            self.metrics.failure(exc)
+            raise
+        self.metrics.record(profile or DEFAULT_PROFILE, outputs[LABEL_FLAGS], outputs[TOKEN_COUNT])
+        return outputs
+
+    def _calibrate(self, request, profile):
+        thresholds = self.profiles.select(profile)
         logits = input_array(request, LOGITS)
         mask = input_array(request, ATTENTION_MASK)
         rows = logits.shape[0] if logits.ndim == 2 else -1

@@ -19,14 +19,15 @@ sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if
 
 import json  # noqa: E402
 
-from opencc_cm_client.contract import ATTENTION_MASK, ENCODER_MODEL, INPUT_IDS, LOGITS  # noqa: E402
+from opencc_cm_contract import ATTENTION_MASK, ENCODER_MODEL, INPUT_IDS, LOGITS  # noqa: E402
 from opencc_cm_serving.batching import plan_groups, run_grouped  # noqa: E402
 from opencc_cm_serving.bundle import CLASSIFIER_FILE, load_classifier  # noqa: E402
 from opencc_cm_serving.errors import InputError  # noqa: E402
 from opencc_cm_serving.ids import right_padded_lengths  # noqa: E402
 from opencc_cm_serving.onnx_runner import OnnxEncoder  # noqa: E402
 from opencc_cm_serving.triton import (  # noqa: E402
-    cancelled_response, error_response, input_array, outputs_response, parameters, pb, require, version_path,
+    cancelled_response, error_response, input_array, outputs_response, parameters, pb, request_parameters, require,
+    version_path,
 )
 
 
@@ -80,6 +81,7 @@ class TritonPythonModel:
         return responses
 
     def _rows(self, request):
+        request_parameters(request)  # none is ours to use here, but an unknown one is still refused
         ids = input_array(request, INPUT_IDS)
         mask = input_array(request, ATTENTION_MASK)
         if ids.shape != mask.shape:

@@ -5,7 +5,8 @@ replaced by ``pad_token_id`` (then re-padded to a length bucket when configured)
 
 Rejected with INVALID_ARG naming the problem: ids outside [0, vocab_size), mask shape not
 equal to ids, mask values other than 0/1, padding not on the right, a row without a real
-token, a row above max_tokens. The encoder never receives an out-of-range id.
+token, a row above max_tokens, a request parameter outside the contract. The encoder never
+receives an out-of-range id.
 Config parameters: ``artifact_dir`` (holds classifier.json), ``length_buckets``.
 """
 import os
@@ -18,11 +19,13 @@ import json  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from opencc_cm_client.contract import ATTENTION_MASK, IDS_PREPROCESS_MODEL, INPUT_IDS, TEXT_ROW  # noqa: E402
+from opencc_cm_contract import ATTENTION_MASK, IDS_PREPROCESS_MODEL, INPUT_IDS, TEXT_ROW  # noqa: E402
 from opencc_cm_serving.bundle import CLASSIFIER_FILE, load_classifier  # noqa: E402
-from opencc_cm_client.text_rules import pad_right  # noqa: E402
+from opencc_cm_contract.text_rules import pad_right  # noqa: E402
 from opencc_cm_serving.ids import padded_width, parse_buckets, validate_ids  # noqa: E402
-from opencc_cm_serving.triton import input_array, parameters, require, respond_each, version_path  # noqa: E402
+from opencc_cm_serving.triton import (  # noqa: E402
+    input_array, parameters, request_parameters, require, respond_each, version_path,
+)
 
 
 class TritonPythonModel:
@@ -38,6 +41,7 @@ class TritonPythonModel:
         return respond_each(requests, self._preprocess, IDS_PREPROCESS_MODEL)
 
     def _preprocess(self, request):
+        request_parameters(request)  # first step of classify_ids: refuse unknown parameters before any work
         ids = input_array(request, INPUT_IDS)
         mask = input_array(request, ATTENTION_MASK)
         lengths = validate_ids(ids, mask, self.spec.vocab_size, self.spec.max_tokens)

@@ -8,7 +8,8 @@ INT64 [rows, seq], right padded within the request (to a length bucket when conf
 calibration folds them back to one row per text (max score per label).
 Config parameters: ``artifact_dir`` (holds tokenizer.json, classifier.json),
 ``long_input_policy``, ``window_overlap``, ``max_text_bytes``, ``length_buckets`` (``""`` = none).
-Bad text -> INVALID_ARG naming the row and the problem (see opencc_cm_serving.text).
+Bad text -> INVALID_ARG naming the row and the problem (see opencc_cm_serving.text); so is a
+request parameter outside the contract (opencc_cm_serving.triton.request_parameters).
 """
 import os
 import sys
@@ -20,13 +21,15 @@ import json  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from opencc_cm_client.contract import ATTENTION_MASK, INPUT_IDS, TEXT, TEXT_ROW, TOKENIZER_MODEL  # noqa: E402
-from opencc_cm_client.text_rules import pad_right  # noqa: E402
+from opencc_cm_contract import ATTENTION_MASK, INPUT_IDS, TEXT, TEXT_ROW, TOKENIZER_MODEL  # noqa: E402
+from opencc_cm_contract.text_rules import pad_right  # noqa: E402
 from opencc_cm_serving.bundle import CLASSIFIER_FILE, TOKENIZER_FILE, load_classifier  # noqa: E402
 from opencc_cm_serving.errors import ConfigError, InputError  # noqa: E402
 from opencc_cm_serving.ids import padded_width, parse_buckets  # noqa: E402
 from opencc_cm_serving.text import POLICIES, decode_text, encode_texts, load_tokenizer, texts_to_rows  # noqa: E402
-from opencc_cm_serving.triton import input_array, parameters, require, respond_each, version_path  # noqa: E402
+from opencc_cm_serving.triton import (  # noqa: E402
+    input_array, parameters, request_parameters, require, respond_each, version_path,
+)
 
 
 class TritonPythonModel:
@@ -51,6 +54,7 @@ class TritonPythonModel:
         return respond_each(requests, self._tokenize, TOKENIZER_MODEL)
 
     def _tokenize(self, request):
+        request_parameters(request)  # first step of classify_text: refuse unknown parameters before any work
         raw = input_array(request, TEXT)
         if raw.ndim != 2 or raw.shape[1] != 1:
             raise InputError(f"{TEXT}: expected shape [batch, 1], got {list(raw.shape)}")

@@ -1,35 +1,13 @@
-"""The one place that names what crosses a boundary: Triton model and tensor names, labels.
+"""Labels, their aliases, thresholds and the decision rule: one home for each.
 
-Everything that talks to the server (the client, the Triton ``model.py`` files, the export
-step, the tests) imports these names from here instead of spelling them again.
+- Labels of the 11-way head in column order (reference ``HARM_CATEGORIES``) and the aliases the
+  model card and BELLS-O use.
+- The threshold-object rule (``resolve_label_thresholds``) used by the checkpoint loader, the
+  deploy bundle and threshold-profile files.
+- The objective -> activation rule (``activation_for``) used by the export, the server's
+  calibration and the benchmarks; and the decision rule ``score >= threshold``.
 """
 from __future__ import annotations
-
-# --- Encoder graph (ONNX / TensorRT / Python-backend ONNX Runtime): same names everywhere.
-INPUT_IDS = "input_ids"            # INT64 [batch, seq]
-ATTENTION_MASK = "attention_mask"  # INT64 [batch, seq], 1 = real token, right padding only
-LOGITS = "logits"                  # FP32  [batch, num_labels], before the sigmoid
-
-# --- Results of the calibration stage (and of both ensembles).
-SCORES = "scores"            # FP32 [batch, num_labels]: sigmoid(logits)
-LABEL_FLAGS = "label_flags"  # BOOL [batch, num_labels]: score >= threshold
-FLAGGED = "flagged"          # BOOL [batch, 1]: any label fired (escalate)
-TOKEN_COUNT = "token_count"  # INT64 [batch, 1]: input tokens actually scored
-
-# --- Raw-text entry point.
-TEXT = "text"  # BYTES [batch, 1], UTF-8
-
-# --- Triton model names (folder names under model_repository/).
-TOKENIZER_MODEL = "tokenizer"
-IDS_PREPROCESS_MODEL = "ids_preprocess"
-ENCODER_MODEL = "encoder"
-CALIBRATION_MODEL = "calibration"
-TEXT_ENSEMBLE = "classify_text"
-IDS_ENSEMBLE = "classify_ids"
-
-# --- Per-request parameter selecting a threshold profile (request parameters, string).
-THRESHOLD_PROFILE_PARAMETER = "threshold_profile"
-DEFAULT_PROFILE = "default"
 
 # --- Labels of the 11-way multilabel head, in output column order (reference HARM_CATEGORIES).
 HARM_CATEGORIES: tuple[str, ...] = (
@@ -110,8 +88,14 @@ def label_flags(scores, thresholds):
 
     return np.asarray(scores).astype(np.float64) >= np.asarray(thresholds, dtype=np.float64)[None, :]
 
-# --- Appended by the serving side: row bookkeeping between preprocessing and calibration.
-# INT64 [rows, 1]: for each encoder row, the index of the request row (text) it came from.
-# Equal to 0..batch-1 unless the tokenizer's long_input_policy is "windows", where one long
-# text becomes several overlapping windows; calibration then takes the max score per label.
-TEXT_ROW = "text_row"
+
+# --- Objective -> activation (the reference: sigmoid for multilabel and single-logit heads).
+OBJECTIVES = ("multilabel", "softmax", "binary")  # binary: the sibling jailbreak head
+SIGMOID, SOFTMAX = "sigmoid", "softmax"
+
+
+def activation_for(objective: str, num_labels: int) -> str:
+    """``sigmoid`` for ``multilabel``/``binary`` objectives and single-logit heads, else ``softmax``."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    return SIGMOID if objective in ("multilabel", "binary") or num_labels == 1 else SOFTMAX

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-DEFAULT_MAX_TEXT_BYTES = 1 << 20  # 1 MiB of UTF-8 per text
+from .limits import DEFAULT_MAX_TEXT_BYTES
 
 
 class InputError(ValueError):

@@ -1,6 +1,6 @@
 """The serving path against the reference, side by side, from one run on the same cores.
 
-    python -m opencc_cm_export.serving_benchmark --checkpoint CKPT/classifier \
+    python -m opencc_cm_benchmarks.serving_benchmark --checkpoint CKPT/classifier \
         --base-model CKPT/base-model --bundle BUNDLE --out benchmarks/serving [--quick]
 
 One workload for every path: prompts with the BELLS-O length profile (most of them short,
@@ -92,7 +92,7 @@ def bells_o_prompts(count_tokens, n: int, *, seed: int = 0, tail_share: float = 
     (at least one when the share is > 0) of ``tail_tokens`` tokens, the rest uniform in
     ``short_tokens``; positions shuffled with ``seed``. Words come from the synthetic corpus
     (as ``gpu_check.prompt_texts``), so they tokenize like text. ``count_tokens(text) -> int``."""
-    from .synthetic_checkpoint import calibration_prompts
+    from opencc_cm_export.synthetic_checkpoint import calibration_prompts
 
     rng = np.random.default_rng(seed)
     words = " ".join(calibration_prompts()).split()
@@ -153,10 +153,6 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
-
-
 # --------------------------------------------------------------------------------------------
 # Child phases (own process each: clean peak RSS, no model left in memory for the next path)
 # --------------------------------------------------------------------------------------------
@@ -173,7 +169,7 @@ def _timed_loop(fn, texts: list[str]) -> tuple[list[float], list, float]:
 def worker_reference(cfg: dict) -> dict:
     import torch
 
-    from .reference import ReferenceClassifier
+    from opencc_cm_export.reference import ReferenceClassifier
 
     t0 = time.perf_counter()
     ref = ReferenceClassifier.load(cfg["checkpoint"], base_model=cfg["base_model"], dtype=torch.float32)
@@ -208,18 +204,21 @@ def worker_onnxruntime(cfg: dict) -> dict:
     import onnxruntime as ort
 
     from opencc_cm_client.requests import LocalTokenizer
+    from opencc_cm_contract.bundle_format import CLASSIFIER_FILE, ONNX_FILE, TOKENIZER_FILE
+    from opencc_cm_serving.bundle import load_classifier
+    from opencc_cm_serving.calibration import activate
     from opencc_cm_serving.onnx_runner import OnnxEncoder
 
     bundle = Path(cfg["bundle"])
-    manifest = json.loads((bundle / "classifier.json").read_text())
+    spec = load_classifier(bundle / CLASSIFIER_FILE)
     t0 = time.perf_counter()
-    encoder = OnnxEncoder(bundle / "model.onnx", manifest["num_labels"], providers="auto", intra_op_threads=0)
+    encoder = OnnxEncoder(bundle / ONNX_FILE, spec.num_labels, providers="auto", intra_op_threads=0)
     load_s = time.perf_counter() - t0
-    tok = LocalTokenizer(bundle / "tokenizer.json")
+    tok = LocalTokenizer(bundle / TOKENIZER_FILE)
 
     def one(text: str) -> list[float]:
         ids = np.asarray(tok.encode([text])[0], dtype=np.int64)[None, :]
-        return _sigmoid(encoder(ids, np.ones_like(ids))[0]).tolist()
+        return activate(encoder(ids, np.ones_like(ids)), spec.objective)[0].tolist()
 
     print(f"[onnxruntime] session ready in {load_s:.1f} s ({encoder.providers}); batch 1 x {len(cfg['texts'])}")
     for text in cfg["warmup_texts"]:
@@ -238,7 +237,7 @@ def run_worker(phase: str, cfg: dict, scratch: Path) -> dict:
     io = scratch / phase
     io.mkdir(parents=True, exist_ok=True)
     (io / "in.json").write_text(json.dumps(cfg))
-    cmd = [sys.executable, "-m", "opencc_cm_export.serving_benchmark", "--worker", phase, "--worker-io", str(io)]
+    cmd = [sys.executable, "-m", "opencc_cm_benchmarks.serving_benchmark", "--worker", phase, "--worker-io", str(io)]
     proc = subprocess.run(cmd, timeout=WORKER_TIMEOUT_S)
     if proc.returncode != 0:
         raise RuntimeError(f"{phase} phase failed with exit code {proc.returncode}")
@@ -508,6 +507,7 @@ def _max_diff(a, b) -> float:
 
 def run(args) -> dict:
     from opencc_cm_client.requests import LocalTokenizer
+    from opencc_cm_contract.bundle_format import TOKENIZER_FILE
 
     plan = Plan(**QUICK) if args.quick else Plan()
     for key in ("prompts", "batch16_prompts", "warmup", "min_requests", "requests_per_client", "seed"):
@@ -520,12 +520,12 @@ def run(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bundle = Path(args.bundle)
-    tokenizer_path = str(bundle / "tokenizer.json")
+    tokenizer_path = str(bundle / TOKENIZER_FILE)
     usd = args.usd_per_hour
     started = time.time()
     cpu = CpuAccounting()
     load_before = os.getloadavg()
-    report: dict = {"command": " ".join(["python -m opencc_cm_export.serving_benchmark", *args.argv]),
+    report: dict = {"command": " ".join(["python -m opencc_cm_benchmarks.serving_benchmark", *args.argv]),
                     "quick": bool(args.quick), "machine": machine_info(), "usd_per_hour": usd,
                     "plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.__dict__.items()},
                     "loadavg_at_start": load_before, "notes": []}
@@ -907,7 +907,7 @@ def summary_text(report: dict) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m opencc_cm_export.serving_benchmark",
+    p = argparse.ArgumentParser(prog="python -m opencc_cm_benchmarks.serving_benchmark",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="classifier checkpoint folder (the baseline loads it)")

@@ -1,0 +1,93 @@
+"""Per-label Prometheus metrics from the calibration model (Triton's custom metrics API).
+
+Exported on Triton's metrics port (``/metrics``) next to Triton's own ``nv_*`` metrics, with the
+labels ``model`` (the calibration model's name: one per classifier in the server) and
+``profile`` (the threshold profile the request asked for):
+
+- ``opencc_cm_texts_total{model,profile}``: texts classified (one per request row).
+- ``opencc_cm_tokens_total{model,profile}``: their input tokens (the text's own count).
+- ``opencc_cm_flagged_total{model,profile}``: texts flagged (any label fired).
+- ``opencc_cm_label_flags_total{model,profile,label}``: texts on which ``label`` fired.
+- ``opencc_cm_failures_total{model,cause}``: calibration requests refused, by cause
+  (``unknown_profile``, ``invalid_input``, ``non_finite_logits``, ``internal``). Requests refused
+  earlier (bad text in ``tokenizer``, bad ids in ``ids_preprocess``) are in Triton's own
+  ``nv_inference_request_failure{model=...}``.
+
+Each increment is a round trip from the Python stub to the server, so counts are summed over a
+whole ``execute()`` and sent once per (metric, label set) by :meth:`ClassifierMetrics.flush`.
+Drift (fire rate per label) in PromQL::
+
+    sum by (label) (rate(opencc_cm_label_flags_total{profile="default"}[1h]))
+      / on() group_left sum(rate(opencc_cm_texts_total{profile="default"}[1h]))
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from .errors import InputError
+
+TEXTS = "opencc_cm_texts_total"
+TOKENS = "opencc_cm_tokens_total"
+FLAGGED = "opencc_cm_flagged_total"
+LABEL_FLAGS = "opencc_cm_label_flags_total"
+FAILURES = "opencc_cm_failures_total"
+FAMILIES = {
+    TEXTS: "Texts classified (one per request row)",
+    TOKENS: "Input tokens of the texts classified",
+    FLAGGED: "Texts flagged (any label fired)",
+    LABEL_FLAGS: "Texts on which the label fired",
+    FAILURES: "Calibration requests refused, by cause",
+}
+CAUSES = ("unknown_profile", "invalid_input", "non_finite_logits", "internal")
+
+
+def failure_cause(exc: BaseException) -> str:
+    if isinstance(exc, InputError):
+        text = str(exc)
+        if text.startswith("unknown threshold_profile"):
+            return "unknown_profile"
+        return "non_finite_logits" if "non-finite" in text else "invalid_input"
+    return "non_finite_logits" if isinstance(exc, FloatingPointError) else "internal"
+
+
+class ClassifierMetrics:
+    """Counters of one calibration model; ``pb_utils`` is ``triton_python_backend_utils``."""
+
+    def __init__(self, pb_utils, model: str, labels: tuple[str, ...]):
+        self.model, self.labels = model, labels
+        kind = pb_utils.MetricFamily.COUNTER
+        # the families and metrics must outlive every increment: keep them on the instance
+        self._families = {name: pb_utils.MetricFamily(name=name, description=text, kind=kind)
+                          for name, text in FAMILIES.items()}
+        self._metrics: dict[tuple, object] = {}
+        self._pending: Counter = Counter()
+
+    def record(self, profile: str, label_flags: np.ndarray, tokens: np.ndarray) -> None:
+        """Count one answered request: ``label_flags`` BOOL [rows, labels], ``tokens`` [rows, 1]."""
+        rows = int(label_flags.shape[0])
+        self._pending[(TEXTS, profile, None)] += rows
+        self._pending[(TOKENS, profile, None)] += int(tokens.sum())
+        self._pending[(FLAGGED, profile, None)] += int(label_flags.any(axis=1).sum())
+        for column in np.flatnonzero(label_flags.any(axis=0)):
+            self._pending[(LABEL_FLAGS, profile, self.labels[column])] += int(label_flags[:, column].sum())
+
+    def failure(self, exc: BaseException) -> None:
+        self._pending[(FAILURES, failure_cause(exc), None)] += 1
+
+    def flush(self) -> None:
+        """Send what ``execute()`` counted: one increment per (metric, label set)."""
+        for (family, key, label), value in self._pending.items():
+            if value:
+                self._metric(family, key, label).increment(value)
+        self._pending.clear()
+
+    def _metric(self, family: str, key: str, label: str | None):
+        ident = (family, key, label)
+        if ident not in self._metrics:
+            labels = {"model": self.model, ("cause" if family == FAILURES else "profile"): key}
+            if label is not None:
+                labels["label"] = label
+            self._metrics[ident] = self._families[family].Metric(labels=labels)
+        return self._metrics[ident]
