@@ -291,9 +291,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--attention-span", type=int, default=DEFAULT_ATTENTION_SPAN,
                    help="python-ort encoder: the width at which a token's attention costs as much as "
                         "its linear work (BENCHMARKS.md); 0 counts rows x width only")
-    p.add_argument("--encoder-memory", choices=MEMORY_MODES, default="release",
-                   help="python-ort encoder: release = ONNX Runtime gives back what a long run took; "
-                        "arena = keep it (faster reuse, RSS stays at the largest request's)")
+    p.add_argument("--encoder-memory", choices=MEMORY_MODES, default="shrink",
+                   help="python-ort encoder: shrink = ONNX Runtime's arena, shrunk after each run (gives "
+                        "back what a long run took); release = no arena (also gives it back, slower); "
+                        "arena = keep it (RSS stays at the largest request's)")
     p.add_argument("--max-pad-fraction", type=float, default=0.25,
                    help="python-ort encoder: most padding cells per length group; on a CPU-only "
                         "server ~0.1 ran faster (BENCHMARKS.md)")

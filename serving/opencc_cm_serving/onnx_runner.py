@@ -5,13 +5,14 @@ padding), output ``logits`` [batch, num_labels] returned as FP32.
 
 Memory after a run (issue 14): ONNX Runtime's CPU arena keeps every block it ever grew to, so
 one long request used to leave the encoder several GB larger for good. ``memory``:
-- ``release`` (default): no CPU arena (each tensor is malloc'ed and freed; large ones are
-  mmapped and go back to the OS at once) and ``malloc_trim(0)`` after a run of at least
-  ``TRIM_ABOVE_CELLS`` padded cells, so the RSS after a long request returns to its level
-  before (measured: BENCHMARKS.md, "Memory per request").
-- ``arena``: ONNX Runtime's default arena (keeps what it took; the pre-issue-14 behaviour).
-- ``shrink``: the arena, shrunk back after each run (run option
-  ``memory.enable_memory_arena_shrinkage``).
+- ``shrink`` (default): the arena, shrunk back after every run (run option
+  ``memory.enable_memory_arena_shrinkage``): the RSS after a long request returns close to its
+  level before, at the arena's speed.
+- ``release``: no CPU arena (each tensor is malloc'ed and freed) and ``malloc_trim(0)`` after a
+  run of at least ``TRIM_ABOVE_CELLS`` padded cells; returns memory too, but ran about 2x
+  slower on the real-shape graph on 2 cores.
+- ``arena``: ONNX Runtime's default (keeps what it took; the pre-issue-14 behaviour).
+Measured: BENCHMARKS.md, "Memory per request".
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def choose_providers(setting: str) -> list[str]:
     return wanted
 
 
-MEMORY_MODES = ("release", "arena", "shrink")
+MEMORY_MODES = ("shrink", "release", "arena")
 TRIM_ABOVE_CELLS = 1024  # padded cells (rows x width) of a run after which free memory is trimmed
 
 
@@ -60,7 +61,7 @@ class OnnxEncoder:
     """Owns one InferenceSession; ``__call__(ids, mask) -> FP32 logits``."""
 
     def __init__(self, path: str | Path, num_labels: int, providers: str = "auto", intra_op_threads: int = 0,
-                 memory: str = "release"):
+                 memory: str = "shrink"):
         import onnxruntime as ort
 
         if not Path(path).is_file():

@@ -130,7 +130,7 @@ def test_encoder_grouping_options_reach_the_config_or_fail_before_writing(tmp_pa
     assert params["attention_span"].string_value == "9000" and params["memory"].string_value == "arena"
     defaults = parse(deploy_to(bundle_dir, tmp_path / "defaults", "python-ort") / contract.ENCODER_MODEL
                      / "config.pbtxt").parameters
-    assert defaults["memory"].string_value == "release" and int(defaults["attention_span"].string_value) > 0
+    assert defaults["memory"].string_value == "shrink" and int(defaults["attention_span"].string_value) > 0
     for option, value in [("--max-pad-fraction", "1.0"), ("--max-pad-fraction", "-0.1"),
                           ("--max-pad-fraction", "nan"), ("--max-group-tokens", "0"),
                           ("--attention-span", "-1")]:

@@ -9,7 +9,7 @@ fails, each request is retried on its own so one bad request cannot sink the bat
 Config parameters: ``artifact_dir`` (classifier.json), ``onnx_file``, ``providers``,
 ``intra_op_threads``, ``max_pad_fraction``, ``max_group_tokens``, ``attention_span``
 (a run costs rows x width x (1 + width / attention_span) of the max_group_tokens budget),
-``memory`` (``release``: ONNX Runtime returns what a long run took; opencc_cm_serving.onnx_runner).
+``memory`` (``shrink``: ONNX Runtime returns what a long run took; opencc_cm_serving.onnx_runner).
 """
 import os
 import sys
