@@ -147,9 +147,12 @@ def deploy(args: argparse.Namespace) -> Path:
     overlap = args.window_overlap if args.window_overlap is not None else spec.max_tokens // 8
     if args.max_batch_size < 1 or not 0 <= overlap < spec.max_tokens:
         raise ConfigError(f"need --max-batch-size >= 1 and 0 <= --window-overlap < max_tokens {spec.max_tokens}")
-    if not 0.0 <= args.max_pad_fraction < 1.0 or args.max_group_tokens < 1 or args.attention_span < 0:
+    # Default: one max-length row's worth of padded cells, so no joint run holds more than the
+    # longest single row (whose memory BENCHMARKS.md measures).
+    group_tokens = args.max_group_tokens if args.max_group_tokens is not None else spec.max_tokens
+    if not 0.0 <= args.max_pad_fraction < 1.0 or group_tokens < 1 or args.attention_span < 0:
         raise ConfigError(f"need 0 <= --max-pad-fraction < 1 (got {args.max_pad_fraction}), "
-                          f"--max-group-tokens >= 1 (got {args.max_group_tokens}) and "
+                          f"--max-group-tokens >= 1 (got {group_tokens}) and "
                           f"--attention-span >= 0 (got {args.attention_span})")
     prefix = args.model_prefix
     if not MODEL_PREFIX.match(prefix):
@@ -169,7 +172,7 @@ def deploy(args: argparse.Namespace) -> Path:
         "queue_timeout_us": args.queue_timeout_us,
         "max_queue_size": args.max_queue_size,
         "encoder_queue_delay_us": args.encoder_queue_delay_us,
-        "max_group_tokens": args.max_group_tokens,
+        "max_group_tokens": group_tokens,
         "max_pad_fraction": repr(float(args.max_pad_fraction)),
         "attention_span": args.attention_span,
         "encoder_memory": args.encoder_memory,
@@ -286,8 +289,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue-size", type=int, default=1024)
     p.add_argument("--encoder-queue-delay-us", type=int, default=0,
                    help="extra wait for a fuller encoder batch; 0 = batch what queued during the last run")
-    p.add_argument("--max-group-tokens", type=int, default=16384,
-                   help="python-ort encoder: most cost per run, rows x width x (1 + width / attention span)")
+    p.add_argument("--max-group-tokens", type=int,
+                   help="python-ort encoder: most cost per run, rows x width x (1 + width / attention span); "
+                        "default max_tokens (no joint run holds more cells than one max-length row)")
     p.add_argument("--attention-span", type=int, default=DEFAULT_ATTENTION_SPAN,
                    help="python-ort encoder: the width at which a token's attention costs as much as "
                         "its linear work (BENCHMARKS.md); 0 counts rows x width only")

@@ -7,10 +7,10 @@ Memory after a run (issue 14): ONNX Runtime's CPU arena keeps every block it eve
 one long request used to leave the encoder several GB larger for good. ``memory``:
 - ``shrink`` (default): the arena, shrunk back after every run (run option
   ``memory.enable_memory_arena_shrinkage``): the RSS after a long request returns close to its
-  level before, at the arena's speed.
+  level before (within 3-6 % measured), with most of the arena's speed.
 - ``release``: no CPU arena (each tensor is malloc'ed and freed) and ``malloc_trim(0)`` after a
-  run of at least ``TRIM_ABOVE_CELLS`` padded cells; returns memory too, but ran about 2x
-  slower on the real-shape graph on 2 cores.
+  run of at least ``TRIM_ABOVE_CELLS`` padded cells; returns memory too, but ran 1.6-2.2x
+  slower than the arena on the real-shape graph on 2 cores.
 - ``arena``: ONNX Runtime's default (keeps what it took; the pre-issue-14 behaviour).
 Measured: BENCHMARKS.md, "Memory per request".
 """

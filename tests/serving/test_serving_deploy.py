@@ -131,6 +131,8 @@ def test_encoder_grouping_options_reach_the_config_or_fail_before_writing(tmp_pa
     defaults = parse(deploy_to(bundle_dir, tmp_path / "defaults", "python-ort") / contract.ENCODER_MODEL
                      / "config.pbtxt").parameters
     assert defaults["memory"].string_value == "shrink" and int(defaults["attention_span"].string_value) > 0
+    max_tokens = json.loads((bundle_dir / "classifier.json").read_text())["max_tokens"]
+    assert defaults["max_group_tokens"].string_value == str(max_tokens)  # one max-length row per run
     for option, value in [("--max-pad-fraction", "1.0"), ("--max-pad-fraction", "-0.1"),
                           ("--max-pad-fraction", "nan"), ("--max-group-tokens", "0"),
                           ("--attention-span", "-1")]:
