@@ -15,7 +15,7 @@ export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup test checkpoint export deploy serve demo bench bench-export clean proto
+.PHONY: setup test checkpoint export deploy serve demo bench bench-export bench-memory clean proto
 
 # torch: requirements.lock pins torch==2.13.0. On this project's machines pip finds the CPU wheel
 # on disk; on an ordinary index that pin is the CUDA build. TORCH_INDEX_URL chooses where torch
@@ -72,6 +72,20 @@ bench:
 	$(PY) -m opencc_cm_benchmarks.serving_benchmark --checkpoint $(ARTIFACTS)/checkpoints/real-shape/classifier \
 		--base-model $(ARTIFACTS)/checkpoints/real-shape/base-model --bundle $(ARTIFACTS)/bundles/real-shape-fp32 \
 		--out benchmarks/serving
+
+# Memory per request (issue 14, BENCHMARKS.md): one row of 1k-8k tokens in a fresh process per
+# point, the blocked-attention graph vs the graph with transformers' attention (--query-block 0),
+# then one and two concurrent max-length requests through Triton. JSON + markdown in
+# benchmarks/memory/. Needs ~14 GB free for the old graph at 8,192 tokens (skipped otherwise);
+# about 30 minutes on 2 cores after the two real-shape exports.
+OLD_BUNDLE := $(ARTIFACTS)/bundles/real-shape-fp32-full-attention
+bench-memory:
+	$(MAKE) export SIZE=real-shape
+	test -f $(OLD_BUNDLE)/classifier.json || $(PY) -m opencc_cm_export export --query-block 0 \
+		--checkpoint $(ARTIFACTS)/checkpoints/real-shape/classifier \
+		--base-model $(ARTIFACTS)/checkpoints/real-shape/base-model --out $(OLD_BUNDLE)
+	$(PY) benchmarks/memory/bench_memory.py --bundle $(ARTIFACTS)/bundles/real-shape-fp32 \
+		--old-bundle $(OLD_BUNDLE) --out benchmarks/memory
 
 clean:
 	rm -rf $(ARTIFACTS) build
