@@ -15,7 +15,7 @@ export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup test checkpoint export deploy serve demo bench bench-export bench-memory clean proto
+.PHONY: setup test checkpoint export deploy serve demo bench bench-export bench-overhead bench-memory clean proto
 
 # torch: requirements.lock pins torch==2.13.0. On this project's machines pip finds the CPU wheel
 # on disk; on an ordinary index that pin is the CUDA build. TORCH_INDEX_URL chooses where torch
@@ -72,6 +72,13 @@ bench:
 	$(PY) -m opencc_cm_benchmarks.serving_benchmark --checkpoint $(ARTIFACTS)/checkpoints/real-shape/classifier \
 		--base-model $(ARTIFACTS)/checkpoints/real-shape/base-model --bundle $(ARTIFACTS)/bundles/real-shape-fp32 \
 		--out benchmarks/serving
+
+# What Triton and our Python models cost around the encoder (issue 11): the tiny bundle's tokenizer
+# and labels with a generated null encoder (zeros), deployed to a temporary repository; also an
+# ensemble of EMPTY Python models (the floor) and the stub profile. benchmarks/overhead/. ~5 min.
+OVERHEAD_ARGS ?= --profile
+bench-overhead: export
+	$(PY) -m opencc_cm_benchmarks.overhead --bundle $(BUNDLE) --out benchmarks/overhead $(OVERHEAD_ARGS)
 
 # Memory per request (issue 14, BENCHMARKS.md): one row of 1k-8k tokens in a fresh process per
 # point, the blocked-attention graph vs the graph with transformers' attention (--query-block 0),

@@ -38,3 +38,30 @@ def tiny_reference(tiny_checkpoint):
     from opencc_cm_export.reference import ReferenceClassifier
 
     return ReferenceClassifier.load(tiny_checkpoint["classifier"], base_model=tiny_checkpoint["base_model"])
+
+
+@pytest.fixture(scope="session")
+def tiny_jailbreak_checkpoint(tmp_path_factory) -> dict[str, Path]:
+    """The sibling jailbreak detector (one sigmoid, ``threshold.json``) in its published format."""
+    from opencc_cm_export.synthetic_checkpoint import write_synthetic_checkpoint
+
+    return write_synthetic_checkpoint(tmp_path_factory.mktemp("tiny-jailbreak"), "tiny", variant="jailbreak",
+                                      progress=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_jailbreak_bundle(tiny_jailbreak_checkpoint, tmp_path_factory) -> Path:
+    from opencc_cm_export.export_pipeline import export_bundle
+
+    out = tmp_path_factory.mktemp("tiny-jailbreak-bundle")
+    export_bundle(tiny_jailbreak_checkpoint["classifier"], out, base_model=tiny_jailbreak_checkpoint["base_model"],
+                  max_tokens=2048, parity_lengths=(1, 7, 64, 65, 130), progress=lambda *_: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_jailbreak_reference(tiny_jailbreak_checkpoint):
+    from opencc_cm_export.reference import ReferenceClassifier
+
+    return ReferenceClassifier.load(tiny_jailbreak_checkpoint["classifier"],
+                                    base_model=tiny_jailbreak_checkpoint["base_model"])

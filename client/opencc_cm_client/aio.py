@@ -1,4 +1,7 @@
-"""asyncio client over ``tritonclient.grpc.aio``: the same API as :class:`ClassifierClient`, as coroutines."""
+"""asyncio client over ``tritonclient.grpc.aio``: the same API as :class:`ClassifierClient`, as coroutines.
+
+The calls come from :mod:`.core`, as for the sync client; this class only sends them (in order,
+at most ``max_concurrency`` in flight, each retried on UNAVAILABLE)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,10 +14,11 @@ from tritonclient.utils import InferenceServerException
 
 from .gate import decision_for, escalation_for
 from opencc_cm_contract import DEFAULT_PROFILE, IDS_ENSEMBLE, TEXT_ENSEMBLE
+from opencc_cm_contract.names import prefixed
 from .endpoints import grpc_target
 from .options import ConnectionOptions
-from .requests import (OUTPUTS, LocalTokenizer, PreparedCall, accept_server_info, chunks, ids_call,
-                       infer_tensors, next_retry_delay, parse_outputs, request_parameters, text_call)
+from .core import Plan, plan_ids, plan_texts, plan_tokenized, routed_as_text
+from .requests import Answer, LocalTokenizer, PreparedCall, accept_server_info, answer_of, infer_arguments, next_retry_delay
 from .results import Classification, GateDecision
 from .server_info import ServerInfo
 
@@ -22,9 +26,11 @@ from .server_info import ServerInfo
 class AsyncClassifierClient:
     def __init__(self, url: str | Sequence[str] = "127.0.0.1:8001", *, tokenizer: str | Path | None = None,
                  threshold_profile: str = DEFAULT_PROFILE, expected_model_version: str | None = None,
-                 max_concurrency: int = 16, options: ConnectionOptions | None = None):
+                 max_concurrency: int = 16, options: ConnectionOptions | None = None, model_prefix: str = ""):
         self.options = options or ConnectionOptions()
         self.threshold_profile = threshold_profile
+        # which classifier of the server (deploy --model-prefix): "" = the default one
+        self.text_ensemble, self.ids_ensemble = prefixed(TEXT_ENSEMBLE, model_prefix), prefixed(IDS_ENSEMBLE, model_prefix)
         self.expected_model_version = expected_model_version
         self.local_tokenizer = LocalTokenizer(tokenizer) if tokenizer else None
         self._limit = asyncio.Semaphore(max(1, max_concurrency))
@@ -45,7 +51,8 @@ class AsyncClassifierClient:
             self.retries += 1
             await asyncio.sleep(delay)
 
-    async def server_info(self, model: str = IDS_ENSEMBLE) -> ServerInfo:
+    async def server_info(self, model: str | None = None) -> ServerInfo:
+        model = model or self.ids_ensemble
         if model not in self._info:
             async def fetch():
                 kw = dict(headers=self.options.headers, client_timeout=self.options.timeout_s)
@@ -59,48 +66,37 @@ class AsyncClassifierClient:
                                                    self.threshold_profile, self.local_tokenizer)
         return self._info[model]
 
-    async def _infer(self, call: PreparedCall, info: ServerInfo) -> list[Classification]:
-        inputs, outputs = infer_tensors(call, grpcclient.InferInput, grpcclient.InferRequestedOutput)
-
-        async def once():
-            return await self._client.infer(call.model, inputs, outputs=outputs, headers=self.options.headers,
-                                            parameters=request_parameters(self.threshold_profile),
-                                            client_timeout=self.options.timeout_s,
-                                            compression_algorithm=self.options.compression)
+    async def _send_one(self, call: PreparedCall) -> Answer:
+        inputs, kwargs = infer_arguments(call, self.options, self.threshold_profile, grpcclient.InferInput,
+                                         grpcclient.InferRequestedOutput)
         async with self._limit:
-            result = await self._with_retries(once)
-        version = result.get_response().model_version
-        return parse_outputs({n: result.as_numpy(n) for n in OUTPUTS}, info, self.threshold_profile,
-                             call.model, version, call.rows)
+            result = await self._with_retries(lambda: self._client.infer(call.model, inputs, **kwargs))
+        return answer_of(result)
 
-    async def _run(self, calls, info) -> list[Classification]:
-        parts = await asyncio.gather(*(self._infer(c, info) for c in calls))
-        return [r for part in parts for r in part]
+    async def _send(self, calls: Sequence[PreparedCall]) -> list[Answer]:
+        """Send every call in order, at most ``max_concurrency`` in flight; answers in call order."""
+        return list(await asyncio.gather(*(self._send_one(c) for c in calls)))
+
+    async def _execute(self, plan: Plan) -> list[Classification]:
+        return plan.results(await self._send(plan.calls), self.threshold_profile)
 
     async def classify(self, texts: Sequence[str]) -> list[Classification]:
+        """One result per text, in order (the same calls as :meth:`ClassifierClient.classify`)."""
         texts = list(texts)
         if not texts:
             return []
         if self.local_tokenizer is None:
-            info = await self.server_info(TEXT_ENSEMBLE)
-            return await self._run([text_call(texts[a:b]) for a, b in chunks(len(texts), info.max_batch_size)], info)
-        info = await self.server_info(IDS_ENSEMBLE)
+            return await self._execute(plan_texts(texts, await self.server_info(self.text_ensemble)))
+        info = await self.server_info(self.ids_ensemble)
         ids = self.local_tokenizer.encode(texts)
-        if info.long_input_policy == "windows" and any(len(r) > info.max_tokens for r in ids):
-            text_info = await self.server_info(TEXT_ENSEMBLE)
-            out = []
-            for text, row in zip(texts, ids):  # rare path: keep it simple and ordered
-                out.extend(await (self._run([text_call([text])], text_info) if len(row) > info.max_tokens
-                                  else self.classify_ids([row])))
-            return out
-        return await self.classify_ids(ids)
+        text_info = await self.server_info(self.text_ensemble) if routed_as_text(ids, info) else None
+        return await self._execute(plan_tokenized(texts, ids, info, text_info))
 
     async def classify_ids(self, rows: Sequence[Sequence[int]]) -> list[Classification]:
         rows = [list(map(int, r)) for r in rows]
         if not rows:
             return []
-        info = await self.server_info(IDS_ENSEMBLE)
-        return await self._run([ids_call(rows[a:b], info, a) for a, b in chunks(len(rows), info.max_batch_size)], info)
+        return await self._execute(plan_ids(rows, await self.server_info(self.ids_ensemble)))
 
     async def gate(self, text: str) -> GateDecision:
         """Fail closed: escalate when flagged *and* whenever classification fails."""

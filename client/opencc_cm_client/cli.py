@@ -1,17 +1,23 @@
 """``opencc-cm`` command line: check, eval, calibrate against a Triton server.
 
 Exit status of ``check``: 0 nothing flagged, 1 at least one text flagged, 2 error (a gate
-treats 2 like 1: escalate). ``eval`` and ``calibrate`` exit 0 on success, 2 on error.
+treats 2 like 1: escalate). ``eval`` and ``calibrate`` exit 0 on success, 2 on error. Every
+error - a bad argument, an unreadable file, a server that refuses - is one line on stderr.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
+
+from opencc_cm_contract.names import MODEL_PREFIX
 
 from .errors import ClassifierError
 from .evaluation import (calibrate_for_fpr, calibrate_for_recall, cost_summary, evaluate, expected_metrics,
@@ -25,21 +31,16 @@ EXIT_CLEAN, EXIT_FLAGGED, EXIT_ERROR = 0, 1, 2
 def _client(args):
     from .client import ClassifierClient
 
-    headers = dict(h.split("=", 1) for h in args.header) if args.header else None
     options = ConnectionOptions(timeout_s=args.timeout, ssl=args.ssl, root_certificates=args.root_certificates,
                                 private_key=args.private_key, certificate_chain=args.certificate_chain,
-                                headers=headers, compression=args.compression)
-    return ClassifierClient(args.url, tokenizer=args.tokenizer, threshold_profile=args.profile, options=options)
+                                headers=dict(args.header) if args.header else None, compression=args.compression)
+    return ClassifierClient(args.url, tokenizer=args.tokenizer, threshold_profile=args.profile, options=options,
+                            model_prefix=args.model_prefix)
 
 
-def _progress(done: int, total: int, started: float) -> None:
-    width = 30
-    filled = int(width * done / total)
-    rate = done / max(time.perf_counter() - started, 1e-9)
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {rate:.1f} prompts/s")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
+def _progress(total: int, what: str) -> tqdm:
+    """A progress bar on stderr, drawn only when stderr is a terminal."""
+    return tqdm(total=total, unit="prompt", desc=what, file=sys.stderr, disable=None, leave=False)
 
 
 def _table(texts, results) -> str:
@@ -57,8 +58,7 @@ def _table(texts, results) -> str:
 def cmd_check(args) -> int:
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
-        print("check: no text given (arguments or stdin)", file=sys.stderr)
-        return EXIT_ERROR
+        raise CliError("no text given (arguments or stdin)")
     with _client(args) as client:
         results = client.classify(texts)
     if args.json:
@@ -72,12 +72,13 @@ def _classify_timed(client, samples, batch_size: int):
     """Sequential requests of ``batch_size`` (1 = the model card's setting); per-request latency."""
     results, latencies = [], []
     started = time.perf_counter()
-    for i in range(0, len(samples), batch_size):
-        chunk = [s.text for s in samples[i:i + batch_size]]
-        t0 = time.perf_counter()
-        results.extend(client.classify(chunk))
-        latencies.append((time.perf_counter() - t0) * 1000)
-        _progress(len(results), len(samples), started)
+    with _progress(len(samples), "eval") as bar:
+        for i in range(0, len(samples), batch_size):
+            chunk = [s.text for s in samples[i:i + batch_size]]
+            t0 = time.perf_counter()
+            results.extend(client.classify(chunk))
+            latencies.append((time.perf_counter() - t0) * 1000)
+            bar.update(len(chunk))
     return results, latencies, time.perf_counter() - started
 
 
@@ -126,11 +127,12 @@ def cmd_calibrate(args) -> int:
     samples = read_samples(args.data)
     with _client(args) as client:
         info = client.server_info()
-        started = time.perf_counter()
         results = []
-        for i in range(0, len(samples), info.max_batch_size):
-            results.extend(client.classify([s.text for s in samples[i:i + info.max_batch_size]]))
-            _progress(len(results), len(samples), started)
+        with _progress(len(samples), "calibrate") as bar:
+            for i in range(0, len(samples), info.max_batch_size):
+                chunk = [s.text for s in samples[i:i + info.max_batch_size]]
+                results.extend(client.classify(chunk))
+                bar.update(len(chunk))
     scores = np.array([[r.score for r in res.labels] for res in results], dtype=np.float32)
     harmful = np.array([s.harmful for s in samples])
     current = np.array(info.thresholds(args.profile))
@@ -153,39 +155,142 @@ def cmd_calibrate(args) -> int:
     return EXIT_CLEAN
 
 
+class CliError(ValueError):
+    """A problem with what the user asked for, found by the CLI itself."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr, exit 2 (like every other error of this CLI)."""
+
+    def error(self, message):
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every argument's help ends with its default, where it has one."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _number(kind, low=None, high=None, low_open=False, name="a number"):
+    """An argparse type: ``kind`` (int or float), finite, within the given bounds."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not finite")
+        if low is not None and (value < low or (low_open and value == low)):
+            raise argparse.ArgumentTypeError(f"{text} must be {'>' if low_open else '>='} {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{text} must be <= {high}")
+        return value
+    return parse
+
+
+positive_int = _number(int, 1, name="an integer")
+positive_float = _number(float, 0, low_open=True)
+non_negative_float = _number(float, 0)
+fraction = _number(float, 0, 1, low_open=True)  # (0, 1]
+
+
+def header(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` gRPC metadata: keys of letters, digits, ``-_.`` (sent lowercase, as HTTP/2 wants),
+    not gRPC's reserved ``grpc-`` prefix nor binary ``-bin`` keys; printable ASCII values."""
+    key, sep, value = text.partition("=")
+    key = key.strip().lower()
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    if not re.fullmatch(r"[0-9a-z_.-]+", key) or key.startswith("grpc-") or key.endswith("-bin"):
+        raise argparse.ArgumentTypeError(f"header key {key!r}: use letters, digits, '-', '_', '.' "
+                                         "(not the reserved 'grpc-' prefix nor a binary '-bin' key)")
+    if any(not 0x20 <= ord(c) <= 0x7E for c in value):
+        raise argparse.ArgumentTypeError(f"header {key!r}: the value must be printable ASCII")
+    return key, value
+
+
+def readable_file(text: str) -> str:
+    path = Path(text)
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}: {exc.strerror or exc}") from None
+    return text
+
+
+def output_file(text: str) -> str:
+    """A file to write at the end: checked now, so that a long run does not fail at its last step."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: folder {str(path.parent)!r} does not exist")
+    return text
+
+
+def profile_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_]+", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use letters, digits and _ only")
+    return text
+
+
+def model_prefix(text: str) -> str:
+    if not MODEL_PREFIX.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: lowercase letters and digits ending with '_' (e.g. jailbreak_)")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC endpoint")
-    common.add_argument("--tokenizer", help="the model's tokenizer.json: tokenize locally (else the server does)")
-    common.add_argument("--profile", default="default", help="threshold profile to apply")
-    common.add_argument("--timeout", type=float, default=30.0, help="per-call deadline, seconds")
-    common.add_argument("--ssl", action="store_true")
-    common.add_argument("--root-certificates")
-    common.add_argument("--private-key")
-    common.add_argument("--certificate-chain")
-    common.add_argument("--header", action="append", help="KEY=VALUE metadata sent with every call")
-    common.add_argument("--compression", choices=["gzip", "deflate"])
-    p = argparse.ArgumentParser(prog="opencc-cm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("check", parents=[common], help="classify texts (arguments or stdin lines)")
-    c.add_argument("texts", nargs="*")
-    c.add_argument("--json", action="store_true")
+    common = _Parser(add_help=False)
+    common.add_argument("--url", default="127.0.0.1:8001",
+                        help="Triton gRPC endpoint HOST:PORT, or dns:///NAME:PORT for every replica behind a name")
+    common.add_argument("--model-prefix", type=model_prefix, default="",
+                        help="which classifier of the server: the prefix it was deployed with (deploy --model-prefix)")
+    common.add_argument("--tokenizer", type=readable_file,
+                        help="the model's tokenizer.json: tokenize locally (else the server does)")
+    common.add_argument("--profile", default="default", help="threshold profile to apply (published by the server)")
+    common.add_argument("--timeout", type=positive_float, default=30.0, help="per-call deadline, seconds (> 0)")
+    common.add_argument("--ssl", action="store_true", help="use TLS")
+    common.add_argument("--root-certificates", type=readable_file, help="TLS: CA certificate file (PEM)")
+    common.add_argument("--private-key", type=readable_file, help="mutual TLS: client private key (PEM)")
+    common.add_argument("--certificate-chain", type=readable_file, help="mutual TLS: client certificate (PEM)")
+    common.add_argument("--header", type=header, action="append", metavar="KEY=VALUE",
+                        help="gRPC metadata sent with every call (repeatable), e.g. authorization=Bearer...")
+    common.add_argument("--compression", choices=["gzip", "deflate"], help="compress requests")
+    p = _Parser(prog="opencc-cm", description=__doc__, formatter_class=_Formatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="{check,eval,calibrate}")
+    c = sub.add_parser("check", parents=[common], formatter_class=_Formatter,
+                       help="classify texts (arguments or stdin lines)")
+    c.add_argument("texts", nargs="*", help="texts to classify; none: one per line of stdin")
+    c.add_argument("--json", action="store_true", help="print the results as JSON")
     c.set_defaults(func=cmd_check)
-    e = sub.add_parser("eval", parents=[common], help="the model card's table on a labeled JSONL/CSV set")
-    e.add_argument("data")
-    e.add_argument("--batch-size", type=int, default=1)
-    e.add_argument("--dollars-per-hour", type=float, default=2.39, help="machine price for the cost figures")
-    e.add_argument("--report", help="write the JSON report here")
+    e = sub.add_parser("eval", parents=[common], formatter_class=_Formatter,
+                       help="the model card's table on a labeled JSONL/CSV set")
+    e.add_argument("data", help="labeled samples: .jsonl or .csv with 'text' and 'category' ('Benign' = negative)")
+    e.add_argument("--batch-size", type=positive_int, default=1, help="prompts per request (>= 1)")
+    e.add_argument("--dollars-per-hour", type=non_negative_float, default=2.39,
+                   help="machine price for the cost figures (>= 0)")
+    e.add_argument("--report", type=output_file, help="write the JSON report here")
     e.set_defaults(func=cmd_eval)
-    k = sub.add_parser("calibrate", parents=[common], help="compute a threshold profile on a labeled set")
-    k.add_argument("data")
+    k = sub.add_parser("calibrate", parents=[common], formatter_class=_Formatter,
+                       help="compute a threshold profile on a labeled set")
+    k.add_argument("data", help="labeled samples: .jsonl or .csv with 'text' and 'category' ('Benign' = negative)")
     goal = k.add_mutually_exclusive_group(required=True)
-    goal.add_argument("--target-fpr", type=float)
-    goal.add_argument("--target-recall", type=float)
-    k.add_argument("--name", default="recalibrated", help="profile name (letters, digits, _)")
-    k.add_argument("--out", required=True, help="profiles JSON file for the server")
+    goal.add_argument("--target-fpr", type=fraction, help="highest benign false-positive rate, in (0, 1]")
+    goal.add_argument("--target-recall", type=fraction, help="lowest per-label recall, in (0, 1]")
+    k.add_argument("--name", type=profile_name, default="recalibrated", help="profile name (letters, digits, _)")
+    k.add_argument("--out", type=output_file, required=True, help="profiles JSON file for the server (deploy --profiles)")
     k.set_defaults(func=cmd_calibrate)
     return p
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def main(argv=None) -> int:
@@ -193,8 +298,12 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (ClassifierError, ServerContractError, ValueError, OSError) as exc:
-        print(f"{args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        print(f"opencc-cm {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"opencc-cm {args.command}: error: interrupted", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - one line and exit 2, never a traceback that reads as "flagged"
+        print(f"opencc-cm {args.command}: error: unexpected {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -5,13 +5,16 @@
 
 With a ``tokenizer`` the client tokenizes locally (checked identical to the server's) and
 calls the ids ensemble; without one it sends raw text to the text ensemble. Labels,
-thresholds and limits are read from the server. Large inputs are split into the server's
-max batch and sent concurrently; results keep the input order.
+thresholds and limits are read from the server. Which calls one ``classify`` makes is
+decided by :mod:`.core` (shared with the asyncio client); this class only sends them: in
+order, at most ``max_concurrency`` of one ``classify``'s calls in flight, each retried on
+UNAVAILABLE; results keep the input order. Safe to share between threads.
 """
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Sequence
 
@@ -19,11 +22,13 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from opencc_cm_contract import DEFAULT_PROFILE, IDS_ENSEMBLE, TEXT_ENSEMBLE
+from opencc_cm_contract.names import prefixed
+from .core import Plan, plan_ids, plan_texts, plan_tokenized, routed_as_text
 from .endpoints import grpc_target
-from .options import ConnectionOptions
-from .requests import (OUTPUTS, LocalTokenizer, PreparedCall, accept_server_info, chunks, ids_call,
-                       infer_tensors, next_retry_delay, parse_outputs, request_parameters, text_call)
 from .gate import gate_decision
+from .options import ConnectionOptions
+from .requests import (Answer, LocalTokenizer, PreparedCall, accept_server_info, answer_of, infer_arguments,
+                       next_retry_delay)
 from .results import Classification, GateDecision
 from .server_info import ServerInfo
 
@@ -31,33 +36,41 @@ from .server_info import ServerInfo
 class ClassifierClient:
     def __init__(self, url: str | Sequence[str] = "127.0.0.1:8001", *, tokenizer: str | Path | None = None,
                  threshold_profile: str = DEFAULT_PROFILE, expected_model_version: str | None = None,
-                 max_concurrency: int = 4, options: ConnectionOptions | None = None):
+                 max_concurrency: int = 4, options: ConnectionOptions | None = None, model_prefix: str = ""):
         self.url = url
         self.options = options or ConnectionOptions()
         self.threshold_profile = threshold_profile
+        # which classifier of the server (deploy --model-prefix): "" = the default one
+        self.text_ensemble, self.ids_ensemble = prefixed(TEXT_ENSEMBLE, model_prefix), prefixed(IDS_ENSEMBLE, model_prefix)
         self.expected_model_version = expected_model_version
         self.local_tokenizer = LocalTokenizer(tokenizer) if tokenizer else None
-        self._pool = ThreadPoolExecutor(max_workers=max(1, max_concurrency))
+        self.max_concurrency = max(1, max_concurrency)
         self._client = grpcclient.InferenceServerClient(
             grpc_target(url), **self.options.client_kwargs(grpcclient.KeepAliveOptions))
         self._info: dict[str, ServerInfo] = {}
         self.retries = 0  # calls repeated after UNAVAILABLE, for monitoring
 
-    # -- plumbing --------------------------------------------------------------------------
-    def _with_retries(self, fn):
-        delays = self.options.retry.delays()
+    # -- I/O ---------------------------------------------------------------------------------
+    def _backoff(self, exc: InferenceServerException, delays) -> None:
+        """Sleep before retrying ``exc``; raise its typed error when it must not be retried."""
+        error, delay = next_retry_delay(exc, delays)
+        if delay is None:
+            raise error from None
+        self.retries += 1
+        time.sleep(delay)
+
+    def _with_retries(self, fn, delays=None):
+        delays = self.options.retry.delays() if delays is None else delays
         while True:
             try:
                 return fn()
             except InferenceServerException as exc:
-                error, delay = next_retry_delay(exc, delays)
-            if delay is None:
-                raise error
-            self.retries += 1
-            time.sleep(delay)
+                self._backoff(exc, delays)
 
-    def server_info(self, model: str = IDS_ENSEMBLE) -> ServerInfo:
-        """Labels, profiles and limits published by ``model`` (cached after the first call)."""
+    def server_info(self, model: str | None = None) -> ServerInfo:
+        """Labels, profiles and limits published by ``model`` (default: this classifier's ids
+        ensemble), cached after the first call."""
+        model = model or self.ids_ensemble
         if model not in self._info:
             def fetch():
                 if not self._client.is_model_ready(model, headers=self.options.headers,
@@ -73,18 +86,44 @@ class ClassifierClient:
                                                    self.threshold_profile, self.local_tokenizer)
         return self._info[model]
 
-    def _infer(self, call: PreparedCall, info: ServerInfo) -> list[Classification]:
-        inputs, outputs = infer_tensors(call, grpcclient.InferInput, grpcclient.InferRequestedOutput)
+    def _arguments(self, call: PreparedCall):
+        return infer_arguments(call, self.options, self.threshold_profile, grpcclient.InferInput,
+                               grpcclient.InferRequestedOutput)
 
-        def once():
-            return self._client.infer(call.model, inputs, outputs=outputs, headers=self.options.headers,
-                                      parameters=request_parameters(self.threshold_profile),
-                                      client_timeout=self.options.timeout_s,
-                                      compression_algorithm=self.options.compression)
-        result = self._with_retries(once)
-        version = result.get_response().model_version
-        return parse_outputs({n: result.as_numpy(n) for n in OUTPUTS}, info, self.threshold_profile,
-                             call.model, version, call.rows)
+    def _start(self, call: PreparedCall, release) -> Future:
+        """Put ``call`` on the wire now (``async_infer``); the future holds ``(result, error)``."""
+        done: Future = Future()
+
+        def finished(result, error):
+            release()
+            done.set_result((result, error))
+        inputs, kwargs = self._arguments(call)
+        try:
+            self._client.async_infer(call.model, inputs, finished, **kwargs)
+        except InferenceServerException as exc:
+            finished(None, exc)
+        return done
+
+    def _finish(self, call: PreparedCall, done: Future) -> Answer:
+        result, error = done.result()
+        if error is not None:  # retried here, blocking, with what is left of the retry budget
+            delays = self.options.retry.delays()
+            self._backoff(error, delays)
+            inputs, kwargs = self._arguments(call)
+            result = self._with_retries(lambda: self._client.infer(call.model, inputs, **kwargs), delays)
+        return answer_of(result)
+
+    def _send(self, calls: Sequence[PreparedCall]) -> list[Answer]:
+        """Send every call in order, at most ``max_concurrency`` of them in flight; answers in call order."""
+        slots = threading.BoundedSemaphore(self.max_concurrency)
+        pending = []
+        for call in calls:
+            slots.acquire()
+            pending.append(self._start(call, slots.release))
+        return [self._finish(call, done) for call, done in zip(calls, pending)]
+
+    def _execute(self, plan: Plan) -> list[Classification]:
+        return plan.results(self._send(plan.calls), self.threshold_profile)
 
     # -- public API ------------------------------------------------------------------------
     def classify(self, texts: Sequence[str]) -> list[Classification]:
@@ -93,51 +132,24 @@ class ClassifierClient:
         if not texts:
             return []
         if self.local_tokenizer is None:
-            info = self.server_info(TEXT_ENSEMBLE)
-            calls = [text_call(texts[a:b]) for a, b in chunks(len(texts), info.max_batch_size)]
-            return self._run(calls, info)
-        info = self.server_info(IDS_ENSEMBLE)
+            return self._execute(plan_texts(texts, self.server_info(self.text_ensemble)))
+        info = self.server_info(self.ids_ensemble)
         ids = self.local_tokenizer.encode(texts)
-        if info.long_input_policy == "windows" and any(len(r) > info.max_tokens for r in ids):
-            # Only the server's tokenizer model windows long input: send those texts as text.
-            return self._mixed(texts, ids, info)
-        return self.classify_ids(ids)
+        text_info = self.server_info(self.text_ensemble) if routed_as_text(ids, info) else None
+        return self._execute(plan_tokenized(texts, ids, info, text_info))
 
     def classify_ids(self, rows: Sequence[Sequence[int]]) -> list[Classification]:
         """For callers that tokenize themselves: one result per row of token ids, in order."""
         rows = [list(map(int, r)) for r in rows]
         if not rows:
             return []
-        info = self.server_info(IDS_ENSEMBLE)
-        calls = [ids_call(rows[a:b], info, a) for a, b in chunks(len(rows), info.max_batch_size)]
-        return self._run(calls, info)
-
-    def _mixed(self, texts, ids, info) -> list[Classification]:
-        long_rows = [i for i, r in enumerate(ids) if len(r) > info.max_tokens]
-        short_rows = [i for i in range(len(texts)) if i not in set(long_rows)]
-        out: list[Classification | None] = [None] * len(texts)
-        for i, res in zip(short_rows, self.classify_ids([ids[i] for i in short_rows]) if short_rows else []):
-            out[i] = res
-        text_info = self.server_info(TEXT_ENSEMBLE)
-        calls = [text_call([texts[i] for i in long_rows[a:b]]) for a, b in chunks(len(long_rows), text_info.max_batch_size)]
-        for i, res in zip(long_rows, self._run(calls, text_info)):
-            out[i] = res
-        return out  # type: ignore[return-value]
-
-    def _run(self, calls: list[PreparedCall], info: ServerInfo) -> list[Classification]:
-        if len(calls) == 1:
-            return self._infer(calls[0], info)
-        results: list[Classification] = []
-        for part in self._pool.map(lambda c: self._infer(c, info), calls):
-            results.extend(part)
-        return results
+        return self._execute(plan_ids(rows, self.server_info(self.ids_ensemble)))
 
     def gate(self, text: str) -> GateDecision:
         """Fail closed: escalate when flagged *and* whenever classification fails."""
         return gate_decision(lambda: self.classify([text])[0])
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False)
         self._client.close()
 
     def __enter__(self):
@@ -145,4 +157,3 @@ class ClassifierClient:
 
     def __exit__(self, *exc):
         self.close()
-

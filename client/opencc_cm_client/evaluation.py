@@ -6,6 +6,7 @@ counts as detected when it is flagged (any label fired), as in the model card's 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import statistics
@@ -32,23 +33,37 @@ class Sample:
 
 
 def read_samples(path: str | Path) -> list[Sample]:
-    """JSONL (one object per line) or CSV (header with ``text`` and ``category``)."""
+    """JSONL (one object per line) or CSV (header with ``text`` and ``category``), UTF-8 with or
+    without a byte-order mark. Raises ``ValueError`` naming the file (and line) on bad data,
+    ``OSError`` when the file cannot be read."""
     path = Path(path)
-    rows: list[dict] = []
+    try:
+        content = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (invalid byte at offset {exc.start})") from None
+    rows: list[tuple[int, object]] = []  # (line number, parsed row)
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
+        reader = csv.DictReader(io.StringIO(content, newline=""))
+        try:
+            header = reader.fieldnames or []
+            missing = [c for c in ("text", "category") if c not in header]
+            if missing:
+                raise ValueError(f"{path}: CSV header {header} lacks column(s) {missing}")
+            for row in reader:
+                rows.append((reader.line_num, row))
+        except csv.Error as exc:
+            raise ValueError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
     else:
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(content.splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    rows.append((n, json.loads(line)))
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{path}:{n}: invalid JSON: {exc}") from None
     samples = []
-    for n, row in enumerate(rows, 1):
+    for n, row in rows:
         if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not isinstance(row.get("category"), str):
-            raise ValueError(f"{path}: row {n} needs string fields 'text' and 'category'")
+            raise ValueError(f"{path}:{n}: row needs string fields 'text' and 'category'")
         samples.append(Sample(row["text"], row["category"].strip()))
     if not samples:
         raise ValueError(f"{path}: no samples")

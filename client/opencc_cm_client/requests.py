@@ -7,13 +7,13 @@ from typing import Sequence
 
 import numpy as np
 
-from opencc_cm_contract import (ATTENTION_MASK, FLAGGED, IDS_ENSEMBLE, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT,
+from opencc_cm_contract import (ATTENTION_MASK, FLAGGED, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT,
                        TEXT_ENSEMBLE, THRESHOLD_PROFILE_PARAMETER, TOKEN_COUNT)
 from .errors import ClassifierError, InvalidRequestError, UnavailableError, from_status
 from .results import Classification, LabelResult
 from .server_info import ServerContractError, ServerInfo
 from opencc_cm_contract.text_rules import (InputError, check_token_count, decode_text, encode_texts, load_tokenizer, pad_right,
-                         tokenizer_sha256)
+                                           set_special_tokens_mode, tokenizer_sha256)
 
 OUTPUTS = (SCORES, LABEL_FLAGS, FLAGGED, TOKEN_COUNT)
 
@@ -27,19 +27,29 @@ class PreparedCall:
     rows: int
 
 
+class TokenizerFileError(ValueError):
+    """The local ``tokenizer.json`` cannot be read or is not a tokenizer; names the file."""
+
+
 class LocalTokenizer:
     """The model's own ``tokenizer.json``, applied with the server's rules (``text_rules``)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.tokenizer = load_tokenizer(self.path)
-        self.sha256 = tokenizer_sha256(self.path)
+        try:
+            self.sha256 = tokenizer_sha256(self.path)
+            self.tokenizer = load_tokenizer(self.path)
+        except OSError as exc:
+            raise TokenizerFileError(f"tokenizer {self.path}: cannot read: {exc.strerror or exc}") from None
+        except Exception as exc:  # noqa: BLE001 - `tokenizers` raises bare Exception for a bad file
+            raise TokenizerFileError(f"tokenizer {self.path}: not a tokenizer.json: {exc}") from None
 
     def check_matches(self, info: ServerInfo) -> None:
         if info.tokenizer_sha256 != self.sha256:
             raise ServerContractError(
                 f"local tokenizer {self.path} (sha256 {self.sha256[:12]}) is not the server's "
                 f"(sha256 {info.tokenizer_sha256[:12]}, checkpoint {info.checkpoint}); ids would differ")
+        set_special_tokens_mode(self.tokenizer, info.special_tokens)  # follow the server's choice
 
     def encode(self, texts: Sequence[str], offset: int = 0) -> list[list[int]]:
         try:
@@ -49,23 +59,33 @@ class LocalTokenizer:
         return encode_texts(self.tokenizer, decoded)
 
 
-def text_call(texts: Sequence[str]) -> PreparedCall:
+def server_timeout_us(timeout_s: float | None) -> int | None:
+    """The client's deadline as the request's ``timeout`` (microseconds): Triton drops a request
+    still queued after it, and the encoder does not compute it; ensembles pass it on to their
+    models, which they do not do for the gRPC cancellation itself (Triton 2.51)."""
+    return int(timeout_s * 1e6) if timeout_s else None
+
+
+def text_call(texts: Sequence[str], model: str = TEXT_ENSEMBLE) -> PreparedCall:
+    """A call of the text ensemble ``model`` (``<prefix>classify_text`` for a prefixed classifier)."""
     data = np.array([[t.encode("utf-8") if isinstance(t, str) else bytes(t)] for t in texts], dtype=np.object_)
-    return PreparedCall(TEXT_ENSEMBLE, {TEXT: data}, len(texts))
+    return PreparedCall(model, {TEXT: data}, len(texts))
 
 
-def ids_call(rows: Sequence[Sequence[int]], info: ServerInfo, offset: int = 0) -> PreparedCall:
-    """Right-padded ids + mask; rejects locally what the server would reject."""
-    for i, row in enumerate(rows):
+def ids_call(rows: Sequence[Sequence[int]], info: ServerInfo, positions: Sequence[int] | None = None) -> PreparedCall:
+    """Right-padded ids + mask; rejects locally what the server would reject, naming the input
+    index (``positions[i]`` for row ``i``; default the row's own index)."""
+    where = list(range(len(rows))) if positions is None else list(positions)
+    for i, row in zip(where, rows):
         try:
-            check_token_count(row, f"text[{offset + i}]", info.max_tokens)
+            check_token_count(row, f"text[{i}]", info.max_tokens)
         except InputError as exc:
             raise InvalidRequestError(str(exc), "LOCAL") from None
         bad = [t for t in row if not 0 <= t < info.vocab_size]
         if bad:
-            raise InvalidRequestError(f"text[{offset + i}]: token id {bad[0]} outside [0, {info.vocab_size})", "LOCAL")
+            raise InvalidRequestError(f"text[{i}]: token id {bad[0]} outside [0, {info.vocab_size})", "LOCAL")
     ids, mask = pad_right(rows, info.pad_token_id)
-    return PreparedCall(IDS_ENSEMBLE, {INPUT_IDS: ids, ATTENTION_MASK: mask}, len(rows))
+    return PreparedCall(info.model_name, {INPUT_IDS: ids, ATTENTION_MASK: mask}, len(rows))
 
 
 def request_parameters(profile: str) -> dict[str, str]:
@@ -92,10 +112,6 @@ def parse_outputs(outputs: dict[str, np.ndarray], info: ServerInfo, profile: str
     return results
 
 
-def chunks(n: int, size: int) -> list[tuple[int, int]]:
-    return [(i, min(i + size, n)) for i in range(0, n, size)]
-
-
 def next_retry_delay(exc, delays) -> tuple[ClassifierError, float | None]:
     """The typed error for a tritonclient exception, and how long to wait before retrying it
     (None: do not retry - not UNAVAILABLE, or the retry budget is spent)."""
@@ -119,11 +135,27 @@ def accept_server_info(model: str, config: dict, meta: dict, expected_version: s
     return info
 
 
-def infer_tensors(call: PreparedCall, input_cls, output_cls) -> tuple[list, list]:
-    """``InferInput``s for a prepared call and the requested outputs (sync and aio share the classes)."""
+@dataclass(frozen=True)
+class Answer:
+    """What the server returned for one call: the output tensors by name, and the model version."""
+
+    outputs: dict[str, np.ndarray]
+    version: str
+
+
+def infer_arguments(call: PreparedCall, options, profile: str, input_cls, output_cls) -> tuple[list, dict]:
+    """The ``InferInput``s of a prepared call and the keyword arguments of ``infer`` (the same for
+    ``tritonclient.grpc`` and ``tritonclient.grpc.aio``, whose tensor classes are shared)."""
     inputs = []
     for name, array in call.inputs.items():
         tensor = input_cls(name, list(array.shape), "BYTES" if array.dtype == np.object_ else "INT64")
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
-    return inputs, [output_cls(name) for name in OUTPUTS]
+    return inputs, dict(outputs=[output_cls(name) for name in OUTPUTS], headers=options.headers,
+                        parameters=request_parameters(profile), client_timeout=options.timeout_s,
+                        timeout=server_timeout_us(options.timeout_s), compression_algorithm=options.compression)
+
+
+def answer_of(result) -> Answer:
+    """An ``InferResult`` (sync or aio) as plain arrays."""
+    return Answer({name: result.as_numpy(name) for name in OUTPUTS}, result.get_response().model_version)

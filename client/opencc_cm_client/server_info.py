@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from opencc_cm_contract.metadata import (METADATA_KEYS, PARAM_CHECKPOINT, PARAM_LABELS, PARAM_LONG_INPUT_POLICY,
                                          PARAM_MAX_TOKENS, PARAM_PAD_TOKEN_ID, PARAM_PROFILES,
-                                         PARAM_TOKENIZER_SHA256, PARAM_VOCAB_SIZE)
+                                         PARAM_SPECIAL_TOKENS, PARAM_TOKENIZER_SHA256, PARAM_VOCAB_SIZE)
 
 
 class ServerContractError(RuntimeError):
@@ -32,6 +32,7 @@ class ServerInfo:
     tokenizer_sha256: str
     long_input_policy: str
     checkpoint: str
+    special_tokens: str = "special"  # how the server encodes special-token strings in user text
 
     @classmethod
     def from_model_config(cls, config: dict, version: str) -> ServerInfo:
@@ -50,7 +51,8 @@ class ServerInfo:
                        max_tokens=int(params[PARAM_MAX_TOKENS]), vocab_size=int(params[PARAM_VOCAB_SIZE]),
                        pad_token_id=int(params[PARAM_PAD_TOKEN_ID]),
                        tokenizer_sha256=params[PARAM_TOKENIZER_SHA256],
-                       long_input_policy=params[PARAM_LONG_INPUT_POLICY], checkpoint=params[PARAM_CHECKPOINT])
+                       long_input_policy=params[PARAM_LONG_INPUT_POLICY], checkpoint=params[PARAM_CHECKPOINT],
+                       special_tokens=params.get(PARAM_SPECIAL_TOKENS, "special"))
         except (ValueError, TypeError) as exc:
             raise ServerContractError(f"model {name!r}: malformed metadata parameters: {exc}") from exc
         bad = [p for p, t in profiles.items() if len(t) != len(labels)]

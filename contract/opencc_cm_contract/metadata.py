@@ -14,5 +14,9 @@ PARAM_PAD_TOKEN_ID = "pad_token_id"        # int
 PARAM_TOKENIZER_SHA256 = "tokenizer_sha256"
 PARAM_LONG_INPUT_POLICY = "long_input_policy"  # reject | windows
 PARAM_CHECKPOINT = "checkpoint"
+# "special" (default; absent on older servers = "special"): special-token strings in user text,
+# e.g. "<|im_start|>", become the special tokens, as in the reference; "plain": they are encoded
+# as ordinary text. Clients that tokenize locally must do the same (text_rules.load_tokenizer).
+PARAM_SPECIAL_TOKENS = "special_tokens_in_text"
 METADATA_KEYS = (PARAM_LABELS, PARAM_PROFILES, PARAM_MAX_TOKENS, PARAM_VOCAB_SIZE, PARAM_PAD_TOKEN_ID,
                  PARAM_TOKENIZER_SHA256, PARAM_LONG_INPUT_POLICY, PARAM_CHECKPOINT)

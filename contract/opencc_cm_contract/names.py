@@ -27,6 +27,10 @@ TEXT = "text"  # BYTES [batch, 1], UTF-8
 # Equal to 0..batch-1 unless the tokenizer's long_input_policy is "windows", where one long
 # text becomes several overlapping windows; calibration then takes the max score per label.
 TEXT_ROW = "text_row"
+# INT64 [rows, 1]: offset of the row's first token in its text (0 unless windowed). With
+# TEXT_ROW it lets calibration check the windows and report the text's own token count
+# (overlapping tokens counted once).
+WINDOW_START = "window_start"
 
 # --- Triton model names (folder names under model_repository/).
 TOKENIZER_MODEL = "tokenizer"

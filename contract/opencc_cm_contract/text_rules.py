@@ -47,13 +47,25 @@ def decode_text(raw: object, where: str, max_text_bytes: int = DEFAULT_MAX_TEXT_
     return text
 
 
-def load_tokenizer(path: str | Path):
+SPECIAL_TOKEN_MODES = ("special", "plain")
+
+
+def set_special_tokens_mode(tokenizer, mode: str) -> None:
+    """``special`` (the reference's behaviour): a special-token string in the text, such as
+    ``<|im_start|>``, is that special token; ``plain``: it is encoded as ordinary text."""
+    if mode not in SPECIAL_TOKEN_MODES:
+        raise ValueError(f"special tokens mode {mode!r} is not one of {SPECIAL_TOKEN_MODES}")
+    tokenizer.encode_special_tokens = mode == "plain"
+
+
+def load_tokenizer(path: str | Path, special_tokens: str = "special"):
     """Load ``tokenizer.json`` with truncation and padding switched off."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(path))
     tokenizer.no_truncation()
     tokenizer.no_padding()
+    set_special_tokens_mode(tokenizer, special_tokens)
     return tokenizer
 
 

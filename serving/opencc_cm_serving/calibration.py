@@ -48,6 +48,68 @@ def reduce_windows(values: np.ndarray, text_row: np.ndarray, how: str) -> np.nda
     return (np.maximum if how == "max" else np.add).reduceat(values, starts, axis=0)
 
 
+def fold_plan(lengths: np.ndarray, text_row: np.ndarray, window_start: np.ndarray, max_tokens: int,
+              window_step: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Check the row bookkeeping calibration receives and return ``(first row of each text,
+    each text's own token count [texts, 1])``.
+
+    ``lengths``: real tokens per row. ``text_row`` / ``window_start`` ([rows, 1]): the text a
+    row came from and the offset of its first token there. Accepted only as the tokenizer
+    makes them: ``text_row`` starts at 0 and steps by 0 or 1; every row has at most
+    ``max_tokens`` tokens; a text's first row starts at 0; with ``window_step`` None
+    (long_input_policy reject) one row per text; else the rows of a text of several rows
+    are windows of exactly ``max_tokens`` tokens whose starts increase by 1 to
+    ``window_step`` (= max_tokens - window_overlap). The text's token count is where its
+    last window ends: overlapping tokens are counted once.
+    """
+    n = lengths.shape[0]
+    columns = []
+    for name, value in (("text_row", text_row), ("window_start", window_start)):
+        if value.ndim != 2 or value.shape != (n, 1):
+            raise InputError(f"{name}: expected shape [{n}, 1], got {list(value.shape)}")
+        columns.append(value.reshape(-1).astype(np.int64))
+    rows, starts = columns
+    steps = np.diff(rows)
+    if n == 0 or rows[0] != 0 or ((steps != 0) & (steps != 1)).any():
+        raise InputError("text_row: must start at 0 and increase by 0 or 1 per row")
+    long = np.flatnonzero(lengths > max_tokens)
+    if long.size:
+        raise InputError(f"attention_mask: row {long[0]} has {lengths[long[0]]} real tokens, above max_tokens {max_tokens}")
+    first = np.flatnonzero(np.r_[True, steps == 1])
+    if (starts[first] != 0).any():
+        raise InputError(f"window_start: the first row of text {int(np.flatnonzero(starts[first])[0])} must start at 0")
+    same = np.flatnonzero(steps == 0) + 1  # rows continuing the text of the row before
+    if same.size:
+        if window_step is None:
+            raise InputError(f"text_row: rows {same[0] - 1} and {same[0]} belong to one text, but this server "
+                             "does not window (long_input_policy reject)")
+        multi = np.isin(rows, rows[same])
+        short = np.flatnonzero(multi & (lengths != max_tokens))
+        if short.size:
+            raise InputError(f"attention_mask: row {short[0]} is a window of {lengths[short[0]]} tokens; "
+                             f"windows of a long text have exactly {max_tokens}")
+        step = starts[same] - starts[same - 1]
+        bad = np.flatnonzero((step < 1) | (step > window_step))
+        if bad.size:
+            raise InputError(f"window_start: row {same[bad[0]]} starts {step[bad[0]]} tokens after the window before "
+                             f"(expected 1 to {window_step})")
+    last = np.r_[first[1:], n] - 1
+    return first, (starts[last] + lengths[last]).astype(np.int64)[:, None]
+
+
+def fold_max(values: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Max over the rows of each text (``first``: index of each text's first row)."""
+    return values if len(first) == values.shape[0] else np.maximum.reduceat(values, first, axis=0)
+
+
+def check_finite_logits(logits: np.ndarray, name: str = "logits") -> None:
+    """NaN or +-inf logits would turn into scores 0, 1 or NaN and a silent decision: refused."""
+    bad = ~np.isfinite(logits)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise InputError(f"{name}: non-finite value {logits[r, c]} at row {r}, column {c}")
+
+
 def decide(scores: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(label_flags [rows, labels], flagged [rows, 1])`` with the ``>=`` rule.
 

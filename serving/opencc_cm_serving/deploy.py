@@ -29,7 +29,8 @@ from opencc_cm_contract import metadata as meta
 from opencc_cm_contract.bundle_format import PROFILES_FILE
 from opencc_cm_contract.limits import DEFAULT_LONG_INPUT_POLICY, DEFAULT_MAX_BATCH_SIZE, LONG_INPUT_POLICIES
 from opencc_cm_contract.names import MODEL_PREFIX
-from opencc_cm_contract.text_rules import check_token_count, decode_text, encode_texts, load_tokenizer, tokenizer_sha256
+from opencc_cm_contract.text_rules import (SPECIAL_TOKEN_MODES, check_token_count, decode_text, encode_texts, load_tokenizer,
+                                           tokenizer_sha256)
 
 from .batching import DEFAULT_ATTENTION_SPAN
 from .bundle import CLASSIFIER_FILE, ONNX_DATA_FILE, ONNX_FILE, TOKENIZER_FILE, check_bundle, load_profiles
@@ -103,7 +104,7 @@ def pbtxt_quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def client_metadata(spec, profiles: dict, bundle: Path, policy: str) -> str:
+def client_metadata(spec, profiles: dict, bundle: Path, policy: str, special_tokens: str = "special") -> str:
     """The ensembles' ``parameters`` block: what clients read instead of hard-coding it
     (labels, threshold profiles, limits, tokenizer fingerprint; see opencc_cm_contract.metadata)."""
     values = {
@@ -116,6 +117,7 @@ def client_metadata(spec, profiles: dict, bundle: Path, policy: str) -> str:
         meta.PARAM_TOKENIZER_SHA256: tokenizer_sha256(bundle / TOKENIZER_FILE),
         meta.PARAM_LONG_INPUT_POLICY: policy,
         meta.PARAM_CHECKPOINT: spec.checkpoint,
+        meta.PARAM_SPECIAL_TOKENS: special_tokens,
     }
     entries = ",\n".join(f"  {{ key: {pbtxt_quote(k)} value: {{ string_value: {pbtxt_quote(v)} }} }}"
                          for k, v in values.items())
@@ -176,7 +178,8 @@ def deploy(args: argparse.Namespace) -> Path:
         "max_pad_fraction": repr(float(args.max_pad_fraction)),
         "attention_span": args.attention_span,
         "encoder_memory": args.encoder_memory,
-        "client_metadata": client_metadata(spec, profiles, bundle, args.long_input_policy),
+        "special_tokens_in_text": args.special_tokens_in_text,
+        "client_metadata": client_metadata(spec, profiles, bundle, args.long_input_policy, args.special_tokens_in_text),
         "model_prefix": prefix,
     }
     configs = {}
@@ -281,6 +284,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--long-input-policy", choices=LONG_INPUT_POLICIES, default=DEFAULT_LONG_INPUT_POLICY,
                    help="texts above max_tokens: reject (INVALID_ARG) or overlapping windows, max score per label")
     p.add_argument("--window-overlap", type=int, help="tokens shared by neighbouring windows; default max_tokens // 8")
+    p.add_argument("--special-tokens-in-text", choices=SPECIAL_TOKEN_MODES, default="special",
+                   help="special: '<|im_start|>' etc. in user text are special tokens, as in the reference (default); "
+                        "plain: encoded as ordinary text (clients tokenizing locally follow the published choice)")
     p.add_argument("--profiles", help="JSON file {\"profiles\": {name: {label: threshold}}}")
     p.add_argument("--max-text-bytes", type=int, default=0,
                    help="texts above are rejected before tokenizing; default 16 x max_tokens (x 8 with windows)")

@@ -287,6 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     http = "off" if args.production and not args.allow_http else f"{args.address}:{server.http_port}"
     print(f"launch: ready grpc={server.grpc_url} http={http} "
           f"metrics={args.address}:{server.metrics_port}" + (" (production)" if args.production else ""), flush=True)
+    from .production import repository_request_cap
+
+    cap = repository_request_cap(args.model_repository)
+    if cap:
+        print(f"launch: tritonserver 2.51 has no received-message-size limit (gRPC takes up to 2 GiB, gzip "
+              f"inflated to that size): the ingress must refuse inference requests above {cap} bytes after "
+              f"decompression (this repository's largest valid request; serving/README.md, threat model)", flush=True)
     failures, next_canary = 0, time.monotonic() + args.canary_interval
     while not stop.wait(0.5):
         if server.process.poll() is not None:

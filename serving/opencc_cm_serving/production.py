@@ -21,6 +21,15 @@ readiness probe needs to pass them (TLS client settings, the admin header):
 The key reaches tritonserver on its command line (Triton has no other way to take it): run
 the server where other local users cannot read ``/proc/<pid>/cmdline`` (its own container).
 
+Request size: Triton 2.51 offers no limit on received messages (no flag, no config field: its
+gRPC server accepts messages up to 2 GiB, and gzip/deflate-compressed ones are inflated up to
+that size before any model sees them; its HTTP server has no body limit either). So the
+limit cannot be set on the server; ``max_request_bytes`` computes it from the deployed
+repository (``max_batch_size x (max_text_bytes + 4)`` for texts, ``2 x max_batch_size x
+max_tokens x 8`` for ids, plus 64 KiB of names and parameters) and the launcher prints it:
+the ingress must refuse larger requests, counted after decompression (or refuse compressed
+requests). See serving/README.md, "Threat model".
+
 ``canary(url)``: one short text through ``classify_text``; readiness alone is not enough
 (a dead Python-backend stub leaves the server and every model READY, see serving/README.md,
 "Failure modes"). ``python -m opencc_cm_serving.launch --canary-interval S`` runs it every S
@@ -44,6 +53,39 @@ GRPC_HEADER_PREFIX = "triton-grpc-protocol-"  # Triton prepends this to the rest
 HEADER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")  # lowercase: gRPC metadata keys are lowercase
 ADMIN_KEY = re.compile(r"^[A-Za-z0-9._~+/-]{16,256}$")  # no ':', ',', '=' or spaces: they split Triton's flag
 CANARY_TEXT = "canary: is the classifier answering?"
+
+
+REQUEST_OVERHEAD_BYTES = 64 * 1024  # tensor names, shapes, parameters, protobuf framing
+
+
+def max_request_bytes(max_batch_size: int, max_text_bytes: int, max_tokens: int) -> int:
+    """Size of the largest inference request the models can accept (decompressed): what the
+    ingress must cap, since Triton 2.51 has no received-message-size limit."""
+    text = max_batch_size * (max_text_bytes + 4)      # BYTES elements carry a 4-byte length prefix
+    ids = 2 * max_batch_size * max_tokens * 8          # input_ids + attention_mask, INT64
+    return max(text, ids) + REQUEST_OVERHEAD_BYTES
+
+
+def repository_request_cap(repository: str | Path) -> int | None:
+    """``max_request_bytes`` of a deployed repository (its generated configs), None if unfilled."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from opencc_cm_contract import IDS_ENSEMBLE, TOKENIZER_MODEL
+    from opencc_cm_contract.metadata import PARAM_MAX_TOKENS
+
+    configs = {}
+    for model in (TOKENIZER_MODEL, IDS_ENSEMBLE):
+        path = Path(repository) / model / "config.pbtxt"
+        if not path.is_file():
+            return None
+        configs[model] = text_format.Parse(path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
+    try:
+        tokenizer, ids = configs[TOKENIZER_MODEL], configs[IDS_ENSEMBLE]
+        return max_request_bytes(tokenizer.max_batch_size, int(tokenizer.parameters["max_text_bytes"].string_value),
+                                 int(ids.parameters[PARAM_MAX_TOKENS].string_value))
+    except (KeyError, ValueError):
+        return None
 
 
 class ProductionConfigError(ValueError):

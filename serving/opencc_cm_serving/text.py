@@ -15,41 +15,49 @@ from opencc_cm_contract.text_rules import check_token_count, decode_text, encode
 from .errors import InputError
 
 __all__ = ["POLICIES", "check_token_count", "decode_text", "encode_texts", "load_tokenizer", "split_windows",
-           "texts_to_rows"]
+           "texts_to_rows", "window_starts"]
 
 POLICIES = LONG_INPUT_POLICIES
+
+
+def window_starts(n: int, max_tokens: int, overlap: int) -> list[int]:
+    """Offsets of the windows covering ``n`` tokens (see :func:`split_windows`)."""
+    if n <= max_tokens:
+        return [0]
+    if not 0 <= overlap < max_tokens:
+        raise ValueError(f"window overlap {overlap} must lie in [0, {max_tokens})")
+    return list(range(0, n - max_tokens, max_tokens - overlap)) + [n - max_tokens]
 
 
 def split_windows(ids: Sequence[int], max_tokens: int, overlap: int) -> list[list[int]]:
     """Windows of ``max_tokens`` tokens covering ``ids``; neighbours share at least
     ``overlap`` tokens and the last window ends with the text. Short texts: one window."""
-    n = len(ids)
-    if n <= max_tokens:
-        return [list(ids)]
-    if not 0 <= overlap < max_tokens:
-        raise ValueError(f"window overlap {overlap} must lie in [0, {max_tokens})")
-    starts = list(range(0, n - max_tokens, max_tokens - overlap)) + [n - max_tokens]
-    return [list(ids[s : s + max_tokens]) for s in starts]
+    return [list(ids[s : s + max_tokens]) for s in window_starts(len(ids), max_tokens, overlap)]
 
 
 def texts_to_rows(
     encoded: Sequence[Sequence[int]], policy: str, max_tokens: int, overlap: int, max_rows: int, name: str = "text"
-) -> tuple[list[list[int]], list[int]]:
-    """Encoder rows for a request's texts and, per row, the index of its text."""
+) -> tuple[list[list[int]], list[int], list[int]]:
+    """Encoder rows for a request's texts and, per row, the index of its text and the offset
+    of the row's first token in that text (``window_start``; 0 unless windowed). Calibration
+    uses both to report each text's own token count (overlaps counted once)."""
     if not encoded:
         raise InputError(f"{name}: empty batch")
     rows: list[list[int]] = []
     text_row: list[int] = []
+    starts: list[int] = []
     for i, ids in enumerate(encoded):
         where = f"{name}[{i}]"
         if policy == "reject" or not ids:
             check_token_count(ids, where, max_tokens)
-            windows = [list(ids)]
+            offsets = [0]
         else:
-            windows = split_windows(ids, max_tokens, overlap)
-        rows += windows
-        text_row += [i] * len(windows)
-    if len(rows) > max_rows:
-        raise InputError(f"{name}: {len(encoded)} texts make {len(rows)} windows of up to {max_tokens} tokens, "
-                         f"above max_batch_size {max_rows}; send fewer or shorter texts")
-    return rows, text_row
+            offsets = window_starts(len(ids), max_tokens, overlap)
+        if len(rows) + len(offsets) > max_rows:  # before copying the windows of a huge text
+            total = len(rows) + sum(len(window_starts(len(x), max_tokens, overlap)) for x in encoded[i:])
+            raise InputError(f"{name}: {len(encoded)} texts make {total} windows of up to {max_tokens} tokens, "
+                             f"above max_batch_size {max_rows}; send fewer or shorter texts")
+        rows += [list(ids[s : s + max_tokens]) for s in offsets]
+        text_row += [i] * len(offsets)
+        starts += offsets
+    return rows, text_row, starts

@@ -8,8 +8,10 @@ import math
 
 import pytest
 
-from opencc_cm_benchmarks.serving_benchmark import (REPORT_JSON, REPORT_MD, REPORT_PNG, bells_o_prompts,
-                                                latency_summary, main, t975)
+from opencc_cm_benchmarks.measurement import latency_summary, t975
+from opencc_cm_benchmarks.report import REPORT_JSON, REPORT_MD, REPORT_PNG
+from opencc_cm_benchmarks.serving_benchmark import main
+from opencc_cm_benchmarks.workload import bells_o_prompts
 
 
 def test_prompts_have_the_bells_o_profile_and_are_deterministic():

@@ -74,7 +74,7 @@ def test_read_samples_from_jsonl_and_csv(tmp_path):
     assert [s.harmful for s in read_samples(tmp_path / "d.jsonl")] == [True, False]
     assert read_samples(tmp_path / "d.csv")[0].text == "x, with comma"
     (tmp_path / "bad.jsonl").write_text('{"text": 3}\n')
-    with pytest.raises(ValueError, match="row 1"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: row needs"):
         read_samples(tmp_path / "bad.jsonl")
 
 

@@ -1,4 +1,6 @@
-"""The CLI against a live server: check's exit status, eval's table, calibrate's profile."""
+"""The CLI against a live server: check's exit status, eval's table, calibrate's profile, and the
+errors only a server can produce (each exit 2, one line on stderr). Offline errors: tests/client."""
+import csv
 import json
 
 import numpy as np
@@ -8,6 +10,7 @@ from opencc_cm_client.cli import main as cli
 from opencc_cm_client.evaluation import expected_metrics
 from opencc_cm_export.reference import decide
 from opencc_cm_export.synthetic_checkpoint import calibration_prompts
+from opencc_cm_serving.launch import free_port
 
 CATEGORIES = ["Benign", "CBRN", "Cyber", "Privacy", "Benign"]
 
@@ -34,7 +37,35 @@ def test_check_exit_status_tells_flagged(tiny_server, tiny_bundle, tiny_referenc
     assert cli(["check", *base, "--json", clean, dirty]) == 1
     printed = json.loads(capsys.readouterr().out)
     assert [p["flagged"] for p in printed] == [False, True] and len(printed[0]["labels"]) == 11
+    capsys.readouterr()
     assert cli(["check", "--url", tiny_server.grpc_url, "   "]) == 2  # error: a gate escalates
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("opencc-cm check: error: INVALID_ARGUMENT") and "whitespace" in err
+
+
+def test_check_sends_headers_and_names_server_side_refusals_in_one_line(tiny_server, tiny_bundle, tmp_path, capsys):
+    base = ["check", "--url", tiny_server.grpc_url]
+    assert cli([*base, "--header", "X-Request-Id=cli-test", "--header", "authorization=Bearer a=b",
+                "--json", "hello"]) in (0, 1)
+    assert len(json.loads(capsys.readouterr().out)) == 1
+    failures = {
+        "unknown profile": ([*base, "--profile", "lenient", "hello"], "unknown threshold profile 'lenient'"),
+        "another tokenizer": ([*base, "--tokenizer", str(_other_tokenizer(tiny_bundle, tmp_path)), "hello"],
+                              "is not the server's"),
+        "no server": (["check", "--url", f"127.0.0.1:{free_port()}", "--timeout", "1", "hello"], "UNAVAILABLE"),
+    }
+    for name, (argv, words) in failures.items():
+        assert cli(argv) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("opencc-cm check: error:") and words in err, (name, err)
+
+
+def _other_tokenizer(tiny_bundle, tmp_path):
+    other = json.loads((tiny_bundle / "tokenizer.json").read_text())
+    other["added_tokens"] = other["added_tokens"][:1]
+    path = tmp_path / "other-tokenizer.json"
+    path.write_text(json.dumps(other))
+    return path
 
 
 def test_eval_reports_the_oracles_confusion_matrix(tiny_server, labeled, tmp_path, capsys):
@@ -49,8 +80,27 @@ def test_eval_reports_the_oracles_confusion_matrix(tiny_server, labeled, tmp_pat
     assert report["fpr"] == expected["fp"] / (expected["fp"] + expected["tn"])
     assert report["latency"]["n"] == len(samples) and report["latency"]["p50_ms"] > 0
     assert report["cost"]["input_tokens"] > len(samples)
-    table = capsys.readouterr().out
-    assert "| CBRN |" in table and f"TP/FP/FN/TN = {expected['tp']}/{expected['fp']}" in table
+    captured = capsys.readouterr()
+    assert "| CBRN |" in captured.out and f"TP/FP/FN/TN = {expected['tp']}/{expected['fp']}" in captured.out
+    assert captured.err == ""  # no progress bar when stderr is not a terminal
+
+
+def test_eval_reads_a_csv_saved_with_a_byte_order_mark(tiny_server, labeled, tmp_path):
+    """Excel's "CSV UTF-8" starts with a BOM; the `text` header must survive it."""
+    path, samples, _, _ = labeled
+    csv_path = tmp_path / "labeled.csv"
+    with csv_path.open("w", encoding="utf-8-sig", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["text", "category"])
+        writer.writeheader()
+        writer.writerows(samples)
+    assert csv_path.read_bytes().startswith(b"\xef\xbb\xbftext,")
+    reports = {}
+    for name, data in (("jsonl", path), ("csv", csv_path)):
+        out = tmp_path / f"{name}.json"
+        assert cli(["eval", "--url", tiny_server.grpc_url, str(data), "--batch-size", "4", "--report", str(out)]) == 0
+        reports[name] = json.loads(out.read_text())
+    assert reports["csv"]["confusion"] == reports["jsonl"]["confusion"]
+    assert reports["csv"]["cost"]["input_tokens"] == reports["jsonl"]["cost"]["input_tokens"]
 
 
 def test_calibrate_reaches_its_target_and_the_server_loads_the_profile(tiny_server, tiny_bundle, labeled, tmp_path):

@@ -1,9 +1,9 @@
-"""Retries across a server restart, and TLS / mTLS with certificates made in the test."""
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
+"""Retries across a server restart, and TLS / mTLS with certificates made in the test (trustme)."""
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import trustme
 
 from opencc_cm_client import ClassifierClient, ConnectionOptions, RetryPolicy, UnavailableError
 from opencc_cm_serving.launch import TritonServer, free_port
@@ -53,23 +53,21 @@ def test_unavailable_after_the_retry_budget_is_a_clear_error():
         assert client.gate("anyone there?").escalate
 
 
-def _openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+def _write_leaf(leaf: trustme.LeafCert, d, name: str) -> None:
+    leaf.private_key_pem.write_to_path(str(d / f"{name}.key"))
+    (d / f"{name}.crt").write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
 
 
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory):
-    """A CA, a server cert for 127.0.0.1 and a client cert signed by it, and an unrelated CA."""
+    """A CA, a server cert for 127.0.0.1 and a client cert signed by it, and an unrelated CA
+    (made by ``trustme``, in memory: no ``openssl`` binary needed)."""
     d = tmp_path_factory.mktemp("pki")
-    for ca in ("ca", "other-ca"):
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={ca}",
-                 "-keyout", f"{ca}.key", "-out", f"{ca}.crt", cwd=d)
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name in ("server", "client"):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
-                 "-out", f"{name}.csr", cwd=d)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-days", "1", "-extfile", "san.ext", "-out", f"{name}.crt", cwd=d)
+    ca, other = trustme.CA(), trustme.CA()
+    ca.cert_pem.write_to_path(str(d / "ca.crt"))
+    other.cert_pem.write_to_path(str(d / "other-ca.crt"))
+    _write_leaf(ca.issue_cert("127.0.0.1", "localhost"), d, "server")
+    _write_leaf(ca.issue_cert("client.example", common_name="client"), d, "client")
     return d
 
 

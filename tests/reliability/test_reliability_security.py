@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+import trustme
 from tritonclient.utils import InferenceServerException
 
 from opencc_cm_client import ClassifierClient, ConnectionOptions, RetryPolicy, UnavailableError
@@ -35,22 +36,17 @@ RESTRICTED = "This protocol is restricted, expecting header 'triton-grpc-protoco
 NO_MODEL_CONTROL = "explicit model load / unload is not allowed"
 
 
-def _openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> Path:
-    """A CA and a server certificate for 127.0.0.1 signed by it, and an unrelated CA."""
+    """A CA and a server certificate for 127.0.0.1 signed by it, and an unrelated CA (made by
+    ``trustme``, in memory: no ``openssl`` binary needed)."""
     d = tmp_path_factory.mktemp("rel-pki")
-    for ca in ("ca", "other-ca"):
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={ca}",
-                 "-keyout", f"{ca}.key", "-out", f"{ca}.crt", cwd=d)
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=server", "-keyout", "server.key",
-             "-out", "server.csr", cwd=d)
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-days", "1", "-extfile", "san.ext", "-out", "server.crt", cwd=d)
+    ca, other = trustme.CA(), trustme.CA()
+    ca.cert_pem.write_to_path(str(d / "ca.crt"))
+    other.cert_pem.write_to_path(str(d / "other-ca.crt"))
+    server = ca.issue_cert("127.0.0.1", "localhost", common_name="server")
+    server.private_key_pem.write_to_path(str(d / "server.key"))
+    (d / "server.crt").write_bytes(b"".join(blob.bytes() for blob in server.cert_chain_pems))
     return d
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import threading
 import types
 from dataclasses import dataclass, field
 
@@ -42,17 +43,46 @@ class InferenceResponse:
         return next(t.as_numpy() for t in self.output_tensors if t.name() == name)
 
 
+TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
+
+
+class ResponseSender:
+    """Collects what a model sends for one request; ``wait()`` returns the final response."""
+
+    def __init__(self):
+        self.sent: list = []
+        self.done = threading.Event()
+
+    def send(self, response=None, flags=0):
+        self.sent.append(response)
+        if flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL:
+            self.done.set()
+
+    def wait(self, timeout: float = 10.0):
+        assert self.done.wait(timeout), "no final response"
+        assert len(self.sent) == 1, f"{len(self.sent)} responses for one request"
+        return self.sent[0]
+
+
 @dataclass
 class Request:
     inputs: dict
     params: dict = field(default_factory=dict)
     cancelled: bool = False
+    timeout_us: int = 0
+    sender: ResponseSender = field(default_factory=ResponseSender)
 
     def parameters(self) -> str:
         return json.dumps(self.params)
 
     def is_cancelled(self) -> bool:
         return self.cancelled
+
+    def timeout(self) -> int:
+        return self.timeout_us
+
+    def get_response_sender(self) -> ResponseSender:
+        return self.sender
 
 
 class Logger:

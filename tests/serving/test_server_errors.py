@@ -135,7 +135,9 @@ def test_composing_models_called_directly_check_parameters_too(client, spec):
     mask.set_data_from_numpy(np.ones((1, 2), np.int64))
     row = grpcclient.InferInput("text_row", [1, 1], "INT64")
     row.set_data_from_numpy(np.zeros((1, 1), np.int64))
-    calibrate = [logits, mask, row]
+    start = grpcclient.InferInput("window_start", [1, 1], "INT64")
+    start.set_data_from_numpy(np.zeros((1, 1), np.int64))
+    calibrate = [logits, mask, row, start]
     assert client.infer(CALIBRATION_MODEL, calibrate, parameters=params("nothing")).as_numpy(FLAGGED).tolist() == [[False]]
     assert "unknown request parameter 'profile'" in rejected(
         lambda: client.infer(CALIBRATION_MODEL, calibrate, parameters={"profile": "nothing"}))

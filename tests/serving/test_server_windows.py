@@ -36,7 +36,10 @@ def test_long_text_scores_max_over_windows(windows_client, spec, tokenizer, refe
     assert result[SCORES].shape == (3, spec.num_labels)
     assert np.abs(result[SCORES][1] - ref[SCORES][0]).max() <= 1e-5
     assert np.array_equal(result[LABEL_FLAGS][1], ref[LABEL_FLAGS][0])
-    assert result[TOKEN_COUNT].ravel().tolist()[1] == sum(len(w) for w in windows)
+    # the text's own tokens (overlaps once), not the tokens the windows scored
+    assert sum(len(w) for w in windows) > len(ids)
+    assert result[TOKEN_COUNT].ravel().tolist() == [len(short_ids := tokenizer.encode(short, add_special_tokens=False).ids),
+                                                     len(ids), len(short_ids)]
     short_ids = tokenizer.encode(short, add_special_tokens=False).ids
     short_ref = expected(reference_logits([short_ids]), spec.thresholds)
     for row in (0, 2):
@@ -55,3 +58,33 @@ def test_too_many_windows_rejected(windows_client):
 def test_ids_path_still_rejects_long_rows(windows_client, spec):
     with pytest.raises(InferenceServerException, match="above max_tokens"):
         classify_rows(windows_client, [[1] * (spec.max_tokens + 1)], spec.pad_token_id)
+
+
+def test_calibration_direct_call_on_a_windows_server_only_folds_real_windows(windows_client, spec):
+    """Under windows, folding is legitimate only for full windows that start where the
+    tokenizer starts them; three short rows folded into one text are refused."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    from opencc_cm_contract import ATTENTION_MASK, CALIBRATION_MODEL, LOGITS, TEXT_ROW, WINDOW_START
+
+    def call(lengths, text_row, starts):
+        width = max(lengths)
+        mask = np.array([[1] * n + [0] * (width - n) for n in lengths], np.int64)
+        arrays = {LOGITS: np.zeros((len(lengths), spec.num_labels), np.float32), ATTENTION_MASK: mask,
+                  TEXT_ROW: np.array(text_row, np.int64)[:, None], WINDOW_START: np.array(starts, np.int64)[:, None]}
+        inputs = []
+        for name, array in arrays.items():
+            tensor = grpcclient.InferInput(name, list(array.shape), "FP32" if name == LOGITS else "INT64")
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        return windows_client.infer(CALIBRATION_MODEL, inputs)
+
+    m, step = spec.max_tokens, spec.max_tokens - spec.max_tokens // 8
+    assert call([m, m, 3], [0, 0, 1], [0, step, 0]).as_numpy(TOKEN_COUNT).ravel().tolist() == [m + step, 3]
+    for lengths, starts, problem in (([3, 3, 3], [0, 0, 0], "windows of a long text have exactly"),
+                                     ([m, m, m], [0, 0, 0], "starts 0 tokens after"),
+                                     ([m, m, m], [0, step + 1, 2 * step], f"expected 1 to {step}")):
+        with pytest.raises(InferenceServerException) as info:
+            call(lengths, [0, 0, 0], starts)
+        assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and problem in info.value.message()

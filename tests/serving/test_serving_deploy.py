@@ -65,7 +65,7 @@ def test_fill_rejects_missing_and_leftover_placeholders():
         fill("a: ${x}", {"x": "${y}"}, "t")
 
 
-TENSORS = {contract.INPUT_IDS, contract.ATTENTION_MASK, contract.LOGITS, contract.TEXT, contract.TEXT_ROW,
+TENSORS = {contract.INPUT_IDS, contract.ATTENTION_MASK, contract.LOGITS, contract.TEXT, contract.TEXT_ROW, contract.WINDOW_START,
            *contract.ENSEMBLE_OUTPUTS}
 
 

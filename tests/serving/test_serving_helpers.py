@@ -1,6 +1,8 @@
 """Pure helpers of opencc_cm_serving, without a server."""
 from __future__ import annotations
 
+import re
+
 import json
 
 import numpy as np
@@ -10,7 +12,7 @@ from hypothesis import strategies as st
 
 from opencc_cm_serving.batching import group_cost, plan_groups, run_grouped
 from opencc_cm_serving.bundle import load_classifier, load_profiles, resolve_thresholds
-from opencc_cm_serving.calibration import ThresholdProfiles, activate, decide, reduce_windows
+from opencc_cm_serving.calibration import ThresholdProfiles, activate, decide, fold_plan, reduce_windows
 from opencc_cm_serving.errors import ConfigError, InputError
 from opencc_cm_contract.text_rules import pad_right
 from opencc_cm_serving.ids import padded_width, parse_buckets, right_padded_lengths, validate_ids
@@ -180,8 +182,8 @@ def test_windows_cover_the_text(n, max_tokens, data):
 
 
 def test_texts_to_rows_policies():
-    rows, text_row = texts_to_rows([[1] * 10, [2, 3]], "windows", max_tokens=4, overlap=1, max_rows=8)
-    assert [len(r) for r in rows] == [4, 4, 4, 2] and text_row == [0, 0, 0, 1]
+    rows, text_row, starts = texts_to_rows([[1] * 10, [2, 3]], "windows", max_tokens=4, overlap=1, max_rows=8)
+    assert [len(r) for r in rows] == [4, 4, 4, 2] and text_row == [0, 0, 0, 1] and starts == [0, 3, 6, 0]
     with pytest.raises(InputError, match="text\\[0\\]: 10 tokens, above max_tokens 4"):
         texts_to_rows([[1] * 10], "reject", 4, 1, 8)
     with pytest.raises(InputError, match="make 6 windows .* above max_batch_size 5"):
@@ -190,6 +192,28 @@ def test_texts_to_rows_policies():
         texts_to_rows([[]], "windows", 4, 1, 5)
     with pytest.raises(InputError, match="empty batch"):
         texts_to_rows([], "reject", 4, 1, 5)
+
+
+def test_fold_plan_counts_each_token_once_and_checks_the_bookkeeping():
+    col = lambda *v: np.array(v, dtype=np.int64)[:, None]  # noqa: E731
+    # 10 tokens in windows of 4 (starts 0, 3, 6) + a 2-token text: 10 and 2 tokens, not 12 and 2
+    first, tokens = fold_plan(np.array([4, 4, 4, 2]), col(0, 0, 0, 1), col(0, 3, 6, 0), 4, window_step=3)
+    assert first.tolist() == [0, 3] and tokens.ravel().tolist() == [10, 2]
+    first, tokens = fold_plan(np.array([3, 1]), col(0, 1), col(0, 0), 4, window_step=None)
+    assert first.tolist() == [0, 1] and tokens.ravel().tolist() == [3, 1]
+    bad = [
+        ((np.array([2, 1]), col(0, 0), col(0, 0), None), "does not window"),            # reject: no folding
+        ((np.array([4, 2]), col(0, 0), col(0, 3), 3), "window of 2 tokens"),            # windows are full
+        ((np.array([4, 4]), col(0, 0), col(0, 0), 3), "starts 0 tokens after"),         # same window twice
+        ((np.array([4, 4]), col(0, 0), col(0, 9), 3), "starts 9 tokens after"),         # a gap
+        ((np.array([4, 4]), col(0, 1), col(0, 2), 3), "first row of text 1 must start at 0"),
+        ((np.array([5]), col(0), col(0), 3), "above max_tokens 4"),
+        ((np.array([1, 1]), col(1, 2), col(0, 0), 3), "text_row"),
+        ((np.array([1, 1]), col(0), col(0, 0), 3), "text_row: expected shape [2, 1]"),
+    ]
+    for (lengths, rows, starts, step), problem in bad:
+        with pytest.raises(InputError, match=re.escape(problem)):
+            fold_plan(lengths, rows, starts, 4, step)
 
 
 def test_reduce_windows():

@@ -7,7 +7,7 @@ import pytest
 
 from opencc_cm_contract import (
     ATTENTION_MASK, CALIBRATION_MODEL, ENCODER_MODEL, FLAGGED, INPUT_IDS, LOGITS, SCORES, TEXT, TEXT_ROW,
-    TOKEN_COUNT, TOKENIZER_MODEL,
+    TOKEN_COUNT, TOKENIZER_MODEL, WINDOW_START,
 )
 from opencc_cm_serving.errors import ConfigError
 
@@ -33,19 +33,19 @@ def test_calibration_answers_each_request(repository, spec):
     calibration = model(repository, CALIBRATION_MODEL)
     logits = np.zeros((2, spec.num_labels), np.float32)
     mask = np.array([[1, 1, 0], [1, 0, 0]], np.int64)
-    rows = {ATTENTION_MASK: mask, TEXT_ROW: np.array([[0], [1]])}
+    starts = np.zeros((2, 1), np.int64)
+    rows = {ATTENTION_MASK: mask, TEXT_ROW: np.array([[0], [1]]), WINDOW_START: starts}
     windowed = np.array([[0.0] * spec.num_labels, [3.0] * spec.num_labels], np.float32)
     requests = [
         Request({LOGITS: logits, **rows}),
         Request({LOGITS: logits, **rows}, {"threshold_profile": "bogus"}),
         Request({LOGITS: logits[:, :3], **rows}),
         Request({LOGITS: logits, **rows}, {"threshold_profile": "everything"}),
-        Request({LOGITS: windowed, ATTENTION_MASK: mask, TEXT_ROW: np.array([[0], [0]])}),
-        Request({LOGITS: logits, ATTENTION_MASK: mask, TEXT_ROW: np.array([[1], [2]])}),
+        Request({LOGITS: windowed, ATTENTION_MASK: mask, TEXT_ROW: np.array([[0], [0]]), WINDOW_START: starts}),
+        Request({LOGITS: logits, ATTENTION_MASK: mask, TEXT_ROW: np.array([[1], [2]]), WINDOW_START: starts}),
     ]
     ok, unknown, bad_shape, everything, folded, bad_rows = calibration.execute(requests)
-    assert folded.output(SCORES).shape == (1, spec.num_labels) and folded.output(TOKEN_COUNT).tolist() == [[3]]
-    assert np.allclose(folded.output(SCORES), 1 / (1 + np.exp(-3.0)))
+    assert folded.error.code == fake.TritonError.INVALID_ARG and "does not window" in folded.error.message
     assert bad_rows.error.code == fake.TritonError.INVALID_ARG and "text_row" in bad_rows.error.message
     assert ok.error is None and ok.output(TOKEN_COUNT).ravel().tolist() == [2, 1]
     assert np.all(ok.output(SCORES) == 0.5)
@@ -64,7 +64,7 @@ def test_tokenizer_rejects_one_request_only(repository):
     ids, mask = first.output(INPUT_IDS), first.output(ATTENTION_MASK)
     assert ids.shape == mask.shape and mask[1].tolist() == [1] + [0] * (mask.shape[1] - 1)
     assert np.array_equal(ids, third.output(INPUT_IDS))
-    assert first.output(TEXT_ROW).tolist() == [[0], [1]]
+    assert first.output(TEXT_ROW).tolist() == [[0], [1]] and first.output(WINDOW_START).tolist() == [[0], [0]]
 
 
 def test_encoder_isolates_runtime_failures(repository, spec, reference_logits):
@@ -80,7 +80,12 @@ def test_encoder_isolates_runtime_failures(repository, spec, reference_logits):
     encoder.encoder = flaky
     requests = [Request({INPUT_IDS: np.array([r]), ATTENTION_MASK: np.ones((1, len(r)), np.int64)}) for r in rows]
     requests.append(Request({INPUT_IDS: np.array([[1]]), ATTENTION_MASK: np.ones((1, 1), np.int64)}, cancelled=True))
-    first, second, third, cancelled = encoder.execute(requests)
+    long = np.ones((1, spec.max_tokens + 1), np.int64)
+    requests.append(Request({INPUT_IDS: long, ATTENTION_MASK: long}))
+    assert encoder.execute(requests) is None  # answered through each request's response sender
+    first, second, third, cancelled, too_long = [r.sender.wait() for r in requests]
+    encoder.finalize()
+    assert too_long.error.code == fake.TritonError.INVALID_ARG and "above max_tokens" in too_long.error.message
     assert second.error.code == fake.TritonError.INTERNAL and "kernel failure" in second.error.message
     assert cancelled.error.code == fake.TritonError.CANCELLED
     ref = reference_logits([rows[0], rows[2]])

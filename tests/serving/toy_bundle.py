@@ -55,7 +55,41 @@ def train_tokenizer(path: Path) -> int:
     return tok.token_to_id(PAD_TOKEN)
 
 
-def build_graph(vocab: int, labels: int, seed: int = 0) -> onnx.ModelProto:
+def slow_nodes(loops_per_cell: int) -> tuple[list, list]:
+    """Nodes adding ``0 * f(work)`` to the logits, where the work is ``loops_per_cell x
+    sum(n_i^2)`` iterations of a 16x16 matmul (n_i = real tokens of row i): a stand-in for
+    attention's quadratic cost, so long rows are slow and short ones fast (scheduling tests)."""
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["state_in", "W"], ["prod"]), helper.make_node("Tanh", ["prod"], ["state_out"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "slow_body",
+        [helper.make_tensor_value_info("iter", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("state_in", TensorProto.FLOAT, [16, 16])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("state_out", TensorProto.FLOAT, [16, 16])],
+    )
+    nodes = [
+        helper.make_node("Mul", ["n", "n"], ["n2"]),                                    # [B,1]
+        helper.make_node("ReduceSum", ["n2"], ["work"], keepdims=0),                     # scalar
+        helper.make_node("Mul", ["work", "LOOPS"], ["trips"]),
+        helper.make_node("Loop", ["trips", "TRUE", "STATE0"], ["state"], body=body),
+        helper.make_node("ReduceSum", ["state"], ["state_sum"], keepdims=0),
+        helper.make_node("Mul", ["state_sum", "ZERO"], ["nothing"]),
+        helper.make_node("Add", ["logits_fast", "nothing"], [LOGITS]),
+    ]
+    rng = np.random.default_rng(1)
+    inits = [
+        numpy_helper.from_array(np.array(loops_per_cell, np.int64), "LOOPS"),
+        numpy_helper.from_array(np.array(True), "TRUE"),
+        numpy_helper.from_array(rng.normal(0, 0.3, (16, 16)).astype(np.float32), "STATE0"),
+        numpy_helper.from_array(rng.normal(0, 0.3, (16, 16)).astype(np.float32), "W"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "ZERO"),
+    ]
+    return nodes, inits
+
+
+def build_graph(vocab: int, labels: int, seed: int = 0, loops_per_cell: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     last = rng.normal(0.0, 1.5, (vocab, labels)).astype(np.float32)
     mean = rng.normal(0.0, 1.5, (vocab, labels)).astype(np.float32)
@@ -74,7 +108,7 @@ def build_graph(vocab: int, labels: int, seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Cast", ["n"], ["nf"], to=TensorProto.FLOAT),
         helper.make_node("Div", ["summed", "nf"], ["mean_term"]),
         helper.make_node("Add", ["last_term", "mean_term"], ["pre"]),
-        helper.make_node("Add", ["pre", "BIAS"], [LOGITS]),
+        helper.make_node("Add", ["pre", "BIAS"], ["logits_fast" if loops_per_cell else LOGITS]),
     ]
     inits = [
         numpy_helper.from_array(last, "LAST"), numpy_helper.from_array(mean, "MEAN"),
@@ -83,6 +117,10 @@ def build_graph(vocab: int, labels: int, seed: int = 0) -> onnx.ModelProto:
         numpy_helper.from_array(np.array([2], np.int64), "axis2"),
         numpy_helper.from_array(np.array(1, np.int64), "one"),
     ]
+    if loops_per_cell:
+        extra_nodes, extra_inits = slow_nodes(loops_per_cell)
+        nodes += extra_nodes
+        inits += extra_inits
     graph = helper.make_graph(
         nodes, "toy_classifier",
         [helper.make_tensor_value_info(INPUT_IDS, TensorProto.INT64, ["batch", "seq"]),
@@ -95,12 +133,13 @@ def build_graph(vocab: int, labels: int, seed: int = 0) -> onnx.ModelProto:
     return model
 
 
-def make_toy_bundle(folder: str | Path, seed: int = 0) -> Path:
+def make_toy_bundle(folder: str | Path, seed: int = 0, loops_per_cell: int = 0) -> Path:
+    """``loops_per_cell`` > 0: the same logits, computed slowly (quadratic in each row's length)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     pad_id = train_tokenizer(folder / "tokenizer.json")
     labels = list(HARM_CATEGORIES)
-    onnx.save(build_graph(VOCAB_SIZE, len(labels), seed), str(folder / "model.onnx"))
+    onnx.save(build_graph(VOCAB_SIZE, len(labels), seed, loops_per_cell), str(folder / "model.onnx"))
     rng = np.random.default_rng(seed + 1)
     thresholds = {label: round(float(t), 4) for label, t in zip(labels, rng.uniform(0.3, 0.8, len(labels)))}
     spec = {

@@ -1,16 +1,23 @@
 """Triton model ``calibration``: ``logits`` FP32 [rows, num_labels] + ``attention_mask``
-INT64 [rows, seq] + ``text_row`` INT64 [rows, 1] -> ``scores`` FP32 (sigmoid),
-``label_flags`` BOOL (score >= threshold), ``flagged`` BOOL [batch, 1] (any label),
-``token_count`` INT64 [batch, 1] (tokens the encoder scored).
+INT64 [rows, seq] + ``text_row`` and ``window_start`` INT64 [rows, 1] -> ``scores`` FP32
+(sigmoid), ``label_flags`` BOOL (score >= threshold), ``flagged`` BOOL [batch, 1] (any
+label), ``token_count`` INT64 [batch, 1] (the text's own tokens, overlaps counted once).
 
 Rows sharing a ``text_row`` (windows of one long text) fold into one output row: max score
-per label, summed token counts. Without windows rows == batch and nothing folds.
+per label. Without windows rows == batch and nothing folds.
+
+It is callable directly (Triton cannot hide composing models), so it checks what the
+ensembles would have guaranteed, INVALID_ARG otherwise: finite logits (NaN / +-inf never
+become an "allowed"), mask 0/1 and right padded with a real token per row, rows of at most
+max_tokens, and text_row / window_start exactly as the tokenizer makes them
+(opencc_cm_serving.calibration.fold_plan).
 
 Labels, objective and the ``default`` thresholds come from the bundle's classifier.json;
 more named profiles from the JSON file in parameter ``profiles_file`` (``""`` = none). The
 request parameter ``threshold_profile`` picks one per request; unknown -> INVALID_ARG, as is
 any request parameter outside the contract (opencc_cm_serving.triton.request_parameters).
-Config parameters: ``artifact_dir`` (classifier.json), ``profiles_file``.
+Config parameters: ``artifact_dir`` (classifier.json), ``profiles_file``,
+``long_input_policy`` and ``window_overlap`` (as the tokenizer's).
 """
 import os
 import sys
@@ -23,12 +30,15 @@ import json  # noqa: E402
 import numpy as np  # noqa: E402
 
 from opencc_cm_contract import (  # noqa: E402
-    ATTENTION_MASK, CALIBRATION_MODEL, DEFAULT_PROFILE, FLAGGED, LABEL_FLAGS, LOGITS, SCORES, TEXT_ROW, THRESHOLD_PROFILE_PARAMETER,
-    TOKEN_COUNT,
+    ATTENTION_MASK, CALIBRATION_MODEL, DEFAULT_PROFILE, FLAGGED, LABEL_FLAGS, LOGITS, SCORES, TEXT_ROW,
+    THRESHOLD_PROFILE_PARAMETER, TOKEN_COUNT, WINDOW_START,
 )
 from opencc_cm_serving.bundle import CLASSIFIER_FILE, load_classifier, load_profiles  # noqa: E402
-from opencc_cm_serving.calibration import ThresholdProfiles, activate, decide, reduce_windows  # noqa: E402
-from opencc_cm_serving.errors import InputError  # noqa: E402
+from opencc_cm_serving.calibration import (  # noqa: E402
+    ThresholdProfiles, activate, check_finite_logits, decide, fold_max, fold_plan,
+)
+from opencc_cm_serving.errors import ConfigError, InputError  # noqa: E402
+from opencc_cm_serving.ids import right_padded_lengths  # noqa: E402
 from opencc_cm_serving.metrics import ClassifierMetrics  # noqa: E402
 from opencc_cm_serving.triton import (  # noqa: E402
     input_array, parameters, pb, request_parameters, require, respond_each, version_path,
@@ -43,6 +53,11 @@ class TritonPythonModel:
         profiles_file = require(params, "profiles_file", CALIBRATION_MODEL)
         extra = load_profiles(version_path(args, profiles_file), self.spec.labels) if profiles_file else {}
         self.profiles = ThresholdProfiles(self.spec.thresholds, extra)
+        policy = require(params, "long_input_policy", CALIBRATION_MODEL)
+        overlap = int(require(params, "window_overlap", CALIBRATION_MODEL))
+        if policy not in ("reject", "windows") or not 0 <= overlap < self.spec.max_tokens:
+            raise ConfigError(f"{CALIBRATION_MODEL}: long_input_policy {policy!r} / window_overlap {overlap}")
+        self.window_step = self.spec.max_tokens - overlap if policy == "windows" else None
         warm = activate(np.zeros((1, self.spec.num_labels), np.float32), self.spec.objective)
         decide(warm, self.profiles.select(None))
         self.metrics = ClassifierMetrics(pb(), args["model_name"], self.spec.labels)
@@ -50,9 +65,10 @@ class TritonPythonModel:
                              f"profiles {list(self.profiles.names)}")
 
     def execute(self, requests):
-        responses = respond_each(requests, self._counted, CALIBRATION_MODEL)
-        self.metrics.flush()  # per-label counters, one increment per metric for the whole batch
-        return responses
+        return respond_each(requests, self._counted, CALIBRATION_MODEL)
+
+    def finalize(self):
+        self.metrics.close()  # send the per-label counts not yet flushed
 
     def _counted(self, request):
         try:
@@ -72,8 +88,10 @@ class TritonPythonModel:
         if rows < 0 or logits.shape[1] != self.spec.num_labels or mask.ndim != 2 or mask.shape[0] != rows:
             raise InputError(f"{LOGITS} {list(logits.shape)} / {ATTENTION_MASK} {list(mask.shape)}: "
                              f"expected [batch, {self.spec.num_labels}] and [batch, seq]")
-        text_row = input_array(request, TEXT_ROW)
-        scores = reduce_windows(activate(logits, self.spec.objective), text_row, "max")
-        tokens = reduce_windows(mask.sum(axis=1, keepdims=True, dtype=np.int64), text_row, "sum")
+        check_finite_logits(logits, LOGITS)
+        lengths = right_padded_lengths(mask, ATTENTION_MASK)
+        first, tokens = fold_plan(lengths, input_array(request, TEXT_ROW), input_array(request, WINDOW_START),
+                                  self.spec.max_tokens, self.window_step)
+        scores = fold_max(activate(logits, self.spec.objective), first)
         flags, flagged = decide(scores, thresholds)
         return {SCORES: scores, LABEL_FLAGS: flags, FLAGGED: flagged, TOKEN_COUNT: tokens}

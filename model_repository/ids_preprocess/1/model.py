@@ -1,7 +1,8 @@
 """Triton model ``ids_preprocess``: client-tokenized ``input_ids``/``attention_mask`` INT64
 [batch, seq] -> the same, validated, trailing all-padding columns dropped and padding ids
 replaced by ``pad_token_id`` (then re-padded to a length bucket when configured), plus
-``text_row`` INT64 [batch, 1] = 0..batch-1 (one encoder row per request row; no windows here).
+``text_row`` INT64 [batch, 1] = 0..batch-1 (one encoder row per request row; no windows here)
+and ``window_start`` INT64 [batch, 1] = 0.
 
 Rejected with INVALID_ARG naming the problem: ids outside [0, vocab_size), mask shape not
 equal to ids, mask values other than 0/1, padding not on the right, a row without a real
@@ -19,7 +20,7 @@ import json  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from opencc_cm_contract import ATTENTION_MASK, IDS_PREPROCESS_MODEL, INPUT_IDS, TEXT_ROW  # noqa: E402
+from opencc_cm_contract import ATTENTION_MASK, IDS_PREPROCESS_MODEL, INPUT_IDS, TEXT_ROW, WINDOW_START  # noqa: E402
 from opencc_cm_serving.bundle import CLASSIFIER_FILE, load_classifier  # noqa: E402
 from opencc_cm_contract.text_rules import pad_right  # noqa: E402
 from opencc_cm_serving.ids import padded_width, parse_buckets, validate_ids  # noqa: E402
@@ -48,4 +49,5 @@ class TritonPythonModel:
         rows = [ids[i, :n] for i, n in enumerate(lengths)]
         width = padded_width(int(lengths.max()), self.buckets)
         out_ids, out_mask = pad_right(rows, self.spec.pad_token_id, width)
-        return {INPUT_IDS: out_ids, ATTENTION_MASK: out_mask, TEXT_ROW: np.arange(len(rows), dtype=np.int64)[:, None]}
+        return {INPUT_IDS: out_ids, ATTENTION_MASK: out_mask, TEXT_ROW: np.arange(len(rows), dtype=np.int64)[:, None],
+                WINDOW_START: np.zeros((len(rows), 1), dtype=np.int64)}

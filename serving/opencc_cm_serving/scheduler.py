@@ -1,0 +1,202 @@
+"""Row scheduler of the python-ort encoder: short rows first, long rows one group at a time,
+abandoned requests dropped before they are computed (issue 14, parts 2 and 3).
+
+Without it, one ``execute()`` took every queued request and answered them all at its end:
+a short prompt batched with (or queued behind) four max-length texts waited for all four.
+Here ``execute()`` only validates and *admits* requests (answering bad ones at once) and
+returns; a worker thread owns the ONNX Runtime session and loops:
+
+1. drop admitted requests whose deadline passed (the request's own ``timeout``, else the
+   model's queue timeout, counted from admission);
+2. plan groups over all pending rows (``batching.plan_groups``: sorted by length, bounded
+   padding and cost) and pick the first one, i.e. the shortest rows; unless the oldest
+   pending request has waited more than ``max_defer_s`` and the previous run was not
+   chosen that way, then the group holding its shortest pending row (long rows cannot
+   starve, and a short prompt still waits for at most one such run). A group whose longest row has at least
+   ``solo_tokens`` tokens runs one row at a time: a short prompt arriving meanwhile waits
+   for one long row, never for a batch of them;
+3. drop the group's requests that were cancelled (``request.is_cancelled()``) or expired;
+4. run the group; a request is answered (``response_sender``, non-decoupled: exactly one
+   final response) as soon as all its rows are done.
+
+So a short request waits for at most the one group already running plus the short rows
+ahead of it, however many long rows are pending, and a request whose client gave up is not
+computed (at most the group running when it gave up). Admission is bounded: beyond
+``max_pending`` admitted requests, new ones get UNAVAILABLE "Exceeds maximum queue size"
+(Triton's own wording for its queue). If a joint run fails, each of its requests is retried
+alone, so one bad request fails alone.
+
+Pure Python: ``run``, ``respond`` and ``clock`` are injected, so tests drive it without a server.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from opencc_cm_contract.text_rules import pad_right
+
+from .batching import plan_groups
+
+CANCELLED, EXPIRED, OVERLOADED, FAILED, STOPPING = "cancelled", "expired", "overloaded", "failed", "stopping"
+
+
+@dataclass(eq=False)  # identity: two requests are never "equal"
+class Work:
+    """One admitted request: its unpadded rows and the logits computed so far."""
+    request: Any
+    rows: list[np.ndarray]
+    admitted: float
+    deadline: float | None
+    logits: np.ndarray | None = None
+    pending: set = field(default_factory=set)  # row indices not computed yet
+
+    def __post_init__(self):
+        self.pending = set(range(len(self.rows)))
+
+
+class RowScheduler:
+    """Pending rows of admitted requests and the worker that runs them (see module doc).
+
+    ``run(ids, mask) -> logits [n, labels]``; ``respond(request, logits=None, outcome=None,
+    error=None)`` answers a request exactly once (``outcome`` one of CANCELLED, EXPIRED,
+    OVERLOADED, FAILED, STOPPING with ``error`` the exception); ``is_cancelled(request) -> bool``.
+    """
+
+    def __init__(self, run: Callable, respond: Callable, is_cancelled: Callable, pad_id: int, *,
+                 max_pad_fraction: float, max_rows: int, max_group_tokens: int, max_pending: int,
+                 default_timeout_s: float | None, max_defer_s: float = 2.0, solo_tokens: int = 0,
+                 clock: Callable[[], float] = time.monotonic, plan: Callable | None = None):
+        self.run, self.respond, self.is_cancelled, self.pad_id = run, respond, is_cancelled, pad_id
+        self.plan = plan or (lambda lengths: plan_groups(lengths, max_pad_fraction, max_rows, max_group_tokens))
+        self.max_pending, self.default_timeout_s, self.max_defer_s = max_pending, default_timeout_s, max_defer_s
+        self.solo_tokens = solo_tokens
+        self.last_was_aged = False
+        self.clock = clock
+        self.works: list[Work] = []
+        self.lock = threading.Condition()
+        self.stopping = False
+        self.thread: threading.Thread | None = None
+
+    # --- admission (execute(), Triton's thread)
+    def admit(self, request: Any, rows: Sequence[np.ndarray], timeout_s: float | None = None) -> bool:
+        """Queue a validated request; False (already answered OVERLOADED, or STOPPING) when full."""
+        now = self.clock()
+        timeout = timeout_s if timeout_s else self.default_timeout_s
+        work = Work(request, list(rows), now, now + timeout if timeout else None)
+        with self.lock:
+            if self.stopping:
+                full = STOPPING
+            elif len(self.works) >= self.max_pending:
+                full = OVERLOADED
+            else:
+                full = None
+                self.works.append(work)
+                self.lock.notify()
+        if full:
+            self.respond(request, outcome=full)
+        return not full
+
+    # --- the worker
+    def start(self) -> RowScheduler:
+        self.thread = threading.Thread(target=self._loop, name="encoder-rows", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self.lock:
+            self.stopping = True
+            self.lock.notify_all()
+        if self.thread:
+            self.thread.join(timeout)
+        with self.lock:
+            left, self.works = self.works, []
+        for work in left:
+            self.respond(work.request, outcome=STOPPING)
+
+    def _loop(self) -> None:
+        while True:
+            with self.lock:
+                while not self.works and not self.stopping:
+                    self.lock.wait()
+                if self.stopping:
+                    return
+            self.step()
+
+    def step(self) -> int:
+        """Pick and run one group; returns the rows computed (0 if nothing ran)."""
+        chosen = self._pick()
+        if not chosen:
+            return 0
+        live = []
+        for work in {id(w): w for w, _ in chosen}.values():
+            if self.is_cancelled(work.request):
+                self._drop(work, CANCELLED)
+            elif work.deadline is not None and self.clock() > work.deadline:
+                self._drop(work, EXPIRED)
+            else:
+                live.append(work)
+        entries = [(w, r) for w, r in chosen if w in live]
+        if not entries:
+            return 0
+        try:
+            self._compute(entries)
+        except Exception:  # noqa: BLE001 - isolate the failing request(s)
+            for work in live:
+                mine = [(w, r) for w, r in entries if w is work]
+                try:
+                    self._compute(mine)
+                except Exception as exc:  # noqa: BLE001
+                    self._drop(work, FAILED, exc)
+        return len(entries)
+
+    def _pick(self) -> list[tuple[Work, int]]:
+        now = self.clock()
+        with self.lock:
+            expired = [w for w in list(self.works) if w.deadline is not None and now > w.deadline]
+            for work in expired:
+                self.works.remove(work)
+            entries = [(w, r) for w in self.works for r in sorted(w.pending)]
+            oldest = self.works[0] if self.works else None
+        for work in expired:
+            self.respond(work.request, outcome=EXPIRED)
+        if not entries:
+            return []
+        groups = self.plan([len(w.rows[r]) for w, r in entries])
+        pick = groups[0]
+        aged = oldest is not None and now - oldest.admitted > self.max_defer_s and not self.last_was_aged
+        if aged:
+            pick = next(g for g in groups if any(entries[i][0] is oldest for i in g))
+        self.last_was_aged = aged
+        if self.solo_tokens and len(entries[pick[-1]][0].rows[entries[pick[-1]][1]]) >= self.solo_tokens:
+            pick = pick[:1]
+        return [entries[i] for i in pick]
+
+    def _compute(self, entries: list[tuple[Work, int]]) -> None:
+        ids, mask = pad_right([w.rows[r] for w, r in entries], self.pad_id)
+        logits = self.run(ids, mask)
+        finished = []
+        for (work, row), value in zip(entries, logits):
+            if work.logits is None:
+                work.logits = np.empty((len(work.rows),) + value.shape, dtype=logits.dtype)
+            work.logits[row] = value
+            work.pending.discard(row)
+            if not work.pending:
+                finished.append(work)
+        with self.lock:  # only works still listed are answered (stop() may have answered the others)
+            finished = [w for w in finished if w in self.works]
+            for work in finished:
+                self.works.remove(work)
+        for work in finished:
+            self.respond(work.request, logits=work.logits)
+
+    def _drop(self, work: Work, outcome: str, error: BaseException | None = None) -> None:
+        with self.lock:
+            present = work in self.works
+            if present:
+                self.works.remove(work)
+        if present:
+            self.respond(work.request, outcome=outcome, error=error)
