@@ -15,7 +15,7 @@ export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup test checkpoint export deploy serve demo bench bench-export bench-overhead bench-memory clean proto
+.PHONY: setup test checkpoint export deploy serve demo bench bench-export bench-overhead bench-memory clean proto gpu-wheels gpu-check
 
 # torch: requirements.lock pins torch==2.13.0. On this project's machines pip finds the CPU wheel
 # on disk; on an ordinary index that pin is the CUDA build. TORCH_INDEX_URL chooses where torch
@@ -93,6 +93,22 @@ bench-memory:
 		--base-model $(ARTIFACTS)/checkpoints/real-shape/base-model --out $(OLD_BUNDLE)
 	$(PY) benchmarks/memory/bench_memory.py --bundle $(ARTIFACTS)/bundles/real-shape-fp32 \
 		--old-bundle $(OLD_BUNDLE) --out benchmarks/memory
+
+# The GPU proof (issue 10; README "GPU"). gpu-wheels runs here (needs the registry): fla-core and
+# the pip Triton server + client for Python 3.12, ~63 MiB, carried to the GPU machine.
+# gpu-check runs there with its own python3: scripts/gpu-check.sh (8-minute limit).
+GPU_WHEELS := build/gpu-wheels
+GPU_OUT ?= $(ARTIFACTS)/gpu-check
+gpu-wheels: setup
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	$(PY) -m pip download --quiet --no-deps --dest $(GPU_WHEELS) fla-core==0.6.0 einops==0.8.2 tritonclient==2.73.0
+	$(PY) -m pip download --quiet --no-deps --dest $(GPU_WHEELS) --only-binary=:all: --python-version 3.12 \
+		--platform manylinux_2_35_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		nvidia-pytriton==0.7.0 grpcio==1.85.3 protobuf==6.33.6 python-rapidjson==1.20
+	du -sh $(GPU_WHEELS)
+
+gpu-check:
+	bash scripts/gpu-check.sh $(GPU_OUT)
 
 clean:
 	rm -rf $(ARTIFACTS) build

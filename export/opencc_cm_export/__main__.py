@@ -37,15 +37,21 @@ def _export(args) -> int:
 
 
 def _tensorrt(args) -> int:
-    from .tensorrt_engine import Profile, TensorRTUnavailable, build_engine
+    from .tensorrt_engine import (TensorRTUnavailable, build_engine, deployed_max_batch, profile_from_bundle,
+                                  require_tensorrt)
 
-    profile = Profile(max_batch=args.max_batch, opt_batch=args.opt_batch,
-                      max_tokens=args.max_tokens, opt_tokens=args.opt_tokens)
     try:
+        require_tensorrt()  # before anything else: one clear line where TensorRT or a GPU is missing
+        max_batch = args.max_batch or deployed_max_batch(Path(args.repository))
+        profile = profile_from_bundle(Path(args.bundle), max_batch, opt_batch=args.opt_batch,
+                                      opt_tokens=args.opt_tokens)
         build_engine(Path(args.bundle) / ONNX_FILE, Path(args.out), precision=args.precision,
                      profile=profile, progress=print)
     except TensorRTUnavailable as exc:
         print(f"cannot build a TensorRT engine here: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"tensorrt: {exc}", file=sys.stderr)
         return 2
     return 0
 
@@ -80,13 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "graph, for memory benchmarks only)")
     e.set_defaults(func=_export)
 
-    t = sub.add_parser("tensorrt", help="build a TensorRT engine from a bundle (needs TensorRT and a GPU)")
+    t = sub.add_parser("tensorrt", help="build a TensorRT 10/11 engine from a bundle (needs TensorRT and a GPU); "
+                       "seq up to the bundle's max_tokens, batch up to the deployed max_batch_size")
     t.add_argument("--bundle", required=True)
     t.add_argument("--out", required=True, help="engine path, e.g. model.plan")
-    t.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp16")
-    t.add_argument("--max-batch", type=int, default=64)
+    t.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp16",
+                   help="engine precision; on TensorRT 11 it must be the graph's own (export --precision)")
+    t.add_argument("--repository", default="model_repository",
+                   help="deployed repository whose encoder max_batch_size bounds the profile")
+    t.add_argument("--max-batch", type=int, help="override the deployed max_batch_size")
     t.add_argument("--opt-batch", type=int, default=16)
-    t.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
     t.add_argument("--opt-tokens", type=int, default=64)
     t.set_defaults(func=_tensorrt)
 

@@ -1,7 +1,9 @@
 """The deploy bundle: what the export hands to the Triton model repository.
 
-A folder with ``model.onnx`` (+ ``model.onnx.data``), ``tokenizer.json`` and
-``classifier.json`` (labels in column order, resolved thresholds, objective, limits).
+A folder with ``model.onnx`` (+ ``model.onnx.data``), ``tokenizer.json``,
+``classifier.json`` (labels in column order, resolved thresholds, objective, limits) and the
+merged torch weights the ``python-torch`` encoder loads (``classifier.safetensors`` +
+``classifier_config.json``, no vocabulary projection).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from .reference import ReferenceClassifier
 
 def write_bundle_manifest(reference: ReferenceClassifier, bundle: Path, *, max_tokens: int,
                           precision: str, checkpoint: str, parity: dict | None = None,
-                          query_block: int | None = None) -> Path:
+                          torch_parity: dict | None = None, query_block: int | None = None) -> Path:
     """Write ``classifier.json`` and ``tokenizer.json`` next to the exported graph."""
     bundle = Path(bundle)
     tok = reference.tokenizer
@@ -37,6 +39,7 @@ def write_bundle_manifest(reference: ReferenceClassifier, bundle: Path, *, max_t
         # Full attention of the graph: queries per block (None: [heads, seq, seq] scores at once).
         "attention_query_block": int(query_block) if query_block else None,
         "parity": parity,
+        "torch_parity": torch_parity,
     }
     path = bundle / CLASSIFIER_FILE
     path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")

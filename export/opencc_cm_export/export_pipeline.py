@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from opencc_cm_contract.bundle_format import ONNX_FILE
+from opencc_cm_contract.bundle_format import ONNX_FILE, TORCH_WEIGHTS_FILE
 from opencc_cm_contract.limits import DEFAULT_MAX_TOKENS
 
 from .blocked_attention import DEFAULT_QUERY_BLOCK
@@ -16,6 +16,7 @@ from .classifier_graph import build_merged_classifier
 from .onnx_export import PRECISIONS, export_onnx
 from .parity import check_parity, onnx_runner, onnx_session
 from .reference import ReferenceClassifier
+from .torch_encoder import save_merged
 
 
 class ParityError(AssertionError):
@@ -51,27 +52,55 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | 
     progress(f"[merge] full attention: " + (f"query blocks of {query_block}" if query_block
                                              else "transformers' attention ([heads, seq, seq] scores)"))
     vocab = int(reference.backbone.get_base_model().config.get_text_config().vocab_size)
+    kwargs = {"lengths": parity_lengths} if parity_lengths else {}
+    torch_parity = export_torch_weights(reference, merged, out, precision=precision, progress=progress, **kwargs)
     model_path = export_onnx(merged, out / ONNX_FILE, vocab=vocab, max_tokens=max_tokens,
                              progress=progress)
     del merged
     progress(f"[parity] {precision} ONNX Runtime vs the reference (unmerged PEFT, fp32)")
-    kwargs = {"lengths": parity_lengths} if parity_lengths else {}
     try:
         session = onnx_session(model_path)
     except Exception as exc:  # onnxruntime raises its own types for unsupported graphs
         write_bundle_manifest(reference, out, max_tokens=max_tokens, precision=precision,
                               checkpoint=str(checkpoint), query_block=query_block,
-                              parity={"passed": False, "reason": f"not checked: {exc}"})
+                              parity={"passed": False, "reason": f"not checked: {exc}"},
+                              torch_parity=torch_parity)
         raise ParityUnchecked(f"{model_path} written, but ONNX Runtime here cannot load it ({exc}); "
                               f"check parity where the {precision} graph runs (e.g. TensorRT on the GPU)") from exc
     report = check_parity(reference, onnx_runner(session), precision=precision, progress=progress, **kwargs)
     progress(report.summary())
-    parity = {"max_abs_score_diff": report.max_abs_diff, "decision_agreement": report.decision_agreement,
-              "tolerance": report.tolerance, "passed": report.passed,
-              "cases": [asdict(c) for c in report.cases]}
     write_bundle_manifest(reference, out, max_tokens=max_tokens, precision=precision,
-                          checkpoint=str(checkpoint), query_block=query_block, parity=parity)
+                          checkpoint=str(checkpoint), parity=parity_record(report), torch_parity=torch_parity,
+                          query_block=query_block)
     if not report.passed:
         raise ParityError(report.summary())
+    if not torch_parity["passed"]:
+        raise ParityError(f"torch weights ({TORCH_WEIGHTS_FILE}): max |score diff| "
+                          f"{torch_parity['max_abs_score_diff']:.3e}, decision agreement "
+                          f"{torch_parity['decision_agreement']:.4f}")
     progress(f"[done] bundle in {out} ({time.perf_counter() - started:.0f} s)")
     return report
+
+
+def parity_record(report) -> dict:
+    return {"max_abs_score_diff": report.max_abs_diff, "decision_agreement": report.decision_agreement,
+            "tolerance": report.tolerance, "passed": report.passed,
+            "cases": [asdict(c) for c in report.cases]}
+
+
+def export_torch_weights(reference: ReferenceClassifier, merged, out: Path, *, precision: str,
+                         progress=print, **parity_kwargs) -> dict:
+    """Write the merged weights the ``python-torch`` encoder loads, read them back through the
+    same loader and runner the server uses (CPU, eager, exact shapes), and check them against
+    the oracle with the ONNX graph's probe set and tolerance. Returns the parity record."""
+    from .torch_encoder import TorchEncoder
+
+    weights, _ = save_merged(merged, out)
+    progress(f"[torch] wrote {weights} ({weights.stat().st_size / 2**20:.1f} MiB)")
+    progress(f"[parity] {precision} torch weights (python-torch encoder, CPU eager) vs the reference")
+    encoder = TorchEncoder(out, device="cpu", dtype=precision, gated_delta="torch",
+                           pad_id=int(reference.tokenizer.pad_token_id), log=lambda line: progress(f"[torch] {line}"))
+    report = check_parity(reference, encoder, precision=precision, progress=progress, **parity_kwargs)
+    del encoder
+    progress(report.summary())
+    return parity_record(report)

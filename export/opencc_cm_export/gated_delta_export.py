@@ -26,11 +26,13 @@ def _l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True) + eps)
 
 
-def _lower_block_indices(n: int, s: int) -> torch.Tensor:
-    """Flat indices of the lower-left s x s block of each 2s x 2s diagonal block of an n x n matrix."""
-    pairs = torch.arange(n // (2 * s))
-    rows = (2 * pairs + 1)[:, None, None] * s + torch.arange(s)[None, :, None]
-    cols = (2 * pairs)[:, None, None] * s + torch.arange(s)[None, None, :]
+def _lower_block_indices(n: int, s: int, device=None) -> torch.Tensor:
+    """Flat indices of the lower-left s x s block of each 2s x 2s diagonal block of an n x n matrix.
+
+    Built on ``device`` directly: a host-to-device copy would break CUDA graph capture."""
+    pairs = torch.arange(n // (2 * s), device=device)
+    rows = (2 * pairs + 1)[:, None, None] * s + torch.arange(s, device=device)[None, :, None]
+    cols = (2 * pairs)[:, None, None] * s + torch.arange(s, device=device)[None, None, :]
     return (rows * n + cols).reshape(-1)
 
 
@@ -45,7 +47,7 @@ def unit_lower_triangular_inverse(strict_lower: torch.Tensor) -> torch.Tensor:
     blocks = torch.ones(*lead, n, 1, 1, dtype=strict_lower.dtype, device=strict_lower.device)
     s = 1
     while s < n:
-        idx = _lower_block_indices(n, s).to(strict_lower.device)
+        idx = _lower_block_indices(n, s, strict_lower.device)
         c = torch.index_select(flat, -1, idx).reshape(*lead, n // (2 * s), s, s)
         a_inv, d_inv = blocks[..., 0::2, :, :], blocks[..., 1::2, :, :]
         x = -(d_inv @ c @ a_inv)
@@ -65,6 +67,16 @@ def _chunk_step(state, chunk):
     return state, out
 
 
+def loop_over_chunks(step, state, xs):
+    """``scan``'s contract as a plain Python loop over the leading (chunk) axis: what eager
+    serving runs (a fixed number of kernels per shape, so CUDA graphs can capture it)."""
+    outs = []
+    for i in range(xs[0].shape[0]):
+        state, out = step(state, [x[i] for x in xs])
+        outs.append(out)
+    return state, torch.stack(outs)
+
+
 def scan_chunk_gated_delta_rule(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -75,9 +87,13 @@ def scan_chunk_gated_delta_rule(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     use_qk_l2norm_in_kernel: bool = False,
+    recurrence=scan,
     **kwargs,
 ):
-    """Drop-in for ``torch_chunk_gated_delta_rule`` (prefill, no cache). Same shapes and dtypes."""
+    """Drop-in for ``torch_chunk_gated_delta_rule`` (prefill, no cache). Same shapes and dtypes.
+
+    ``recurrence`` runs ``_chunk_step`` over the chunks: ``scan`` for export (one ONNX ``Scan``),
+    :func:`loop_over_chunks` for eager serving (:func:`torch_chunk_rule`)."""
     if initial_state is not None or output_final_state:
         raise NotImplementedError("the export rule covers the prefill path without a cache only")
     initial_dtype = query.dtype
@@ -125,19 +141,33 @@ def scan_chunk_gated_delta_rule(
         for x in (new_values, k_cumdecay, query, intra_attn, key, chunk_decay)
     ]
     state0 = torch.zeros(batch, heads, k_dim, v_dim, dtype=torch.float32, device=query.device)
-    _, out = scan(_chunk_step, state0, xs)
+    _, out = recurrence(_chunk_step, state0, xs)
     out = out.movedim(0, 2).reshape(batch, heads, -1, v_dim)[:, :, :seq_len]
     return out.transpose(1, 2).contiguous().to(initial_dtype), None
+
+
+def torch_chunk_rule(*args, **kwargs):
+    """The project's eager Gated DeltaNet rule (the export rule's arithmetic, chunks in a loop):
+    what the python-torch encoder runs when fla-core's kernel is not usable."""
+    return scan_chunk_gated_delta_rule(*args, recurrence=loop_over_chunks, **kwargs)
+
+
+@contextlib.contextmanager
+def gated_delta_rule(rule) -> Iterator[None]:
+    """Route Qwen3.5's DeltaNet layers through ``rule`` inside the block (process-wide: the
+    layers call a module-level function)."""
+    from transformers.models.qwen3_5 import modeling_qwen3_5 as qwen
+
+    original = qwen.torch_chunk_gated_delta_rule
+    qwen.torch_chunk_gated_delta_rule = rule
+    try:
+        yield
+    finally:
+        qwen.torch_chunk_gated_delta_rule = original
 
 
 @contextlib.contextmanager
 def export_friendly_gated_delta() -> Iterator[None]:
     """Route Qwen3.5's DeltaNet layers through :func:`scan_chunk_gated_delta_rule` inside the block."""
-    from transformers.models.qwen3_5 import modeling_qwen3_5 as qwen
-
-    original = qwen.torch_chunk_gated_delta_rule
-    qwen.torch_chunk_gated_delta_rule = scan_chunk_gated_delta_rule
-    try:
+    with gated_delta_rule(scan_chunk_gated_delta_rule):
         yield
-    finally:
-        qwen.torch_chunk_gated_delta_rule = original

@@ -1,6 +1,7 @@
 """Reading and validating the export side's deploy bundle and threshold-profile files.
 
-Bundle folder: ``model.onnx`` (+ optional ``model.onnx.data``), ``tokenizer.json`` and
+Bundle folder: ``model.onnx`` (+ optional ``model.onnx.data``), ``tokenizer.json``, the merged
+torch weights ``classifier.safetensors`` + ``classifier_config.json`` (target python-torch) and
 ``classifier.json`` = {labels, thresholds, objective, num_labels, vocab_size, pad_token_id,
 max_tokens, base_model, checkpoint, precision}. Thresholds are always held in label column
 order as float64; label names are matched through ``contract.canonical_label`` aliases.
@@ -14,8 +15,9 @@ from typing import Any, Mapping
 
 from opencc_cm_contract import (DEFAULT_PROFILE, OBJECTIVES, ThresholdMappingError, canonical_label,
                                 resolve_label_thresholds)
-from opencc_cm_contract.bundle_format import (CLASSIFIER_FILE, FIELD_PARITY, ONNX_DATA_FILE, ONNX_FILE,  # noqa: F401
-                                              PROFILE_NAME, TOKENIZER_FILE)
+from opencc_cm_contract.bundle_format import (CLASSIFIER_FILE, FIELD_PARITY, FIELD_TORCH_PARITY,  # noqa: F401
+                                              ONNX_DATA_FILE, ONNX_FILE, PROFILE_NAME, TOKENIZER_FILE,
+                                              TORCH_CONFIG_FILE, TORCH_WEIGHTS_FILE)
 
 from .errors import ConfigError
 
@@ -113,17 +115,22 @@ def load_profiles(path: str | Path, labels: tuple[str, ...]) -> dict[str, tuple[
     return out
 
 
-def check_bundle(bundle: str | Path, allow_unverified: bool = False) -> ClassifierSpec:
-    """Check that a bundle folder holds the files the repository needs and that its graph
-    passed the export's parity check (unless ``allow_unverified``); return its spec."""
+def check_bundle(bundle: str | Path, allow_unverified: bool = False, target: str = "python-ort") -> ClassifierSpec:
+    """Check that a bundle folder holds the files ``target``'s repository needs and that what
+    the encoder loads (ONNX graph, or torch weights for python-torch) passed the export's
+    parity check (unless ``allow_unverified``); return its spec."""
     root = Path(bundle)
-    for name in (CLASSIFIER_FILE, TOKENIZER_FILE, ONNX_FILE):
+    torch_target = target == "python-torch"
+    model_files = (TORCH_WEIGHTS_FILE, TORCH_CONFIG_FILE) if torch_target else (ONNX_FILE,)
+    for name in (CLASSIFIER_FILE, TOKENIZER_FILE) + model_files:
         if not (root / name).is_file():
             raise ConfigError(f"bundle {root}: missing {name}")
     spec = load_classifier(root / CLASSIFIER_FILE)
-    parity = json.loads((root / CLASSIFIER_FILE).read_text(encoding="utf-8")).get(FIELD_PARITY) or {}
+    record = json.loads((root / CLASSIFIER_FILE).read_text(encoding="utf-8"))
+    parity = record.get(FIELD_TORCH_PARITY if torch_target else FIELD_PARITY) or {}
+    what = "torch weights" if torch_target else "graph"
     if parity.get("passed") is not True and not allow_unverified:
-        raise ConfigError(f"bundle {root}: the graph did not pass the export's parity check "
+        raise ConfigError(f"bundle {root}: the {what} did not pass the export's parity check "
                           f"({parity.get('reason') or parity.get('max_abs_score_diff', 'no parity record')}); "
                           "refusing to deploy it (--allow-unverified-bundle to override, e.g. a bf16 graph "
                           "verified on the GPU)")

@@ -1,13 +1,14 @@
 """Fill the Triton model repository from a deploy bundle.
 
 ``python -m opencc_cm_serving.deploy --bundle DIR --repository model_repository
---target {python-ort,onnxruntime,tensorrt} [--output DIR] [--max-batch-size 64]
+--target {python-ort,python-torch,onnxruntime,tensorrt} [--output DIR] [--max-batch-size 64]
 [--long-input-policy reject] [--profiles FILE] [--perf-input-dir DIR] ...``
 
 For each model folder it fills ``config.pbtxt.template`` (the encoder's is
 ``config.<target>.pbtxt.template``) with ``string.Template`` and writes ``config.pbtxt``;
 a missing value or any ``${`` left over is a ConfigError. Bundle artifacts are copied into
-``<model>/1/artifacts/`` (the graph into ``encoder/1/``). With ``--output`` the committed
+``<model>/1/artifacts/`` (the ONNX graph into ``encoder/1/``; for ``python-torch`` the merged
+torch weights into ``encoder/1/artifacts/``, and its config names ``model_torch.py``). With ``--output`` the committed
 repository is left untouched and a complete filled copy is written there instead.
 ``--perf-input-dir`` also writes perf_analyzer ``--input-data`` files for both ensembles
 (``write_perf_inputs``): real texts, and their ids/masks from the bundle's tokenizer.
@@ -18,6 +19,7 @@ import argparse
 import json
 import shutil
 import string
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,11 +35,14 @@ from opencc_cm_contract.text_rules import (SPECIAL_TOKEN_MODES, check_token_coun
                                            tokenizer_sha256)
 
 from .batching import DEFAULT_ATTENTION_SPAN
-from .bundle import CLASSIFIER_FILE, ONNX_DATA_FILE, ONNX_FILE, TOKENIZER_FILE, check_bundle, load_profiles
+from .bundle import (CLASSIFIER_FILE, ONNX_DATA_FILE, ONNX_FILE, TOKENIZER_FILE, TORCH_CONFIG_FILE, TORCH_WEIGHTS_FILE,
+                     check_bundle, load_profiles)
 from .errors import ConfigError
 from .onnx_runner import MEMORY_MODES
 
-TARGETS = ("python-ort", "onnxruntime", "tensorrt")
+TARGETS = ("python-ort", "python-torch", "onnxruntime", "tensorrt")
+RAGGED_TARGETS = ("python-ort", "python-torch")  # Python-backend encoders that regroup ragged rows
+TORCH_FILES = (TORCH_WEIGHTS_FILE, TORCH_CONFIG_FILE)
 ARTIFACTS = {  # model -> bundle files copied into <model>/1/artifacts/
     TOKENIZER_MODEL: (CLASSIFIER_FILE, TOKENIZER_FILE),
     IDS_PREPROCESS_MODEL: (CLASSIFIER_FILE,),
@@ -124,6 +129,30 @@ def client_metadata(spec, profiles: dict, bundle: Path, policy: str, special_tok
     return "parameters [\n" + entries + "\n]"
 
 
+def pow2_batches(max_batch: int) -> str:
+    sizes, b = [], 1
+    while b < max_batch:
+        sizes.append(b)
+        b *= 2
+    return ",".join(str(x) for x in sizes + [max_batch])
+
+
+def gpu_visible() -> bool:
+    """An NVIDIA GPU on this host (``nvidia-smi -L`` succeeds)."""
+    if shutil.which("nvidia-smi") is None:
+        return False
+    try:
+        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def instance_kind(setting: str) -> str:
+    if setting == "auto":
+        return "KIND_GPU" if gpu_visible() else "KIND_CPU"
+    return {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}[setting]
+
+
 def template_path(model_dir: Path, model: str, target: str) -> Path:
     name = f"config.{target}.pbtxt.template" if model == ENCODER_MODEL else "config.pbtxt.template"
     return model_dir / name
@@ -137,14 +166,15 @@ def copy_sources(source: Path, output: Path, prefix: str = "") -> None:
         if target.exists():
             shutil.rmtree(target)
         shutil.copytree(source / model, target, ignore=shutil.ignore_patterns(
-            "config.pbtxt", "*.onnx", "*.onnx.data", "*.plan", "artifacts", "warmup", "__pycache__"))
+            "config.pbtxt", "*.onnx", "*.onnx.data", "*.plan", "*.safetensors", "artifacts", "warmup",
+            "__pycache__"))
 
 
 def deploy(args: argparse.Namespace) -> Path:
-    spec = check_bundle(args.bundle, allow_unverified=args.allow_unverified_bundle)
+    spec = check_bundle(args.bundle, allow_unverified=args.allow_unverified_bundle, target=args.target)
     bundle, source = Path(args.bundle), Path(args.repository)
     profiles = load_profiles(args.profiles, spec.labels) if args.profiles else {}  # fail before writing
-    native = args.target != "python-ort"
+    native = args.target not in RAGGED_TARGETS
     windows = args.long_input_policy == "windows"
     overlap = args.window_overlap if args.window_overlap is not None else spec.max_tokens // 8
     if args.max_batch_size < 1 or not 0 <= overlap < spec.max_tokens:
@@ -181,6 +211,15 @@ def deploy(args: argparse.Namespace) -> Path:
         "special_tokens_in_text": args.special_tokens_in_text,
         "client_metadata": client_metadata(spec, profiles, bundle, args.long_input_policy, args.special_tokens_in_text),
         "model_prefix": prefix,
+        # python-torch only
+        "instance_kind": instance_kind(args.instance_kind) if args.target == "python-torch" else "KIND_CPU",
+        "torch_dtype": args.torch_dtype,
+        "gated_delta": args.gated_delta,
+        "pad_to_buckets": args.pad_to_buckets,
+        "cuda_graphs": args.cuda_graphs,
+        "torch_length_buckets": args.length_buckets or pow2_buckets(spec.max_tokens),
+        "torch_batch_buckets": args.batch_buckets or pow2_batches(args.max_batch_size),
+        "graph_max_cells": args.graph_max_cells,
     }
     configs = {}
     for model in MODELS:  # fill and parse every config before writing any: a broken template fails here
@@ -198,21 +237,22 @@ def deploy(args: argparse.Namespace) -> Path:
         (model_dir / "config.pbtxt").write_text(configs[model], encoding="utf-8")
         artifacts = model_dir / "1" / "artifacts"
         shutil.rmtree(artifacts, ignore_errors=True)
-        for name in ARTIFACTS.get(model, ()):
+        extra = TORCH_FILES if model == ENCODER_MODEL and args.target == "python-torch" else ()
+        for name in ARTIFACTS.get(model, ()) + extra:
             artifacts.mkdir(parents=True, exist_ok=True)
             shutil.copy2(bundle / name, artifacts / name)
     if args.profiles:
         shutil.copy2(args.profiles, repo / f"{prefix}{CALIBRATION_MODEL}" / "1" / "artifacts" / PROFILES_FILE)
-    _place_graph(bundle, repo / f"{prefix}{ENCODER_MODEL}")
+    _place_graph(bundle, repo / f"{prefix}{ENCODER_MODEL}", onnx=args.target != "python-torch")
     return repo
 
 
-def _place_graph(bundle: Path, encoder_dir: Path) -> None:
-    """Copy model.onnx (+ external data) into encoder/1/ and write the warmup input file."""
+def _place_graph(bundle: Path, encoder_dir: Path, onnx: bool = True) -> None:
+    """Copy model.onnx (+ external data) into encoder/1/ (ONNX targets) and write the warmup input file."""
     version = encoder_dir / "1"
     for name in (ONNX_FILE, ONNX_DATA_FILE):
         (version / name).unlink(missing_ok=True)
-        if (bundle / name).is_file():
+        if onnx and (bundle / name).is_file():
             shutil.copy2(bundle / name, version / name)
     warmup = encoder_dir / "warmup"
     warmup.mkdir(exist_ok=True)
@@ -312,6 +352,20 @@ def parser() -> argparse.ArgumentParser:
                                             "classify_text.json and classify_ids.json here")
     p.add_argument("--perf-texts", help="texts for those files: one per line or JSONL with 'text' "
                                         "(default: a built-in set of real prompts)")
+    t = p.add_argument_group("python-torch encoder")
+    t.add_argument("--instance-kind", choices=("auto", "gpu", "cpu"), default="auto",
+                   help="KIND_GPU or KIND_CPU encoder instance; auto: GPU when nvidia-smi sees one here")
+    t.add_argument("--torch-dtype", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
+                   help="auto: bf16 on CUDA, fp32 on CPU (head always fp32)")
+    t.add_argument("--gated-delta", choices=("auto", "fla", "torch"), default="auto",
+                   help="auto: fla-core's chunk kernel when importable on CUDA, else the project's torch rule")
+    t.add_argument("--pad-to-buckets", choices=("auto", "on", "off"), default="auto",
+                   help="pad each length group to a (batch, length) bucket; auto: on CUDA")
+    t.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
+                   help="capture CUDA graphs over the buckets at initialize; auto: on CUDA")
+    t.add_argument("--batch-buckets", help="comma list; default powers of 2 up to --max-batch-size")
+    t.add_argument("--graph-max-cells", type=int, default=16384,
+                   help="capture graphs for buckets with batch x length up to this; larger shapes run eager")
     return p
 
 
@@ -328,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"deploy: {args.target} repository ready at {repo}")
     if args.target == "tensorrt":
-        print(f"deploy: build {repo / ENCODER_MODEL / '1' / 'model.plan'} on the serving GPU (serving/README.md)")
+        print(f"deploy: build {repo / ENCODER_MODEL / '1' / 'model.plan'} on the serving GPU: python -m opencc_cm_export "
+              f"tensorrt --bundle {args.bundle} --repository {repo} --out {repo / ENCODER_MODEL / '1' / 'model.plan'} "
+              "(serving/README.md)")
     return 0
 
 

@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 
 REQUIRED_PACKAGES = ("opencc_cm_serving", "opencc_cm_contract", "numpy", "tokenizers")
-OPTIONAL_PACKAGES = ("onnxruntime",)  # only the python-ort encoder needs it
+OPTIONAL_PACKAGES = ("onnxruntime",  # only the python-ort encoder needs it
+                     "opencc_cm_export", "torch", "transformers", "safetensors", "fla")  # python-torch
 
 
 def free_port(address: str = "127.0.0.1") -> int:

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from integration_support import deploy_tiny  # noqa: E402
+from integration_support import SERVED_TARGETS, deploy_tiny  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +29,19 @@ def tiny_server(tiny_bundle, tiny_profiles, tmp_path_factory):
     repo = deploy_tiny(tiny_bundle, tmp_path_factory.mktemp("tiny-repo") / "repo", "--profiles", str(tiny_profiles))
     with TritonServer(repo, log_path=tmp_path_factory.mktemp("log") / "server.log", ready_timeout=120) as server:
         yield server
+
+
+@pytest.fixture(scope="session", params=list(SERVED_TARGETS))
+def served_target(request):
+    """``(target, server)`` for each encoder target the pip server runs: the fidelity tests run
+    once per target (python-ort reuses ``tiny_server``)."""
+    if request.param == "python-ort":
+        yield request.param, request.getfixturevalue("tiny_server")
+        return
+    from opencc_cm_serving.launch import TritonServer
+
+    tmp = request.getfixturevalue("tmp_path_factory")
+    repo = deploy_tiny(request.getfixturevalue("tiny_bundle"), tmp.mktemp(f"{request.param}-repo") / "repo",
+                       "--profiles", str(request.getfixturevalue("tiny_profiles")), target=request.param)
+    with TritonServer(repo, log_path=tmp.mktemp("log") / f"server-{request.param}.log", ready_timeout=180) as server:
+        yield request.param, server

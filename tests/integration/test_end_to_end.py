@@ -38,9 +38,12 @@ def oracle(tiny_reference):
 
 
 @pytest.mark.parametrize("local_tokenizer", [True, False], ids=["client-tokenizes/ids-ensemble", "server-tokenizes/text-ensemble"])
-def test_scores_through_triton_equal_the_oracle(tiny_server, tiny_bundle, oracle, local_tokenizer):
+def test_scores_through_triton_equal_the_oracle(served_target, tiny_bundle, oracle, local_tokenizer):
+    """Each encoder target (python-ort, python-torch) through both ensembles: fp32 <= 1e-5 of
+    the oracle, identical flags."""
+    _, server = served_target
     tokenizer = tiny_bundle / "tokenizer.json" if local_tokenizer else None
-    with ClassifierClient(tiny_server.grpc_url, tokenizer=tokenizer) as client:
+    with ClassifierClient(server.grpc_url, tokenizer=tokenizer) as client:
         results = client.classify(PROMPTS)  # 10 prompts > max batch 8: split in two concurrent calls
     scores, flags = oracle
     assert np.abs(_scores(results) - scores).max() <= 1e-5
@@ -55,8 +58,11 @@ def test_local_tokenization_gives_the_reference_ids(tiny_bundle, tiny_reference)
     assert local == [tiny_reference.tokenizer(p)["input_ids"] for p in PROMPTS]
 
 
-def test_token_counts_and_one_by_one_equal_batched(tiny_server, tiny_bundle, tiny_reference):
-    with ClassifierClient(tiny_server.grpc_url, tokenizer=tiny_bundle / "tokenizer.json") as client:
+def test_token_counts_and_one_by_one_equal_batched(served_target, tiny_bundle, tiny_reference):
+    """A mixed batch (lengths 1 to > 64 tokens, padded together, and to buckets for
+    python-torch) equals the same prompts sent one by one."""
+    _, server = served_target
+    with ClassifierClient(server.grpc_url, tokenizer=tiny_bundle / "tokenizer.json") as client:
         batched = client.classify(PROMPTS)
         alone = [client.classify([p])[0] for p in PROMPTS]
     assert [r.input_tokens for r in batched] == [len(tiny_reference.tokenizer(p)["input_ids"]) for p in PROMPTS]
@@ -126,3 +132,15 @@ def test_a_tokenizer_that_is_not_the_servers_is_refused(tiny_server, tmp_path, t
     with ClassifierClient(tiny_server.grpc_url, tokenizer=tmp_path / "tokenizer.json") as client:
         with pytest.raises(Exception, match="is not the server's"):
             client.classify(["hello"])
+
+
+def test_each_encoder_target_logs_what_it_runs(served_target):
+    """python-ort names its providers; python-torch its device, precision and Gated DeltaNet
+    rule (here: the project's torch rule, since fla-core needs CUDA)."""
+    target, server = served_target
+    log = server.log_path.read_text(errors="replace")
+    expected = {"python-ort": ["encoder: onnxruntime providers ['CPUExecutionProvider']"],
+                "python-torch": ["encoder: gated delta rule: the project's torch rule, because fla-core needs a CUDA device",
+                                 "encoder: torch encoder: cpu, fp32, gated delta torch, buckets on"]}[target]
+    for line in expected:
+        assert line in log

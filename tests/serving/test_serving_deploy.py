@@ -1,4 +1,4 @@
-"""Every generated config.pbtxt (all three encoder targets) is a valid Triton ModelConfig,
+"""Every generated config.pbtxt (all four encoder targets) is a valid Triton ModelConfig,
 names match the contract, and deploy fails loudly on bad input."""
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 import opencc_cm_contract as contract
-from opencc_cm_serving.deploy import MODELS, TARGETS, fill
+from opencc_cm_serving.deploy import MODELS, RAGGED_TARGETS, TARGETS, fill, gpu_visible
 from opencc_cm_serving.deploy import main as deploy_main
 from opencc_cm_serving.errors import ConfigError
 
 from serving_calls import TEMPLATES, deploy_to
 
-ENCODER_PLATFORM = {"python-ort": ("python", ""), "onnxruntime": ("", "onnxruntime_onnx"),
+ENCODER_PLATFORM = {"python-ort": ("python", ""), "python-torch": ("python", ""), "onnxruntime": ("", "onnxruntime_onnx"),
                     "tensorrt": ("", "tensorrt_plan")}
 
 
@@ -26,7 +26,9 @@ def parse(path) -> model_config_pb2.ModelConfig:
 @pytest.fixture(scope="module", params=TARGETS)
 def deployed(request, tmp_path_factory, bundle_dir):
     out = tmp_path_factory.mktemp(request.param) / "repo"
-    return request.param, deploy_to(bundle_dir, out, request.param, "--max-batch-size", "48")
+    # python-torch loads merged torch weights: the toy bundle has none, the exported tiny one has.
+    bundle = request.getfixturevalue("tiny_bundle") if request.param == "python-torch" else bundle_dir
+    return request.param, deploy_to(bundle, out, request.param, "--max-batch-size", "48")
 
 
 def test_configs_parse_and_agree(deployed, spec):
@@ -42,12 +44,12 @@ def test_configs_parse_and_agree(deployed, spec):
     encoder = configs[contract.ENCODER_MODEL]
     assert (encoder.backend, encoder.platform) == (backend, platform)
     assert [i.name for i in encoder.input] == [contract.INPUT_IDS, contract.ATTENTION_MASK]
-    assert all(i.allow_ragged_batch for i in encoder.input) == (target == "python-ort")
+    assert all(i.allow_ragged_batch for i in encoder.input) == (target in RAGGED_TARGETS)
     assert list(encoder.output[0].dims) == [spec.num_labels] and encoder.output[0].name == contract.LOGITS
     warmup_file = encoder.model_warmup[0].inputs[contract.ATTENTION_MASK].input_data_file
     assert (repo / "encoder" / "warmup" / warmup_file).is_file()
     buckets = configs[contract.TOKENIZER_MODEL].parameters["length_buckets"].string_value
-    assert (buckets == "") == (target == "python-ort")
+    assert (buckets == "") == (target in RAGGED_TARGETS)
     for name in (contract.TEXT_ENSEMBLE, contract.IDS_ENSEMBLE):
         ensemble = configs[name]
         assert {o.name for o in ensemble.output} == {contract.SCORES, contract.LABEL_FLAGS, contract.FLAGGED,
@@ -55,7 +57,39 @@ def test_configs_parse_and_agree(deployed, spec):
         steps = ensemble.ensemble_scheduling.step
         assert [s.model_version for s in steps] == [1, 1, 1]
         assert [s.model_name for s in steps][1:] == [contract.ENCODER_MODEL, contract.CALIBRATION_MODEL]
-    assert (repo / "encoder" / "1" / "model.onnx").is_file()
+    version = repo / "encoder" / "1"
+    if target == "python-torch":
+        assert encoder.default_model_filename == "model_torch.py" and (version / "model_torch.py").is_file()
+        assert {"classifier.safetensors", "classifier_config.json"} <= {p.name for p in (version / "artifacts").iterdir()}
+        assert not (version / "model.onnx").exists()
+        kind = encoder.instance_group[0].kind
+        assert kind == (model_config_pb2.ModelInstanceGroup.KIND_GPU if gpu_visible()
+                        else model_config_pb2.ModelInstanceGroup.KIND_CPU)
+        params = {k: v.string_value for k, v in encoder.parameters.items()}
+        assert params["batch_buckets"] == "1,2,4,8,16,32,48"
+        assert params["length_buckets"].split(",")[-1] == str(spec_max_tokens(repo))
+    else:
+        assert (version / "model.onnx").is_file()
+
+
+def spec_max_tokens(repo) -> int:
+    return json.loads((repo / "encoder" / "1" / "artifacts" / "classifier.json").read_text())["max_tokens"]
+
+
+def test_python_torch_needs_parity_checked_torch_weights(tmp_path, bundle_dir, tiny_bundle, capsys):
+    """The toy bundle has no torch weights; a bundle whose torch parity failed is refused too."""
+    common = ["--repository", str(TEMPLATES), "--output", str(tmp_path / "repo"), "--target", "python-torch"]
+    assert deploy_main(["--bundle", str(bundle_dir), *common]) == 2
+    assert "missing classifier.safetensors" in capsys.readouterr().err
+    import shutil
+
+    failed = tmp_path / "failed-bundle"
+    shutil.copytree(tiny_bundle, failed, ignore=shutil.ignore_patterns("model.onnx*"))
+    record = json.loads((failed / "classifier.json").read_text())
+    record["torch_parity"]["passed"] = False
+    (failed / "classifier.json").write_text(json.dumps(record))
+    assert deploy_main(["--bundle", str(failed), *common]) == 2
+    assert "torch weights did not pass the export's parity check" in capsys.readouterr().err
 
 
 def test_fill_rejects_missing_and_leftover_placeholders():
