@@ -396,7 +396,8 @@ def main(argv=None) -> int:
                 report["points"].append(result)
                 args.out.mkdir(parents=True, exist_ok=True)  # partial results survive an interrupted run
                 (args.out / "memory_benchmark.partial.json").write_text(json.dumps(report, indent=2) + "\n")
-                progress(f"[point]   -> {json.dumps({k: result.get(k) for k in ('peak_added_mib', 'rss_before_mib', 'rss_after_mib', 'run_s', 'error')})}")
+                shown = {k: result.get(k) for k in ('peak_added_mib', 'rss_before_mib', 'rss_after_mib', 'run_s', 'error')}
+                progress(f"[point]   -> {json.dumps(shown)}")
                 previous = result
     report["time_fit"] = {}
     for graph, mode in (("new", args.modes.split(",")[0]), ("old", args.old_modes.split(",")[0])):
