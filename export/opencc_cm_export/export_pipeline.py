@@ -49,7 +49,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | 
     progress("[merge] merging the LoRA into the base weights")
     merged = build_merged_classifier(reference, keep_reference=True, dtype=PRECISIONS[precision],
                                      query_block=query_block)
-    progress(f"[merge] full attention: " + (f"query blocks of {query_block}" if query_block
+    progress("[merge] full attention: " + (f"query blocks of {query_block}" if query_block
                                              else "transformers' attention ([heads, seq, seq] scores)"))
     vocab = int(reference.backbone.get_base_model().config.get_text_config().vocab_size)
     kwargs = {"lengths": parity_lengths} if parity_lengths else {}
