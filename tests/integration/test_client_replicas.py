@@ -42,6 +42,18 @@ def settled(servers) -> list[int]:
     return last
 
 
+def restart(repo, log, ports) -> TritonServer:
+    """A replica on the ports of the one killed: its orphaned stubs may hold them a moment."""
+    for attempt in range(20):
+        try:
+            return TritonServer(repo, log_path=log, ready_timeout=120, **ports).start()
+        except RuntimeError as exc:
+            if "already in use" not in str(exc) or attempt == 19:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
 def test_endpoint_lists_become_one_grpc_target():
     assert grpc_target("127.0.0.1:8001") == "127.0.0.1:8001"
     assert grpc_target("dns:///triton-headless.ns.svc:8001") == "dns:///triton-headless.ns.svc:8001"
@@ -112,8 +124,7 @@ def test_three_replicas_balance_fail_over_and_rejoin(tiny_bundle, tmp_path):
             assert tally.get("ok", 0) >= killed_at + 40  # the other two replicas kept answering
 
             # 3. the restarted replica rejoins the rotation
-            servers[1] = TritonServer(repo, log_path=tmp_path / "replica1-restarted.log", ready_timeout=120,
-                                      **ports[1]).start()
+            servers[1] = restart(repo, tmp_path / "replica1-restarted.log", ports[1])
             rejoined = 0
             for _ in range(60):  # gRPC reconnects within its backoff (max 1 s), then round_robin uses it
                 for text in TEXTS[:6]:
