@@ -15,7 +15,7 @@ export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup test checkpoint export deploy serve demo bench bench-export bench-overhead clean proto gpu-wheels gpu-check
+.PHONY: setup test checkpoint export deploy serve demo bench bench-export bench-overhead bench-memory clean proto gpu-wheels gpu-check
 
 # torch: requirements.lock pins torch==2.13.0. On this project's machines pip finds the CPU wheel
 # on disk; on an ordinary index that pin is the CUDA build. TORCH_INDEX_URL chooses where torch
@@ -79,6 +79,20 @@ bench:
 OVERHEAD_ARGS ?= --profile
 bench-overhead: export
 	$(PY) -m opencc_cm_benchmarks.overhead --bundle $(BUNDLE) --out benchmarks/overhead $(OVERHEAD_ARGS)
+
+# Memory per request (issue 14, BENCHMARKS.md): one row of 1k-8k tokens in a fresh process per
+# point, the blocked-attention graph vs the graph with transformers' attention (--query-block 0),
+# then one and two concurrent max-length requests through Triton. JSON + markdown in
+# benchmarks/memory/. Needs ~14 GB free for the old graph at 8,192 tokens (skipped otherwise);
+# about 30 minutes on 2 cores after the two real-shape exports.
+OLD_BUNDLE := $(ARTIFACTS)/bundles/real-shape-fp32-full-attention
+bench-memory:
+	$(MAKE) export SIZE=real-shape
+	test -f $(OLD_BUNDLE)/classifier.json || $(PY) -m opencc_cm_export export --query-block 0 \
+		--checkpoint $(ARTIFACTS)/checkpoints/real-shape/classifier \
+		--base-model $(ARTIFACTS)/checkpoints/real-shape/base-model --out $(OLD_BUNDLE)
+	$(PY) benchmarks/memory/bench_memory.py --bundle $(ARTIFACTS)/bundles/real-shape-fp32 \
+		--old-bundle $(OLD_BUNDLE) --out benchmarks/memory
 
 # The GPU proof (issue 10; README "GPU"). gpu-wheels runs here (needs the registry): fla-core and
 # the pip Triton server + client for Python 3.12, ~63 MiB, carried to the GPU machine.

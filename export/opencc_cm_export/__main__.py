@@ -25,7 +25,7 @@ def _export(args) -> int:
 
     try:
         export_bundle(args.checkpoint, args.out, base_model=args.base_model, precision=args.precision,
-                      max_tokens=args.max_tokens, progress=print)
+                      max_tokens=args.max_tokens, query_block=args.query_block or None, progress=print)
     except ParityError:
         print("export FAILED parity: the graph was written for inspection but must not be deployed",
               file=sys.stderr)
@@ -63,6 +63,8 @@ def _bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .blocked_attention import DEFAULT_QUERY_BLOCK
+
     p = argparse.ArgumentParser(prog="opencc-cm-export", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -78,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="bundle folder (model.onnx, tokenizer.json, classifier.json)")
     e.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
     e.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="longest input the graph and server accept")
+    e.add_argument("--query-block", type=int, default=DEFAULT_QUERY_BLOCK,
+                   help="queries per block of the full-attention layers (memory linear in the length); "
+                        "0 = transformers' attention holding [heads, seq, seq] scores (the pre-issue-14 "
+                        "graph, for memory benchmarks only)")
     e.set_defaults(func=_export)
 
     t = sub.add_parser("tensorrt", help="build a TensorRT 10/11 engine from a bundle (needs TensorRT and a GPU); "

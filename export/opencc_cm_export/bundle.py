@@ -17,7 +17,7 @@ from .reference import ReferenceClassifier
 
 def write_bundle_manifest(reference: ReferenceClassifier, bundle: Path, *, max_tokens: int,
                           precision: str, checkpoint: str, parity: dict | None = None,
-                          torch_parity: dict | None = None) -> Path:
+                          torch_parity: dict | None = None, query_block: int | None = None) -> Path:
     """Write ``classifier.json`` and ``tokenizer.json`` next to the exported graph."""
     bundle = Path(bundle)
     tok = reference.tokenizer
@@ -36,6 +36,8 @@ def write_bundle_manifest(reference: ReferenceClassifier, bundle: Path, *, max_t
         "base_model": reference.spec.base_model,
         "checkpoint": checkpoint,
         "precision": precision,
+        # Full attention of the graph: queries per block (None: [heads, seq, seq] scores at once).
+        "attention_query_block": int(query_block) if query_block else None,
         "parity": parity,
         "torch_parity": torch_parity,
     }

@@ -10,6 +10,7 @@ import torch
 from opencc_cm_contract.bundle_format import ONNX_FILE, TORCH_WEIGHTS_FILE
 from opencc_cm_contract.limits import DEFAULT_MAX_TOKENS
 
+from .blocked_attention import DEFAULT_QUERY_BLOCK
 from .bundle import write_bundle_manifest
 from .classifier_graph import build_merged_classifier
 from .onnx_export import PRECISIONS, export_onnx
@@ -28,8 +29,12 @@ class ParityUnchecked(RuntimeError):
 
 def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | Path | None = None,
                   precision: str = "fp32", max_tokens: int = DEFAULT_MAX_TOKENS,
-                  parity_lengths=None, progress=print):
+                  parity_lengths=None, query_block: int | None = DEFAULT_QUERY_BLOCK, progress=print):
     """Export ``checkpoint`` into the bundle folder ``out`` and prove parity; return the report.
+
+    ``query_block``: queries per block of the full-attention layers (memory linear in the
+    length); None exports transformers' attention, which holds [batch, heads, seq, seq] scores
+    (the graph before issue 14; for side-by-side memory benchmarks only).
 
     Raises :class:`ParityError` (after writing the graph, for inspection) when parity fails.
     """
@@ -42,7 +47,10 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | 
     progress(f"[load] {spec.objective} head, {spec.num_labels} labels, LoRA r={spec.lora['r']} on "
              f"{len(spec.lora['target_modules'])} module kinds ({time.perf_counter() - started:.0f} s)")
     progress("[merge] merging the LoRA into the base weights")
-    merged = build_merged_classifier(reference, keep_reference=True, dtype=PRECISIONS[precision])
+    merged = build_merged_classifier(reference, keep_reference=True, dtype=PRECISIONS[precision],
+                                     query_block=query_block)
+    progress("[merge] full attention: " + (f"query blocks of {query_block}" if query_block
+                                             else "transformers' attention ([heads, seq, seq] scores)"))
     vocab = int(reference.backbone.get_base_model().config.get_text_config().vocab_size)
     kwargs = {"lengths": parity_lengths} if parity_lengths else {}
     torch_parity = export_torch_weights(reference, merged, out, precision=precision, progress=progress, **kwargs)
@@ -54,7 +62,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | 
         session = onnx_session(model_path)
     except Exception as exc:  # onnxruntime raises its own types for unsupported graphs
         write_bundle_manifest(reference, out, max_tokens=max_tokens, precision=precision,
-                              checkpoint=str(checkpoint),
+                              checkpoint=str(checkpoint), query_block=query_block,
                               parity={"passed": False, "reason": f"not checked: {exc}"},
                               torch_parity=torch_parity)
         raise ParityUnchecked(f"{model_path} written, but ONNX Runtime here cannot load it ({exc}); "
@@ -62,7 +70,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | 
     report = check_parity(reference, onnx_runner(session), precision=precision, progress=progress, **kwargs)
     progress(report.summary())
     write_bundle_manifest(reference, out, max_tokens=max_tokens, precision=precision,
-                          checkpoint=str(checkpoint), parity=parity_record(report), torch_parity=torch_parity)
+                          checkpoint=str(checkpoint), parity=parity_record(report), torch_parity=torch_parity,
+                          query_block=query_block)
     if not report.passed:
         raise ParityError(report.summary())
     if not torch_parity["passed"]:

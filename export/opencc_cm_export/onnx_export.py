@@ -28,10 +28,13 @@ class ExportError(RuntimeError):
     """The exported graph does not have the promised interface."""
 
 
-def example_inputs(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two rows of different lengths, right padded, longer than one DeltaNet chunk (64)."""
+def example_inputs(vocab: int, query_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two rows of different lengths, right padded, longer than one DeltaNet chunk (64) and
+    than two attention query blocks: with a single block (or chunk) in the example,
+    ``torch.export`` specialises the count to 1 and with it the sequence length."""
     gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, vocab, (2, 70), generator=gen)
+    length = max(70, 2 * query_block + 7) if query_block else 70
+    ids = torch.randint(0, vocab, (2, length), generator=gen)
     mask = torch.ones_like(ids)
     mask[1, 33:] = 0
     return ids, mask
@@ -54,7 +57,7 @@ def export_onnx(model: MergedClassifier, path: Path, *, vocab: int, max_tokens: 
     started = time.perf_counter()
     with export_friendly_gated_delta(), torch.no_grad():
         program = torch.onnx.export(
-            model, example_inputs(vocab), input_names=list(GRAPH_INPUTS),
+            model, example_inputs(vocab, getattr(model, "query_block", None)), input_names=list(GRAPH_INPUTS),
             output_names=list(GRAPH_OUTPUTS), dynamic_shapes=dynamic, dynamo=True,
             opset_version=OPSET, external_data=external, verbose=False)
     program.save(str(path), external_data=external)

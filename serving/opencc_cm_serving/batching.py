@@ -3,9 +3,17 @@
 Triton's dynamic batcher hands the Python-backend encoder several requests whose
 ``[rows, seq]`` shapes differ (``allow_ragged_batch``). Their rows are pooled, sorted by real
 length and cut into groups such that in each group at most ``max_pad_fraction`` of the padded
-cells are padding, at most ``max_rows`` rows and (unless a single row is longer) at most
-``max_group_tokens`` padded cells. Each group is right padded to its longest row and run
-once; results are scattered back to the original row order.
+cells are padding, at most ``max_rows`` rows and (unless a single row costs more) a cost of at
+most ``max_group_tokens``. Each group is right padded to its longest row and run once; results
+are scattered back to the original row order.
+
+Cost of a run (:func:`group_cost`): ``rows x width x (1 + width / attention_span)``, in
+token-equivalents. The first term is the work linear in the padded cells (projections, MLP,
+DeltaNet); the second is full attention, whose work per row grows with the square of the
+width: ``attention_span`` is the width at which a token's attention costs as much as its linear
+work (measured on the real-shape graph, BENCHMARKS.md). So 64 rows of 256 tokens may share a
+run while two max-length rows never do. Memory of a run is linear in rows x width since the
+graph computes attention in query blocks (issue 14).
 """
 from __future__ import annotations
 
@@ -15,14 +23,30 @@ import numpy as np
 
 from opencc_cm_contract.text_rules import pad_right
 
+# Deploy default for ``attention_span`` (tokens), from the real-shape time fit in BENCHMARKS.md.
+DEFAULT_ATTENTION_SPAN = 16384
+
+
+def group_cost(rows: int, width: int, attention_span: float | None) -> float:
+    """Token-equivalent cost of one run of ``rows`` rows padded to ``width``
+    (``attention_span`` None or 0: the linear part only)."""
+    cells = rows * width
+    return float(cells) * (1.0 + width / attention_span) if attention_span else float(cells)
+
 
 def plan_groups(
     lengths: Sequence[int],
     max_pad_fraction: float,
     max_rows: int,
     max_group_tokens: int,
+    attention_span: float | None = None,
 ) -> list[np.ndarray]:
-    """Partition row indices into groups (each sorted by length); every index appears once."""
+    """Partition row indices into groups (each sorted by length); every index appears once.
+
+    A group holds more than one row only if its :func:`group_cost` is at most
+    ``max_group_tokens`` (a single row above the budget runs alone)."""
+    if attention_span is not None and attention_span < 0:
+        raise ValueError(f"attention_span must be >= 0, got {attention_span}")
     lengths = np.asarray(lengths, dtype=np.int64)
     groups: list[np.ndarray] = []
     current: list[int] = []
@@ -33,7 +57,7 @@ def plan_groups(
         padded = rows * length  # ascending order: the new row is the longest
         fits = (
             rows <= max_rows
-            and padded <= max_group_tokens
+            and group_cost(rows, length, attention_span) <= max_group_tokens
             and (padded - real - length) <= max_pad_fraction * padded
         )
         if current and not fits:

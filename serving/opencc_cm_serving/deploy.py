@@ -34,9 +34,11 @@ from opencc_cm_contract.names import ENSEMBLES, MODEL_PREFIX
 from opencc_cm_contract.text_rules import (SPECIAL_TOKEN_MODES, check_token_count, decode_text, encode_texts, load_tokenizer,
                                            tokenizer_sha256)
 
+from .batching import DEFAULT_ATTENTION_SPAN
 from .bundle import (CLASSIFIER_FILE, ONNX_DATA_FILE, ONNX_FILE, TOKENIZER_FILE, TORCH_CONFIG_FILE, TORCH_WEIGHTS_FILE,
                      check_bundle, load_profiles)
 from .errors import ConfigError
+from .onnx_runner import MEMORY_MODES
 
 TARGETS = ("python-ort", "python-torch", "onnxruntime", "tensorrt")
 RAGGED_TARGETS = ("python-ort", "python-torch")  # Python-backend encoders that regroup ragged rows
@@ -182,9 +184,13 @@ def deploy(args: argparse.Namespace) -> Path:
     overlap = args.window_overlap if args.window_overlap is not None else spec.max_tokens // 8
     if args.max_batch_size < 1 or not 0 <= overlap < spec.max_tokens:
         raise ConfigError(f"need --max-batch-size >= 1 and 0 <= --window-overlap < max_tokens {spec.max_tokens}")
-    if not 0.0 <= args.max_pad_fraction < 1.0 or args.max_group_tokens < 1:
-        raise ConfigError(f"need 0 <= --max-pad-fraction < 1 (got {args.max_pad_fraction}) and "
-                          f"--max-group-tokens >= 1 (got {args.max_group_tokens})")
+    # Default: one max-length row's worth of padded cells, so no joint run holds more than the
+    # longest single row (whose memory BENCHMARKS.md measures).
+    group_tokens = args.max_group_tokens if args.max_group_tokens is not None else spec.max_tokens
+    if not 0.0 <= args.max_pad_fraction < 1.0 or group_tokens < 1 or args.attention_span < 0:
+        raise ConfigError(f"need 0 <= --max-pad-fraction < 1 (got {args.max_pad_fraction}), "
+                          f"--max-group-tokens >= 1 (got {group_tokens}) and "
+                          f"--attention-span >= 0 (got {args.attention_span})")
     prefix = args.model_prefix
     if not MODEL_PREFIX.match(prefix):
         raise ConfigError(f"--model-prefix {prefix!r}: lowercase letters and digits ending with '_' (e.g. 'jailbreak_')")
@@ -203,8 +209,10 @@ def deploy(args: argparse.Namespace) -> Path:
         "queue_timeout_us": args.queue_timeout_us,
         "max_queue_size": args.max_queue_size,
         "encoder_queue_delay_us": args.encoder_queue_delay_us,
-        "max_group_tokens": args.max_group_tokens,
+        "max_group_tokens": group_tokens,
         "max_pad_fraction": repr(float(args.max_pad_fraction)),
+        "attention_span": args.attention_span,
+        "encoder_memory": args.encoder_memory,
         "special_tokens_in_text": args.special_tokens_in_text,
         "client_metadata": client_metadata(spec, profiles, bundle, args.long_input_policy, args.special_tokens_in_text),
         "model_prefix": prefix,
@@ -333,8 +341,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue-size", type=int, default=1024)
     p.add_argument("--encoder-queue-delay-us", type=int, default=0,
                    help="extra wait for a fuller encoder batch; 0 = batch what queued during the last run")
-    p.add_argument("--max-group-tokens", type=int, default=16384,
-                   help="python-ort encoder: most padded cells (rows x width) run at once")
+    p.add_argument("--max-group-tokens", type=int,
+                   help="python-ort encoder: most cost per run, rows x width x (1 + width / attention span); "
+                        "default max_tokens (no joint run holds more cells than one max-length row)")
+    p.add_argument("--attention-span", type=int, default=DEFAULT_ATTENTION_SPAN,
+                   help="python-ort encoder: the width at which a token's attention costs as much as "
+                        "its linear work (BENCHMARKS.md); 0 counts rows x width only")
+    p.add_argument("--encoder-memory", choices=MEMORY_MODES, default="shrink",
+                   help="python-ort encoder: shrink = ONNX Runtime's arena, shrunk after each run (gives "
+                        "back what a long run took); release = no arena (also gives it back, slower); "
+                        "arena = keep it (RSS stays at the largest request's)")
     p.add_argument("--max-pad-fraction", type=float, default=0.25,
                    help="python-ort encoder: most padding cells per length group; on a CPU-only "
                         "server ~0.1 ran faster (BENCHMARKS.md)")

@@ -27,7 +27,8 @@ outputs). The native targets keep the separate steps.
 A subclass provides ``make_runner(args, config, params, spec) -> runner`` where
 ``runner(input_ids, attention_mask) -> FP32 logits [rows, labels]``.
 Config parameters read here: ``artifact_dir`` (classifier.json), ``max_pad_fraction``,
-``max_group_tokens``, ``max_defer_s`` (a request waiting longer runs next whatever its
+``max_group_tokens``, ``attention_span`` (optional; a group costs rows x width x (1 + width /
+attention_span) of the max_group_tokens budget), ``max_defer_s`` (a request waiting longer runs next whatever its
 length: long rows cannot starve), ``solo_row_tokens`` (rows at least this long run one per
 run; 0 = max_tokens / 4). The queue policy's ``max_queue_size`` and
 ``default_timeout_microseconds`` also bound the scheduler.
@@ -68,10 +69,14 @@ class RaggedEncoderModel:
         self.max_rows = max(1, int(config.get("max_batch_size", 0)))
         self.max_pad_fraction = float(require(params, "max_pad_fraction", ENCODER_MODEL))
         self.max_group_tokens = int(require(params, "max_group_tokens", ENCODER_MODEL))
-        if not 0.0 <= self.max_pad_fraction < 1.0 or self.max_group_tokens < 1:
-            raise ValueError(f"{ENCODER_MODEL}: need 0 <= max_pad_fraction < 1 and max_group_tokens >= 1, got "
-                             f"{self.max_pad_fraction} and {self.max_group_tokens}")
-        self.encoder = self.make_runner(args, config, params, self.spec)
+        # Optional (python-ort has it; 0 = count rows x width only): a group costs
+        # rows x width x (1 + width / attention_span) of max_group_tokens (batching.group_cost).
+        self.attention_span = float(params.get("attention_span", "0"))
+        if not 0.0 <= self.max_pad_fraction < 1.0 or self.max_group_tokens < 1 or not self.attention_span >= 0:
+            raise ValueError(f"{ENCODER_MODEL}: need 0 <= max_pad_fraction < 1, max_group_tokens >= 1 and "
+                             f"attention_span >= 0, got {self.max_pad_fraction}, {self.max_group_tokens} and "
+                             f"{self.attention_span}")
+        self.encoder = self.make_runner(args, config, params, self.spec)  # before the worker thread starts
         self.outputs = {o["name"] for o in config.get("output", [])}
         self.calibrating = set(CALIBRATED) <= self.outputs
         self.class_metrics = None
@@ -196,7 +201,8 @@ class RaggedEncoderModel:
         return {SCORES: scores, LABEL_FLAGS: flags, FLAGGED: flagged, TOKEN_COUNT: tokens}
 
     def _plan(self, lengths):
-        return plan_groups(lengths, self.max_pad_fraction, self.max_rows, self.max_group_tokens)
+        return plan_groups(lengths, self.max_pad_fraction, self.max_rows, self.max_group_tokens,
+                           attention_span=self.attention_span or None)
 
     def _encode(self, ids, mask):
         self.metrics.add("rows", ids.shape[0])

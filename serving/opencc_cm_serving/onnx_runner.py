@@ -2,9 +2,22 @@
 
 Contract of the graph: inputs ``input_ids``, ``attention_mask`` INT64 [batch, seq] (right
 padding), output ``logits`` [batch, num_labels] returned as FP32.
+
+Memory after a run (issue 14): ONNX Runtime's CPU arena keeps every block it ever grew to, so
+one long request used to leave the encoder several GB larger for good. ``memory``:
+- ``shrink`` (default): the arena, shrunk back after every run (run option
+  ``memory.enable_memory_arena_shrinkage``): the RSS after a long request returns close to its
+  level before (within 3-6 % measured), with most of the arena's speed.
+- ``release``: no CPU arena (each tensor is malloc'ed and freed) and ``malloc_trim(0)`` after a
+  run of at least ``TRIM_ABOVE_CELLS`` padded cells; returns memory too, but ran 1.6-2.2x
+  slower than the arena on the real-shape graph on 2 cores.
+- ``arena``: ONNX Runtime's default (keeps what it took; the pre-issue-14 behaviour).
+Measured: BENCHMARKS.md, "Memory per request".
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from pathlib import Path
 
 import numpy as np
@@ -29,18 +42,45 @@ def choose_providers(setting: str) -> list[str]:
     return wanted
 
 
+MEMORY_MODES = ("shrink", "release", "arena")
+TRIM_ABOVE_CELLS = 1024  # padded cells (rows x width) of a run after which free memory is trimmed
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim(0)`` (returns freed heap pages to the OS), or None elsewhere."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
 class OnnxEncoder:
     """Owns one InferenceSession; ``__call__(ids, mask) -> FP32 logits``."""
 
-    def __init__(self, path: str | Path, num_labels: int, providers: str = "auto", intra_op_threads: int = 0):
+    def __init__(self, path: str | Path, num_labels: int, providers: str = "auto", intra_op_threads: int = 0,
+                 memory: str = "shrink"):
         import onnxruntime as ort
 
         if not Path(path).is_file():
             raise ConfigError(f"encoder graph {path} not found")
+        if memory not in MEMORY_MODES:
+            raise ConfigError(f"encoder memory mode {memory!r} is not one of {MEMORY_MODES}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=choose_providers(providers))
+        options.enable_cpu_mem_arena = memory != "release"
+        self.memory = memory
+        self._trim = _malloc_trim() if memory == "release" else None
+        self._run_options = None
+        wanted = choose_providers(providers)
+        if memory == "shrink":
+            self._run_options = ort.RunOptions()
+            devices = ["cpu:0"] + (["gpu:0"] if "CUDAExecutionProvider" in wanted else [])
+            self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", ";".join(devices))
+        self.session = ort.InferenceSession(str(path), options, providers=wanted)
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
         if inputs != {INPUT_IDS, ATTENTION_MASK} or LOGITS not in outputs:
@@ -53,7 +93,11 @@ class OnnxEncoder:
         return self.session.get_providers()
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        (logits,) = self.session.run([LOGITS], {INPUT_IDS: ids, ATTENTION_MASK: mask})
+        try:
+            (logits,) = self.session.run([LOGITS], {INPUT_IDS: ids, ATTENTION_MASK: mask}, self._run_options)
+        finally:
+            if self._trim is not None and ids.size >= TRIM_ABOVE_CELLS:
+                self._trim(0)
         if logits.shape != (ids.shape[0], self.num_labels):
             raise RuntimeError(f"encoder returned logits of shape {list(logits.shape)}, "
                                f"expected {[ids.shape[0], self.num_labels]}")

@@ -6,6 +6,7 @@ import torch
 from onnx import TensorProto, helper
 
 from opencc_cm_contract import ATTENTION_MASK, INPUT_IDS, LOGITS
+from opencc_cm_export.blocked_attention import blocked_causal_attention
 from opencc_cm_export.bundle import read_bundle_manifest
 from opencc_cm_export.classifier_graph import build_merged_classifier
 from opencc_cm_export.gated_delta_export import (scan_chunk_gated_delta_rule,
@@ -41,9 +42,36 @@ def test_scan_rule_equals_transformers_chunk_rule(seq):
     assert (stock - ours).abs().max() < 1e-6
 
 
-def test_merged_classifier_matches_the_unmerged_oracle(tiny_reference):
-    merged = build_merged_classifier(tiny_reference)
-    for name, ids, mask in probe_batches(tiny_reference, lengths=(1, 65, 130)):
+def _full_attention(query, key, value, mask2d, scaling):
+    """The textbook computation: repeat K/V per query head, [B, H, S, S] scores, causal + padding."""
+    groups = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    seq = query.shape[2]
+    scores = (query @ key.transpose(-1, -2)) * scaling
+    allowed = torch.ones(seq, seq, dtype=torch.bool).tril()[None, None] & mask2d.bool()[:, None, None, :]
+    scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    return (torch.softmax(scores, dim=-1) @ value).transpose(1, 2)
+
+
+@pytest.mark.parametrize("seq, block", [(1, 64), (63, 64), (64, 64), (65, 64), (300, 64), (129, 16), (40, 256)])
+def test_blocked_attention_equals_full_attention(seq, block):
+    """GQA (8 query heads on 2 KV heads), causal, right padding, rows spanning several blocks."""
+    torch.manual_seed(seq)
+    query, key, value = torch.randn(3, 8, seq, 16), torch.randn(3, 2, seq, 16), torch.randn(3, 2, seq, 16)
+    mask = torch.ones(3, seq, dtype=torch.int64)
+    mask[1, seq // 2 + 1:] = 0
+    mask[2, 1:] = 0
+    ours = blocked_causal_attention(query, key, value, mask, 0.25, query_block=block)
+    expected = _full_attention(query, key, value, mask, 0.25)
+    assert ours.shape == (3, seq, 8, 16)
+    assert torch.isfinite(ours).all()
+    assert (ours - expected).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("query_block", [None, 64])
+def test_merged_classifier_matches_the_unmerged_oracle(tiny_reference, query_block):
+    merged = build_merged_classifier(tiny_reference, query_block=query_block)
+    for name, ids, mask in probe_batches(tiny_reference, lengths=(1, 65, 130, 300)):
         ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
         with torch.no_grad():
             ours = activate(merged(ids_t, mask_t), "sigmoid")
@@ -57,6 +85,32 @@ def test_exported_bundle_passed_parity_and_is_complete(tiny_bundle):
     assert manifest["parity"]["decision_agreement"] == 1.0
     assert manifest["labels"][6] == "Information Integrity" and len(manifest["thresholds"]) == 11
     assert {"model.onnx", "tokenizer.json", "classifier.json"} <= {p.name for p in tiny_bundle.iterdir()}
+
+
+def test_export_with_small_query_blocks_keeps_parity_on_rows_of_many_blocks(tiny_checkpoint, tmp_path):
+    """Rows of 300-1100 tokens through 64-query blocks (up to 18 blocks, a partial last one),
+    alone and right padded in one batch: the export's own parity check against the oracle."""
+    from opencc_cm_export.export_pipeline import export_bundle
+
+    report = export_bundle(tiny_checkpoint["classifier"], tmp_path, base_model=tiny_checkpoint["base_model"],
+                           max_tokens=2048, query_block=64, parity_lengths=(1, 64, 65, 300, 1100),
+                           progress=lambda *_: None)
+    assert report.passed and report.max_abs_diff <= 1e-5
+    assert {c.shape for c in report.cases} >= {(1, 1100), (5, 1100)}
+    assert read_bundle_manifest(tmp_path)["attention_query_block"] == 64
+    graph = onnx.load(str(tmp_path / "model.onnx"), load_external_data=False).graph
+    layer_types = tiny_reference_layer_types(tiny_checkpoint)
+    # One Scan per layer: the DeltaNet chunk recurrence and the attention query blocks.
+    assert sum(node.op_type == "Scan" for node in graph.node) == len(layer_types)
+    assert not any(node.op_type == "Softmax" for node in graph.node)  # only inside the block loop
+    assert "full_attention" in layer_types
+
+
+def tiny_reference_layer_types(tiny_checkpoint):
+    import json
+
+    config = json.loads((tiny_checkpoint["base_model"] / "config.json").read_text())
+    return config.get("text_config", config)["layer_types"]
 
 
 def test_exported_graph_keeps_batch_and_sequence_dynamic(tiny_bundle, tiny_reference):
@@ -105,20 +159,6 @@ def test_interface_check_rejects_a_fixed_sequence_axis(tmp_path):
     onnx.save(helper.make_model(graph), str(path))
     with pytest.raises(ExportError, match="axis 1 \\(seq\\) is fixed to 70"):
         check_graph_interface(path)
-
-
-def test_tensorrt_builder_fails_clearly_without_tensorrt_or_gpu(tiny_bundle, tmp_path):
-    import importlib.util
-    import shutil
-
-    from opencc_cm_export.tensorrt_engine import TensorRTUnavailable, build_engine
-
-    if importlib.util.find_spec("tensorrt") is not None and shutil.which("nvidia-smi"):
-        plan = build_engine(tiny_bundle / "model.onnx", tmp_path / "model.plan", progress=lambda *_: None)
-        assert plan.stat().st_size > 0
-        return
-    with pytest.raises(TensorRTUnavailable, match="tensorrt|GPU"):
-        build_engine(tiny_bundle / "model.onnx", tmp_path / "model.plan")
 
 
 def test_fp16_export_keeps_dynamic_axes_and_close_scores(tiny_checkpoint, tmp_path):

@@ -61,6 +61,5 @@ class PathMap:
         argv = list(argv)
         if argv[:2] == ["/usr/bin/tini", "--"]:
             argv = argv[2:]
-        if argv[0] in ("python3", "python"):
-            argv[0] = sys.executable
-        return [self.arg(a) for a in argv]
+        program = sys.executable if argv[0] in ("python3", "python") else self.arg(argv[0])
+        return [program] + [self.arg(a) for a in argv[1:]]  # this interpreter's own path is never remapped

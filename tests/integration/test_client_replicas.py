@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -26,6 +27,31 @@ def served(server: TritonServer) -> int:
     with grpcclient.InferenceServerClient(server.grpc_url) as c:
         stats = c.get_inference_statistics(TEXT_ENSEMBLE).model_stats[0]
     return stats.inference_stats.success.count
+
+
+def settled(servers) -> list[int]:
+    """Each replica's count once it stops moving: an ensemble records a request's statistics
+    just after answering it, so the last answered call may not be counted yet."""
+    last = [served(s) for s in servers]
+    for _ in range(50):
+        time.sleep(0.3)
+        now = [served(s) for s in servers]
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def restart(repo, log, ports) -> TritonServer:
+    """A replica on the ports of the one killed: its orphaned stubs may hold them a moment."""
+    for attempt in range(20):
+        try:
+            return TritonServer(repo, log_path=log, ready_timeout=120, **ports).start()
+        except RuntimeError as exc:
+            if "already in use" not in str(exc) or attempt == 19:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
 
 
 def test_endpoint_lists_become_one_grpc_target():
@@ -51,12 +77,14 @@ def test_three_replicas_balance_fail_over_and_rejoin(tiny_bundle, tmp_path):
             expected = {t: single.classify([t])[0] for t in TEXTS}
         with ClassifierClient(urls, options=options) as client:
             # 1. load spreads: sequential calls rotate over the three subchannels
-            before = [served(s) for s in servers]
+            before = settled(servers)
             for text in TEXTS * 2:
                 assert client.classify([text])[0] == expected[text]
-            shares = [served(s) - b for s, b in zip(servers, before)]
-            print(f"\n[replicas] {len(TEXTS) * 2} sequential requests, per replica {shares}")
-            assert sum(shares) == len(TEXTS) * 2 and all(n > 0 for n in shares), shares
+            shares = [n - b for n, b in zip(settled(servers), before)]
+            print(f"\n[replicas] {len(TEXTS) * 2} sequential requests, per replica {shares}, retries {client.retries}")
+            # a call retried after UNAVAILABLE may also have been answered by the first replica
+            assert len(TEXTS) * 2 <= sum(shares) <= len(TEXTS) * 2 + client.retries, (shares, client.retries)
+            assert all(n > 0 for n in shares), shares
 
             # 2. a replica killed mid-stream: every request answered correctly or failed closed
             outcomes: list[str] = []
@@ -96,8 +124,7 @@ def test_three_replicas_balance_fail_over_and_rejoin(tiny_bundle, tmp_path):
             assert tally.get("ok", 0) >= killed_at + 40  # the other two replicas kept answering
 
             # 3. the restarted replica rejoins the rotation
-            servers[1] = TritonServer(repo, log_path=tmp_path / "replica1-restarted.log", ready_timeout=120,
-                                      **ports[1]).start()
+            servers[1] = restart(repo, tmp_path / "replica1-restarted.log", ports[1])
             rejoined = 0
             for _ in range(60):  # gRPC reconnects within its backoff (max 1 s), then round_robin uses it
                 for text in TEXTS[:6]:

@@ -34,14 +34,27 @@ def scrape(server) -> Counter:
     return out
 
 
+def settled_scrape(server, timeout_s: float = 30.0) -> Counter:
+    """A scrape that no longer changes over more than one flush interval (the model flushes once
+    a second; on a loaded machine its thread may run late)."""
+    deadline = time.monotonic() + timeout_s
+    last = scrape(server)
+    while time.monotonic() < deadline:
+        time.sleep(1.5)
+        now = scrape(server)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError("metrics kept changing with no request in flight")
+
+
 def key(metric, **labels):
     return metric, frozenset({"model": CALIBRATION_MODEL, **labels}.items())
 
 
 def test_counters_match_the_answers_exactly(server, client, spec, tokenizer):
     texts = prompts(tokenizer, spec.max_tokens, 8, seed=11)
-    time.sleep(1.5)  # earlier tests' counts (same server) are flushed within a second: not in our delta
-    before = scrape(server)
+    before = settled_scrape(server)  # earlier tests' counts (same server) are flushed: not in our delta
     expected: Counter = Counter()
     answers = [("everything", classify_text(client, texts[:5], "everything"))]
     answers += [(None, classify_text(client, [t])) for t in texts[5:]]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opencc_cm_serving.batching import plan_groups, run_grouped
+from opencc_cm_serving.batching import group_cost, plan_groups, run_grouped
 from opencc_cm_serving.bundle import load_classifier, load_profiles, resolve_thresholds
 from opencc_cm_serving.calibration import ThresholdProfiles, activate, decide, fold_plan, reduce_windows
 from opencc_cm_serving.errors import ConfigError, InputError
@@ -23,16 +23,38 @@ LABELS = ("A", "B", "Information Integrity")
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(1, 300), min_size=1, max_size=80), st.floats(0.0, 0.9),
-       st.integers(1, 64), st.integers(1, 4096))
-def test_plan_groups_partitions_with_bounded_waste(lengths, fraction, max_rows, max_tokens):
-    groups = plan_groups(lengths, fraction, max_rows, max_tokens)
+       st.integers(1, 64), st.integers(1, 4096), st.sampled_from([None, 0, 64, 1000, 16384]))
+def test_plan_groups_partitions_with_bounded_waste(lengths, fraction, max_rows, max_tokens, span):
+    groups = plan_groups(lengths, fraction, max_rows, max_tokens, attention_span=span)
     assert sorted(np.concatenate(groups).tolist()) == list(range(len(lengths)))
     for group in groups:
         sizes = [lengths[i] for i in group]
         padded = len(group) * max(sizes)
         if len(group) > 1:
             assert len(group) <= max_rows and padded <= max_tokens
+            assert group_cost(len(group), max(sizes), span) <= max_tokens
             assert padded - sum(sizes) <= fraction * padded + 1e-9
+
+
+def test_group_cost_counts_attention_quadratically():
+    assert group_cost(4, 100, None) == group_cost(4, 100, 0) == 400
+    assert group_cost(1, 8192, 8192) == 2 * 8192  # at the span, attention doubles a token's cost
+    assert group_cost(1, 2048, 1024) == 3 * group_cost(1, 2048, None)
+    with pytest.raises(ValueError, match="attention_span"):
+        plan_groups([1, 2], 0.5, 8, 100, attention_span=-1)
+
+
+def test_long_rows_never_share_a_run_while_short_rows_do():
+    # Rows x width alone lets two max-length rows (2 x 8,192 = 16,384 cells) share one run ...
+    assert len(plan_groups([8192, 8192], 0.25, 64, 16384)) == 1
+    # ... counting attention's square, each runs alone, and a window-sized pair as well.
+    assert [g.tolist() for g in plan_groups([8192, 8192], 0.25, 64, 16384, attention_span=16384)] == [[0], [1]]
+    assert [len(g) for g in plan_groups([4096] * 4, 0.25, 64, 16384, attention_span=16384)] == [3, 1]
+    assert len(plan_groups([4096] * 4, 0.25, 64, 16384)) == 1
+    # 64 short rows (64 x 128 = 8,192 cells, x 1.008) still run together.
+    assert len(plan_groups([128] * 64, 0.25, 64, 16384, attention_span=16384)) == 1
+    # The same cell count at growing width costs more: 8 x 2,048 no longer fits, 4 x 2,048 does.
+    assert [len(g) for g in plan_groups([2048] * 8, 0.25, 64, 16384, attention_span=16384)] == [7, 1]
 
 
 def test_plan_groups_keeps_similar_lengths_together():
@@ -202,3 +224,45 @@ def test_reduce_windows():
     for bad in (np.array([[1], [1], [2]]), np.array([[0], [2], [3]]), np.array([[0], [1]]), np.array([0, 1, 2])):
         with pytest.raises(InputError, match="text_row"):
             reduce_windows(values, bad, "max")
+
+
+_MEMORY_PROBE = r"""
+import json, sys
+from pathlib import Path
+import numpy as np
+from opencc_cm_serving.onnx_runner import OnnxEncoder
+
+def rss(field="VmRSS"):
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field + ":"))
+    return int(line.split()[1]) / 1024.0
+
+bundle, memory, length = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+encoder = OnnxEncoder(bundle / "model.onnx", 11, providers="CPUExecutionProvider", intra_op_threads=1, memory=memory)
+short = np.ones((1, 16), dtype=np.int64)
+encoder(short, short)
+before = rss()
+Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
+ids = np.random.default_rng(0).integers(0, 1000, size=(1, length), dtype=np.int64)
+assert np.isfinite(encoder(ids, np.ones_like(ids))).all()
+peak = rss("VmHWM")
+print(json.dumps({"before": before, "peak": peak, "after": rss()}))
+"""
+
+
+def _encoder_memory(bundle, memory, length):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(bundle), memory, str(length)],
+                         capture_output=True, text=True, timeout=300, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_encoder_memory_stays_linear_and_is_returned_after_a_long_row(tiny_bundle):
+    """Issue 14: the tiny graph before blocked attention took +1,437 MiB for one 4,096-token row
+    (and kept it); the blocked graph with the releasing encoder takes ~0.1 GB and gives it back."""
+    released = _encoder_memory(tiny_bundle, "release", 4096)
+    assert released["peak"] - released["before"] < 400
+    assert released["after"] <= 1.10 * released["before"]
+    kept = _encoder_memory(tiny_bundle, "arena", 4096)  # the arena keeps its high-water mark
+    assert kept["after"] - kept["before"] > 0.5 * (kept["peak"] - kept["before"])

@@ -5,7 +5,8 @@ Validation, the row scheduler (length groups, shortest first, cancelled/expired 
 computed), responses and metrics: opencc_cm_serving.encoder_model, shared with the
 ``python-torch`` target (model_torch.py).
 Config parameters: those of encoder_model, plus ``onnx_file``, ``providers``,
-``intra_op_threads``.
+``intra_op_threads``, ``memory`` (``shrink``: ONNX Runtime gives back what a long run took;
+opencc_cm_serving.onnx_runner).
 """
 import os
 import sys
@@ -26,6 +27,7 @@ class TritonPythonModel(RaggedEncoderModel):
             spec.num_labels,
             providers=require(params, "providers", ENCODER_MODEL),
             intra_op_threads=int(require(params, "intra_op_threads", ENCODER_MODEL)),
+            memory=require(params, "memory", ENCODER_MODEL),
         )
         pb().Logger.log_info(f"{ENCODER_MODEL}: onnxruntime providers {encoder.providers}")
         return encoder
