@@ -82,9 +82,8 @@ def pod(rendered, pki, tmp_path_factory):
     config_map = one(objects, "ConfigMap", cm_name)
     assert set(config_map["data"]) == {"MODEL_REPOSITORY_URL", "MODEL_REPOSITORY_SHA256"}
     env = {**os.environ, "MODEL_REPOSITORY_URL": archive.as_uri(), "MODEL_REPOSITORY_SHA256": sha256}
-    init_cmd = [sys.executable if a == "python3" else a for a in init["command"]]
-    init_cmd = [str(FLEET / "images" / "model_repository_archive.py")
-                if a == "/opt/opencc/bin/model_repository_archive.py" else mapping.arg(a) for a in init_cmd]
+    script = {"/opt/opencc/bin/model_repository_archive.py": str(FLEET / "images" / "model_repository_archive.py")}
+    init_cmd = mapping.command([script.get(a, a) for a in init["command"]])
     fetched = subprocess.run(init_cmd, env=env, capture_output=True, text=True, timeout=60)
     assert fetched.returncode == 0, fetched.stderr
 

@@ -43,6 +43,8 @@ class PathMap:
         self.paths, self.ports = paths, ports
 
     def arg(self, text: str) -> str:
+        if text.startswith(str(Path(__file__).resolve().parents[2])):  # already a path of this checkout
+            return text
         for pod_path, local in self.paths.items():  # one path per argument, mapped once
             if text == pod_path or text.startswith(pod_path + "/"):
                 text = str(local) + text[len(pod_path):]
