@@ -24,7 +24,7 @@ import trustme
 from tritonclient.utils import InferenceServerException
 
 from opencc_cm_client import ClassifierClient, ConnectionOptions, RetryPolicy, UnavailableError
-from opencc_cm_contract import CALIBRATION_MODEL, HARM_CATEGORIES, TEXT_ENSEMBLE, TOKENIZER_MODEL
+from opencc_cm_contract import CALIBRATION_MODEL, ENCODER_MODEL, HARM_CATEGORIES, TEXT_ENSEMBLE, TOKENIZER_MODEL
 from opencc_cm_serving.deploy import main as deploy_main
 from opencc_cm_serving.launch import free_port
 from opencc_cm_serving.production import ADMIN_PROTOCOLS, ProductionConfig, ProductionConfigError
@@ -271,8 +271,9 @@ def test_concurrent_requests_keep_their_own_thresholds(rel_client, reference):
     profiles = (None, "strict", "lenient", "everything", "nothing", "default")
     cases = make_cases(reference, 60, seed=33, profiles=profiles)
 
-    def calibration_counts():  # (requests answered, execute() calls) of the calibration model
-        stats = rel_client.get_inference_statistics(CALIBRATION_MODEL).model_stats[0]
+    def calibration_counts():  # (requests handed over, execute() calls) of the model that calibrates:
+        # the Python-backend encoder (calibration is folded into it on the python-ort target)
+        stats = rel_client.get_inference_statistics(ENCODER_MODEL).model_stats[0]
         return stats.inference_stats.success.count, stats.execution_count
 
     requests0, executions0 = calibration_counts()
@@ -283,7 +284,7 @@ def test_concurrent_requests_keep_their_own_thresholds(rel_client, reference):
             tally.add((case.profile or "none", kind), detail)
     requests1, executions1 = calibration_counts()
     print("\n" + tally.table("[isolation] 25 waves of 12 concurrent requests (profile, outcome)"))
-    print(f"[isolation] calibration answered {requests1 - requests0} requests in {executions1 - executions0} "
+    print(f"[isolation] the encoder (which calibrates) took {requests1 - requests0} requests in {executions1 - executions0} "
           "executions (requests with different profiles shared executions)")
     assert not any(kind == "WRONG" for _, kind in tally.counts)
     assert {kind for _, kind in tally.counts} <= {"ok", "UNAVAILABLE"}
