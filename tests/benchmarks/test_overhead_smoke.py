@@ -38,7 +38,8 @@ def test_overhead_benchmark_writes_sane_reports(tiny_bundle, tmp_path):
             lat, name = lv["latency"], f"{mode} {lv['ensemble']} c{lv['clients']}"
             assert lv["errors"] == 0 and lv["requests"] > 0 and lv["requests_per_s"] > 0, name
             assert 0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"], name
-            assert lv["server_cpu_s"]["total"] > 0 and lv["client_cpu_s"]["total"] > 0, name
+            # CPU time is read in 10 ms ticks: a short smoke level may read 0, never a negative or missing figure
+            assert lv["server_cpu_s"]["total"] >= 0 and lv["client_cpu_s"]["total"] >= 0, name
             # every stub of the server tree is accounted by its model name
             assert any(k.startswith("python stub: encoder") for k in lv["server_cpu_s"]), name
             ens = lv["triton"][lv["ensemble"]]
