@@ -8,8 +8,11 @@ Two parts, each point in a FRESH subprocess (so no point inherits another's heap
    a 5 ms sampler as a cross-check), RSS right after, RSS after one more 16-token request, and
    the wall time of the run. For the old graph (``--old-bundle``: exported with
    ``--query-block 0``, i.e. transformers' attention holding [heads, seq, seq] scores) and the new
-   one, each with the encoder memory modes asked for (``arena`` = main's runner,
-   ``release`` = the new default).
+   one, each with the encoder memory modes asked for: ``shrink`` (the default: arena shrunk
+   after each run), ``release`` (no arena), ``arena`` (kept); a ``+reuse`` suffix turns ONNX
+   Runtime's buffer-reuse planning back on (``enable_mem_reuse``, its own default and main's
+   before this change; the encoder now runs without it, see ``onnx_runner``). Main's runner
+   before issue 14 was ``arena+reuse``.
 2. Through the real Triton server (``python-ort`` target, ``opencc_cm_serving.deploy`` +
    ``opencc_cm_serving.launch.TritonServer``): the encoder stub's RSS (sampled every 20 ms)
    before, during and after one max-length ``classify_ids`` request, then two concurrent ones;
@@ -95,8 +98,11 @@ def run_point(bundle: Path, length: int, memory: str, threads: int) -> dict:
 
     spec = load_classifier(bundle / CLASSIFIER_FILE)
     started = time.perf_counter()
+    mode, _, planner = memory.partition("+")
+    if planner not in ("", "reuse"):
+        raise SystemExit(f"memory mode {memory!r}: the only suffix is +reuse")
     encoder = OnnxEncoder(bundle / "model.onnx", spec.num_labels, providers="CPUExecutionProvider",
-                          intra_op_threads=threads, memory=memory)
+                          intra_op_threads=threads, memory=mode, reuse_buffers=planner == "reuse")
     load_s = time.perf_counter() - started
     rng = np.random.default_rng(length)
     short = rng.integers(0, spec.vocab_size, size=(1, WARMUP_TOKENS), dtype=np.int64)
@@ -116,7 +122,7 @@ def run_point(bundle: Path, length: int, memory: str, threads: int) -> dict:
     peak = max(sampler.peak, peak_hwm) if hwm_reset else sampler.peak
     return {
         "bundle": str(bundle), "length": length, "memory_mode": memory, "threads": threads,
-        "load_s": round(load_s, 2), "run_s": round(run_s, 3), "ms_per_token": round(1000 * run_s / length, 3),
+        "reuse_buffers": encoder.reuse_buffers, "load_s": round(load_s, 2), "run_s": round(run_s, 3), "ms_per_token": round(1000 * run_s / length, 3),
         "rss_before_mib": round(rss_before, 1), "peak_rss_mib": round(peak, 1),
         "peak_added_mib": round(peak - rss_before, 1),
         "peak_source": "VmHWM after clear_refs" if hwm_reset else "5 ms sampler",
@@ -311,15 +317,16 @@ def main(argv=None) -> int:
     point = sub.add_parser("point")
     point.add_argument("--bundle", required=True, type=Path)
     point.add_argument("--length", required=True, type=int)
-    point.add_argument("--memory", default="release")
+    point.add_argument("--memory", default="shrink")
     point.add_argument("--threads", type=int, default=0)
     render = sub.add_parser("render", help="re-render memory_benchmark.md from a JSON report")
     render.add_argument("--json", required=True, type=Path)
     parser.add_argument("--bundle", type=Path, help="the new bundle (blocked attention)")
     parser.add_argument("--old-bundle", type=Path, help="the pre-issue-14 bundle (--query-block 0)")
     parser.add_argument("--lengths", default="1024,2048,4096,8192")
-    parser.add_argument("--modes", default="release,arena", help="encoder memory modes for the new graph")
-    parser.add_argument("--old-modes", default="arena", help="encoder memory modes for the old graph")
+    parser.add_argument("--modes", default="shrink,shrink+reuse",
+                        help="encoder memory modes for the new graph (+reuse: ONNX Runtime's buffer-reuse planning on)")
+    parser.add_argument("--old-modes", default="arena+reuse", help="encoder memory modes for the old graph")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--no-triton", action="store_true")
     parser.add_argument("--graphs", default="new,old", help="which in-process series to run now")
@@ -362,6 +369,9 @@ def main(argv=None) -> int:
     if args.include_points:
         earlier = json.loads(args.include_points.read_text())
         for p in earlier["points"]:
+            if "reuse_buffers" not in p and "memory_mode" in p:  # measured before the switch existed:
+                p["reuse_buffers"] = True                        # ONNX Runtime's default was on
+                p["memory_mode"] += "+reuse"
             p.setdefault("run_started", earlier["started"])
             p.setdefault("run_load_average", [earlier["machine"]["load_average_start"],
                                               earlier["machine"].get("load_average_end")])
