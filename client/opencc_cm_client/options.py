@@ -52,7 +52,10 @@ class ConnectionOptions:
             ("grpc.keepalive_time_ms", self.keepalive_time_ms),
             ("grpc.keepalive_timeout_ms", self.keepalive_timeout_ms),
             ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.max_pings_without_data", 0),
+            # At most 2 pings while no data flows (gRPC's default): a server with Triton's default
+            # ping policy sends GOAWAY "too_many_pings" at the third, failing the calls in flight
+            # (an unlimited pinger lost every call longer than 3 keepalive periods).
+            ("grpc.http2.max_pings_without_data", 2),
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", self.max_reconnect_backoff_ms),

@@ -85,13 +85,25 @@ def _die_with_parent() -> None:  # runs in the child: SIGTERM it if the launcher
         pass
 
 
+# gRPC keepalive. Triton's defaults treat a client ping as "bad" when it comes less than 5 minutes
+# after the previous one while no data flows (and any ping while no call is open), and answer
+# the third bad ping with GOAWAY "too_many_pings": every call on that connection fails
+# UNAVAILABLE. A client pinging every 30 s therefore lost any call longer than ~90 s (an
+# 8,192-token row on a CPU encoder takes that) and retried it, computing it twice. Here pings
+# are welcome from 1 s apart, with or without calls; a ping flood still ends in GOAWAY.
+GRPC_PING_POLICY = (
+    "--grpc-keepalive-permit-without-calls=1",
+    "--grpc-http2-min-recv-ping-interval-without-data=1000",
+)
+
+
 class TritonServer:
     """A tritonserver child process; ``with TritonServer(repo) as s: s.grpc_url``."""
 
     def __init__(self, model_repository, grpc_port=0, http_port=0, metrics_port=0, address="127.0.0.1",
                  log_path=None, ready_timeout=180.0, model_control_mode="none", extra_args=(),
                  client_kwargs=None, probe_headers=None):
-        """``extra_args`` go to tritonserver as is (e.g. TLS flags); ``client_kwargs`` configure the
+        """``extra_args`` go to tritonserver as is, after the defaults (e.g. TLS flags); ``client_kwargs`` configure the
         readiness probe's ``tritonclient.grpc`` client to match (ssl, certificates...);
         ``probe_headers`` go with each probe call (e.g. the key of a restricted protocol, since the
         probe lists the repository index). ``opencc_cm_serving.production`` builds all three."""
@@ -137,6 +149,7 @@ class TritonServer:
             f"--grpc-address={self.address}", f"--grpc-port={self.grpc_port}",
             f"--http-address={self.address}", f"--http-port={self.http_port}",
             f"--metrics-address={self.address}", f"--metrics-port={self.metrics_port}",
+            *GRPC_PING_POLICY,
             *self.extra_args,
         ]
         return cmd, env
