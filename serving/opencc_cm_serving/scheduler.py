@@ -10,9 +10,11 @@ returns; a worker thread owns the ONNX Runtime session and loops:
    model's queue timeout, counted from admission);
 2. plan groups over all pending rows (``batching.plan_groups``: sorted by length, bounded
    padding and cost) and pick the first one, i.e. the shortest rows; unless the oldest
-   pending request has waited more than ``max_defer_s`` and the previous run was not
-   chosen that way, then the group holding its shortest pending row (long rows cannot
-   starve, and a short prompt still waits for at most one such run). A group whose longest row has at least
+   pending request has waited more than ``max_defer_s`` and the previous run did not
+   already serve the request that was oldest then, then the group holding its shortest
+   pending row. So long rows cannot starve (the oldest request runs at least every other
+   run), and a short prompt waits for at most one long run: after a long row, aged or
+   merely the shortest pending, the next run is the shortest group. A group whose longest row has at least
    ``solo_tokens`` tokens runs one row at a time: a short prompt arriving meanwhile waits
    for one long row, never for a batch of them;
 3. drop the group's requests that were cancelled (``request.is_cancelled()``) or expired;
@@ -78,7 +80,7 @@ class RowScheduler:
         self.max_pending, self.default_timeout_s, self.max_defer_s = max_pending, default_timeout_s, max_defer_s
         self.solo_tokens = solo_tokens
         self.cancel_check_tokens, self.cancel_check_wait_s = cancel_check_tokens, cancel_check_wait_s
-        self.last_was_aged = False
+        self.oldest_just_served = False  # the previous run included the then-oldest request
         self.clock = clock
         self.works: list[Work] = []
         self.lock = threading.Condition()
@@ -189,12 +191,12 @@ class RowScheduler:
             return []
         groups = self.plan([len(w.rows[r]) for w, r in entries])
         pick = groups[0]
-        aged = oldest is not None and now - oldest.admitted > self.max_defer_s and not self.last_was_aged
+        aged = oldest is not None and now - oldest.admitted > self.max_defer_s and not self.oldest_just_served
         if aged:
             pick = next(g for g in groups if any(entries[i][0] is oldest for i in g))
-        self.last_was_aged = aged
         if self.solo_tokens and len(entries[pick[-1]][0].rows[entries[pick[-1]][1]]) >= self.solo_tokens:
-            pick = pick[:1]
+            pick = pick[:1] if not aged else [next(i for i in pick if entries[i][0] is oldest)]
+        self.oldest_just_served = any(entries[i][0] is oldest for i in pick)
         return [entries[i] for i in pick]
 
     def _compute(self, entries: list[tuple[Work, int]]) -> None:

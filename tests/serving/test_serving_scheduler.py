@@ -85,6 +85,33 @@ def test_aged_long_rows_alternate_with_short_ones():
     assert h.runs == [[8], [2]] and "short" in h.answers
 
 
+def test_after_a_long_row_the_short_one_goes_next_even_if_other_long_ones_aged():
+    """Long requests only: the first runs as the shortest pending (not aged). A short request
+    arriving meanwhile goes next, not the now-aged second long one: it waits for one long row,
+    never two (the oldest request just had its turn)."""
+    h = Harness(max_defer_s=0.5, solo_tokens=6)
+    h.admit("long0", 8)
+    h.admit("long1", 8)
+    h.s.step()                      # long0, 1 s: long1 has aged meanwhile
+    h.admit("short", 2)
+    h.s.step()
+    assert h.runs == [[8], [2]] and "short" in h.answers
+    h.drain()
+    assert h.runs == [[8], [2], [8]]
+
+
+def test_an_aged_solo_group_runs_the_oldest_requests_row():
+    """An aged pick whose group holds long rows of several requests runs the OLDEST one's row
+    (cut to one row, the group could otherwise start with a younger request's row)."""
+    h = Harness(max_defer_s=0.5, solo_tokens=6, max_group_tokens=64)
+    h.admit("old", 8)
+    h.admit("young", 7)
+    h.admit("short", 2)
+    h.now = 1.0                     # all aged; "old" is the oldest
+    h.s.step()
+    assert h.runs == [[8]] and "old" in h.answers and "young" not in h.answers
+
+
 def test_cancelled_and_expired_requests_are_not_computed():
     h = Harness()
     h.admit("running", 8)
