@@ -64,16 +64,24 @@ def probe(url: str, seconds: float, vocab: int, interval: float = 0.02) -> list[
     return out
 
 
-def long_client(url: str, stop: threading.Event, max_tokens: int, vocab: int, seed: int, done: queue.Queue) -> None:
+def long_client(url: str, stop: threading.Event, max_tokens: int, vocab: int, seed: int, done: queue.Queue,
+                refused: queue.Queue) -> None:
+    """Sends one max-length row after another until ``stop``. A refusal (e.g. the queue timeout
+    passing while other long rows run: "Request timeout expired") is recorded and the next row
+    goes at once, so the load never lets up."""
     import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
 
     rng = np.random.default_rng(seed)
     with grpcclient.InferenceServerClient(url) as client:
         while not stop.is_set():
             ids = rng.integers(0, vocab, (1, max_tokens)).astype(np.int64)
             start = time.monotonic()
-            client.infer(IDS_ENSEMBLE, _inputs(ids), client_timeout=600)
-            done.put(time.monotonic() - start)
+            try:
+                client.infer(IDS_ENSEMBLE, _inputs(ids), client_timeout=600)
+                done.put(time.monotonic() - start)
+            except InferenceServerException as exc:
+                refused.put(f"{exc.status()}: {str(exc.message())[-80:]}")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -84,6 +92,7 @@ def run(args: argparse.Namespace) -> dict:
     import os
 
     load_start = os.getloadavg()[0]
+    started_utc = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     work = Path(tempfile.mkdtemp(prefix="opencc-fairness-"))
     try:
         bundle = Path(args.bundle)
@@ -114,8 +123,9 @@ def run(args: argparse.Namespace) -> dict:
                     times.append(time.monotonic() - start)
             t_long = statistics.median(times)
             alone = probe(url, args.seconds / 3, vocab)
-            stop, done = threading.Event(), queue.Queue()
-            clients = [threading.Thread(target=long_client, args=(url, stop, spec.max_tokens, vocab, 10 + i, done))
+            stop, done, refused = threading.Event(), queue.Queue(), queue.Queue()
+            clients = [threading.Thread(target=long_client,
+                                        args=(url, stop, spec.max_tokens, vocab, 10 + i, done, refused))
                        for i in range(args.long_clients)]
             for c in clients:
                 c.start()
@@ -127,6 +137,10 @@ def run(args: argparse.Namespace) -> dict:
             long_times = []
             while not done.empty():
                 long_times.append(done.get())
+            refusals: dict[str, int] = {}
+            while not refused.empty():
+                why = refused.get()
+                refusals[why] = refusals.get(why, 0) + 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {
@@ -135,8 +149,10 @@ def run(args: argparse.Namespace) -> dict:
         "t_long_s": t_long,
         "probe_alone": {"n": len(alone), "p50_ms": 1000 * _pct(alone, 50), "p99_ms": 1000 * _pct(alone, 99)},
         "probe_loaded": {"n": len(loaded), "p50_ms": 1000 * _pct(loaded, 50), "p99_ms": 1000 * _pct(loaded, 99),
-                         "max_ms": 1000 * max(loaded)},
-        "long_requests_done": len(long_times), "long_p50_s": _pct(long_times, 50),
+                         "max_ms": 1000 * max(loaded),
+                         "slowest_ms": sorted((round(1000 * x, 1) for x in loaded), reverse=True)[:20]},
+        "started_utc": started_utc, "command": " ".join(["python -m opencc_cm_benchmarks.fairness_benchmark", *sys.argv[1:]]),
+        "long_requests_done": len(long_times), "long_p50_s": _pct(long_times, 50), "long_requests_refused": refusals,
         "load_average_1min": {"start": load_start, "end": os.getloadavg()[0], "cpus": os.cpu_count()},
     }
     result["target_ms"] = 1000 * (2 * t_long) + result["probe_alone"]["p99_ms"]
