@@ -213,6 +213,7 @@ def deploy(args: argparse.Namespace) -> Path:
         "max_pad_fraction": repr(float(args.max_pad_fraction)),
         "attention_span": args.attention_span,
         "encoder_memory": args.encoder_memory,
+        "long_row_lane": "1" if args.long_row_lane == "on" else "0",
         "special_tokens_in_text": args.special_tokens_in_text,
         "client_metadata": client_metadata(spec, profiles, bundle, args.long_input_policy, args.special_tokens_in_text),
         "model_prefix": prefix,
@@ -351,6 +352,10 @@ def parser() -> argparse.ArgumentParser:
                    help="python-ort encoder: shrink = ONNX Runtime's arena, shrunk after each run (gives "
                         "back what a long run took); release = no arena (also gives it back, slower); "
                         "arena = keep it (RSS stays at the largest request's)")
+    p.add_argument("--long-row-lane", choices=("on", "off"), default="on",
+                   help="python-ort encoder: rows of at least solo_row_tokens run in a second worker beside the "
+                        "short ones, so a short prompt never waits for a long row (off: one worker, a short "
+                        "prompt waits for the long row running)")
     p.add_argument("--max-pad-fraction", type=float, default=0.25,
                    help="python-ort encoder: most padding cells per length group; on a CPU-only "
                         "server ~0.1 ran faster (BENCHMARKS.md)")

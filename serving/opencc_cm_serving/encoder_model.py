@@ -30,7 +30,8 @@ Config parameters read here: ``artifact_dir`` (classifier.json), ``max_pad_fract
 ``max_group_tokens``, ``attention_span`` (optional; a group costs rows x width x (1 + width /
 attention_span) of the max_group_tokens budget), ``max_defer_s`` (a request waiting longer runs next whatever its
 length: long rows cannot starve), ``solo_row_tokens`` (rows at least this long run one per
-run; 0 = max_tokens / 4). The queue policy's ``max_queue_size`` and
+run; 0 = max_tokens / 4), ``long_row_lane`` ("1": those rows run in a second worker beside the
+short ones; "0"/absent: one worker). The queue policy's ``max_queue_size`` and
 ``default_timeout_microseconds`` also bound the scheduler.
 """
 from __future__ import annotations
@@ -104,8 +105,19 @@ class RaggedEncoderModel:
             solo_tokens=self._solo_tokens(params),
             cancel_check_tokens=int(params.get("cancel_check_tokens", "0")) or self._solo_tokens(params),
             cancel_check_wait_s=float(params.get("cancel_check_wait_s", "0.01")),
+            long_lane=self._long_row_lane(params),
         ).start()
         self.metrics = _Metrics(args.get("model_name", ENCODER_MODEL))
+
+    @staticmethod
+    def _long_row_lane(params) -> bool:
+        """``long_row_lane`` "1": long rows in their own worker, beside the short ones (the
+        python-ort default); "0" or absent: one worker (python-torch: CUDA graphs share one memory
+        pool, so two runs must never overlap)."""
+        value = params.get("long_row_lane", "0")
+        if value not in ("0", "1"):
+            raise ConfigError(f"{ENCODER_MODEL}: long_row_lane must be \"0\" or \"1\", got {value!r}")
+        return value == "1"
 
     def _solo_tokens(self, params):
         return int(params.get("solo_row_tokens", "0")) or max(1, self.spec.max_tokens // 4)

@@ -109,6 +109,27 @@ def test_short_prompt_overtakes_long_rows_admitted_before_it(slow):
     assert order.index("short") <= 2, order
 
 
+def test_short_prompt_does_not_wait_for_the_long_row_running(slow):
+    """The long-row lane (``long_row_lane`` "1", the python-ort default): a short prompt sent
+    while one long row runs is answered first; with one worker it came after that row."""
+    client, spec, _ = slow
+    done: queue.Queue = queue.Queue()
+    long_ids, long_mask = rows(spec, spec.max_tokens, 1, seed=11)
+    short_ids, short_mask = rows(spec, 3, 1, seed=12)
+    for attempt in range(3):  # the row must still be running when the short one arrives: retry if the box stalled
+        send(client, IDS_ENSEMBLE, ids_inputs(long_ids, long_mask), "long", done)
+        time.sleep(0.1)
+        send(client, IDS_ENSEMBLE, ids_inputs(short_ids, short_mask), "short", done)
+        order = []
+        for _ in range(2):
+            tag, _, _, error = done.get(timeout=60)
+            assert error is None, error
+            order.append(tag)
+        if order == ["short", "long"]:
+            break
+    assert order == ["short", "long"], order
+
+
 @pytest.mark.parametrize("how", ["timeout-through-ensemble", "cancel-direct"])
 def test_abandoned_long_requests_are_not_computed(slow, how, record_property):
     """Many long requests whose client gave up, then a short one: the abandoned ones are

@@ -92,3 +92,18 @@ def test_encoder_isolates_runtime_failures(repository, spec, reference_logits):
     assert np.abs(first.output(LOGITS)[0] - ref[0]).max() <= 1e-5
     assert np.abs(third.output(LOGITS)[0] - ref[1]).max() <= 1e-5
     assert any(level == "error" and "kernel failure" in msg for level, msg in fake.Logger.messages)
+
+
+def test_encoder_long_row_lane_setting(repository):
+    """The python-ort template turns the long-row lane on; anything but "0"/"1" fails to load."""
+    config = (repository / ENCODER_MODEL / "config.pbtxt").read_text()
+    assert 'key: "long_row_lane" value: { string_value: "1" }' in config
+    encoder = model(repository, ENCODER_MODEL)
+    try:
+        assert encoder.scheduler.lanes == ("short", "long") and len(encoder.scheduler.threads) == 2
+    finally:
+        encoder.finalize()
+    broken = config.replace('key: "long_row_lane" value: { string_value: "1" }', 'key: "long_row_lane" value: { string_value: "yes" }')
+    instance = load_model(repository / ENCODER_MODEL / "1" / "model.py", ENCODER_MODEL)
+    with pytest.raises(ConfigError, match="long_row_lane"):
+        instance.initialize(args_for(repository, ENCODER_MODEL, broken))

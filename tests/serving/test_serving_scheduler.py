@@ -222,3 +222,63 @@ def test_cancellation_always_asked_by_default():
     h.admit("short", 2)
     h.s.step()
     assert h.asked == ["short"]
+
+
+def test_lanes_split_rows_by_length_and_answer_a_request_once_both_are_done():
+    h = Harness(solo_tokens=6, long_lane=True)
+    h.admit("mixed", 8, 2)            # one long and one short row
+    h.admit("short", 3)
+    assert h.s.lanes == ("short", "long")
+    h.s.step("short")
+    assert h.runs == [[2, 3]] and "short" in h.answers and "mixed" not in h.answers
+    assert h.s.step("short") == 0     # nothing short left; the long row is not the short lane's
+    h.s.step("long")
+    assert h.runs == [[2, 3], [8]]
+    assert h.answers["mixed"].tolist() == [[48.0, 48.0], [12.0, 12.0]]  # rows in request order
+
+
+def test_one_lane_without_solo_tokens_or_when_off():
+    assert Harness(solo_tokens=0, long_lane=True).s.lanes == ("all",)
+    assert Harness(solo_tokens=6).s.lanes == ("all",)
+
+
+def test_short_rows_are_answered_while_a_long_row_runs():
+    """The two workers for real: a long row holds its run until released; short requests
+    admitted meanwhile are answered before it ends."""
+    import threading
+
+    release, long_started = threading.Event(), threading.Event()
+    answers, lock = {}, threading.Lock()
+
+    def run(ids, mask):
+        lengths = mask.sum(axis=1)
+        if lengths.max() >= 6:
+            long_started.set()
+            assert release.wait(30), "never released"
+        return np.stack([np.full(2, float(n)) for n in lengths])
+
+    def respond(request, logits=None, outcome=None, error=None):
+        with lock:
+            assert request not in answers
+            answers[request] = logits if logits is not None else outcome
+
+    s = RowScheduler(run, respond, lambda r: False, 0, max_pad_fraction=0.25, max_rows=64, max_group_tokens=64,
+                     max_pending=16, default_timeout_s=None, solo_tokens=6, long_lane=True).start()
+    try:
+        s.admit("long", [np.ones(8, np.int64)])
+        assert long_started.wait(10)
+        for i in range(3):
+            s.admit(f"short{i}", [np.ones(2 + i, np.int64)])
+        deadline = 10.0
+        while len(answers) < 3 and deadline > 0:
+            threading.Event().wait(0.01)
+            deadline -= 0.01
+        assert set(answers) == {"short0", "short1", "short2"}  # the long row is still running
+        release.set()
+        while "long" not in answers and deadline > 0:
+            threading.Event().wait(0.01)
+            deadline -= 0.01
+        assert answers["long"].tolist() == [[8.0, 8.0]]
+    finally:
+        release.set()
+        s.stop()
