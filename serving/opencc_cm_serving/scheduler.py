@@ -99,6 +99,9 @@ class RowScheduler:
         self.lock = threading.Condition()
         self.stopping = False
         self.threads: list[threading.Thread] = []
+        # Works with rows being computed now, by id: their deadline was checked when their run
+        # started; the other lane must not expire them mid-run (that threw the result away).
+        self.in_flight: dict[int, int] = {}
 
     # --- admission (execute(), Triton's thread)
     def admit(self, request: Any, rows: Sequence[np.ndarray], timeout_s: float | None = None) -> bool:
@@ -165,13 +168,16 @@ class RowScheduler:
         for work in works:
             if self._check_cancelled(work, alone) and self.is_cancelled(work.request):
                 self._drop(work, CANCELLED)
-            elif work.deadline is not None and self.clock() > work.deadline:
+            elif self._expired(work, self.clock()):
                 self._drop(work, EXPIRED)
             else:
                 live.append(work)
         entries = [(w, r) for w, r in chosen if w in live]
         if not entries:
             return 0
+        with self.lock:
+            for work in live:
+                self.in_flight[id(work)] = self.in_flight.get(id(work), 0) + 1
         try:
             self._compute(entries)
         except Exception:  # noqa: BLE001 - isolate the failing request(s)
@@ -181,7 +187,17 @@ class RowScheduler:
                     self._compute(mine)
                 except Exception as exc:  # noqa: BLE001
                     self._drop(work, FAILED, exc)
+        finally:
+            with self.lock:
+                for work in live:
+                    left = self.in_flight.pop(id(work)) - 1
+                    if left:
+                        self.in_flight[id(work)] = left
         return len(entries)
+
+    def _expired(self, work: Work, now: float) -> bool:
+        """Deadline passed, and no row of it is being computed (under the lock or not: a read)."""
+        return work.deadline is not None and now > work.deadline and id(work) not in self.in_flight
 
     def _check_cancelled(self, work: Work, alone: bool) -> bool:
         """Whether to ask the server if ``work`` was cancelled before computing it.
@@ -201,7 +217,7 @@ class RowScheduler:
     def _pick(self, lane: str) -> list[tuple[Work, int]]:
         now = self.clock()
         with self.lock:
-            expired = [w for w in list(self.works) if w.deadline is not None and now > w.deadline]
+            expired = [w for w in list(self.works) if self._expired(w, now)]
             for work in expired:
                 self.works.remove(work)
             entries = [(w, r) for w in self.works for r in sorted(w.pending) if self.in_lane(lane, len(w.rows[r]))]

@@ -282,3 +282,48 @@ def test_short_rows_are_answered_while_a_long_row_runs():
     finally:
         release.set()
         s.stop()
+
+
+def test_a_long_row_in_flight_is_not_expired_by_the_short_lane():
+    """Its deadline passes while it runs (it was checked when the run started): the short lane,
+    purging expired requests, must leave it to finish; it is answered with its logits."""
+    import threading
+
+    now = [0.0]
+    release, long_started = threading.Event(), threading.Event()
+    answers, lock = {}, threading.Lock()
+
+    def run(ids, mask):
+        lengths = mask.sum(axis=1)
+        if lengths.max() >= 6:
+            long_started.set()
+            assert release.wait(30), "never released"
+        return np.stack([np.full(2, float(n)) for n in lengths])
+
+    def respond(request, logits=None, outcome=None, error=None):
+        with lock:
+            assert request not in answers
+            answers[request] = logits if logits is not None else outcome
+
+    s = RowScheduler(run, respond, lambda r: False, 0, max_pad_fraction=0.25, max_rows=64, max_group_tokens=64,
+                     max_pending=16, default_timeout_s=5.0, solo_tokens=6, long_lane=True,
+                     clock=lambda: now[0]).start()
+    try:
+        s.admit("long", [np.ones(8, np.int64)])
+        assert long_started.wait(10)
+        now[0] = 10.0                       # the long request's deadline (5 s) has passed mid-run
+        s.admit("short", [np.ones(2, np.int64)])
+        for _ in range(1000):
+            if "short" in answers:
+                break
+            threading.Event().wait(0.01)
+        assert answers.get("short") is not None and "long" not in answers
+        release.set()
+        for _ in range(1000):
+            if "long" in answers:
+                break
+            threading.Event().wait(0.01)
+        assert not isinstance(answers["long"], str) and answers["long"].tolist() == [[8.0, 8.0]]
+    finally:
+        release.set()
+        s.stop()
