@@ -6,9 +6,10 @@ padding), output ``logits`` [batch, num_labels] returned as FP32.
 Memory after a run (issue 14): ONNX Runtime's CPU arena keeps every block it ever grew to, so
 one long request used to leave the encoder several GB larger for good. ``memory``:
 - ``shrink`` (default): the arena, shrunk back after every run (run option
-  ``memory.enable_memory_arena_shrinkage``), and ``malloc_trim(0)`` after a run of at least
-  ``TRIM_ABOVE_CELLS`` padded cells (~0.2 ms; the arena alone left +396 MiB, 1.20x, after an
-  8,192-token row of the real-shape graph; with the trim 1.00x), at the arena's speed.
+  ``memory.enable_memory_arena_shrinkage``): the memory a long run allocated is given back
+  (real-shape graph, one 8,192-token row: anonymous RSS 1.000x its level before; a
+  ``malloc_trim`` after it changed nothing, 0.997x), at the arena's speed. Total RSS stays
+  higher by the weights' file-backed pages the run touched (BENCHMARKS.md).
 - ``release``: no CPU arena (each tensor is malloc'ed and freed) and ``malloc_trim(0)`` after a
   run of at least ``TRIM_ABOVE_CELLS`` padded cells; returns memory too, but ran 1.6-2.2x
   slower than the arena on the real-shape graph on 2 cores.
@@ -85,7 +86,7 @@ class OnnxEncoder:
         options.enable_cpu_mem_arena = memory != "release"
         options.enable_mem_reuse = reuse_buffers
         self.memory, self.reuse_buffers = memory, reuse_buffers
-        self._trim = _malloc_trim() if memory in ("shrink", "release") else None
+        self._trim = _malloc_trim() if memory == "release" else None
         self._run_options = None
         wanted = choose_providers(providers)
         if memory == "shrink":
