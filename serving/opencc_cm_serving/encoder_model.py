@@ -37,6 +37,7 @@ short ones; "0"/absent: one worker). The queue policy's ``max_queue_size`` and
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 
@@ -78,6 +79,10 @@ class RaggedEncoderModel:
                              f"attention_span >= 0, got {self.max_pad_fraction}, {self.max_group_tokens} and "
                              f"{self.attention_span}")
         self.encoder = self.make_runner(args, config, params, self.spec)  # before the worker thread starts
+        # Every message to the server (response sends, is_cancelled(), metric increments) goes
+        # under this lock: with two scheduler lanes, Triton 2.51's Python backend crashed the
+        # server (SIGSEGV in libtriton_python.so) when the stub's threads sent at the same time.
+        self._ipc = threading.Lock()
         self.outputs = {o["name"] for o in config.get("output", [])}
         self.calibrating = set(CALIBRATED) <= self.outputs
         self.class_metrics = None
@@ -94,11 +99,11 @@ class RaggedEncoderModel:
                    self.profiles.select(None))
             if hasattr(pb(), "MetricFamily"):
                 self.class_metrics = ClassifierMetrics(pb(), require(params, "calibration_model", ENCODER_MODEL),
-                                                       self.spec.labels)
+                                                       self.spec.labels, ipc_lock=self._ipc)
         policy = (config.get("dynamic_batching") or {}).get("default_queue_policy") or {}
         timeout_us = int(policy.get("default_timeout_microseconds", 0) or 0)
         self.scheduler = RowScheduler(
-            self._encode, self._respond, lambda entry: entry[0].is_cancelled(), self.spec.pad_token_id,
+            self._encode, self._respond, self._is_cancelled, self.spec.pad_token_id,
             max_pad_fraction=self.max_pad_fraction, max_rows=self.max_rows, max_group_tokens=self.max_group_tokens,
             max_pending=int(policy.get("max_queue_size", 0) or 1024), default_timeout_s=timeout_us / 1e6 or None,
             max_defer_s=float(params.get("max_defer_s", "2.0")), plan=self._plan,
@@ -107,7 +112,11 @@ class RaggedEncoderModel:
             cancel_check_wait_s=float(params.get("cancel_check_wait_s", "0.01")),
             long_lane=self._long_row_lane(params),
         ).start()
-        self.metrics = _Metrics(args.get("model_name", ENCODER_MODEL))
+        self.metrics = _Metrics(args.get("model_name", ENCODER_MODEL), self._ipc)
+
+    def _is_cancelled(self, entry) -> bool:
+        with self._ipc:
+            return entry[0].is_cancelled()
 
     @staticmethod
     def _long_row_lane(params) -> bool:
@@ -244,7 +253,8 @@ class RaggedEncoderModel:
             response = error_response(error, ENCODER_MODEL)
         if outcome in (CANCELLED, EXPIRED, OVERLOADED):
             self.metrics.add(outcome)
-        entry[1].send(response, flags=utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        with self._ipc:
+            entry[1].send(response, flags=utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
 
     def _count_failure(self, exc):
@@ -265,9 +275,9 @@ class _Metrics:
     ROWS = "opencc_cm_encoder_rows_computed_total"
     DROPPED = "opencc_cm_encoder_requests_dropped_total"
 
-    def __init__(self, model):
+    def __init__(self, model, ipc_lock):
         utils = pb()
-        self.metrics = {}
+        self.metrics, self._ipc = {}, ipc_lock
         if not hasattr(utils, "MetricFamily"):  # the test stub of triton_python_backend_utils
             return
         rows = utils.MetricFamily(self.ROWS, "Encoder rows run through the graph", utils.MetricFamily.COUNTER)
@@ -281,7 +291,8 @@ class _Metrics:
     def add(self, name, value=1):
         metric = self.metrics.get(name)
         if metric is not None:
-            metric.increment(value)
+            with self._ipc:
+                metric.increment(value)
 
 
 def _timeout_s(request):

@@ -27,6 +27,7 @@ Drift (fire rate per label) in PromQL::
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
 
@@ -61,8 +62,12 @@ def failure_cause(exc: BaseException) -> str:
 class ClassifierMetrics:
     """Counters of one calibration model; ``pb_utils`` is ``triton_python_backend_utils``."""
 
-    def __init__(self, pb_utils, model: str, labels: tuple[str, ...], flush_interval_s: float | None = 1.0):
+    def __init__(self, pb_utils, model: str, labels: tuple[str, ...], flush_interval_s: float | None = 1.0,
+                 ipc_lock=None):
+        """``ipc_lock``: held around each increment (a message to the server) when the model has
+        other threads talking to the server too (the encoder's lanes)."""
         self.model, self.labels = model, labels
+        self._ipc = ipc_lock if ipc_lock is not None else contextlib.nullcontext()
         kind = pb_utils.MetricFamily.COUNTER
         # the families and metrics must outlive every increment: keep them on the instance
         self._families = {name: pb_utils.MetricFamily(name=name, description=text, kind=kind)
@@ -97,7 +102,8 @@ class ClassifierMetrics:
             pending, self._pending = self._pending, Counter()
         for (family, key, label), value in pending.items():
             if value:
-                self._metric(family, key, label).increment(value)
+                with self._ipc:
+                    self._metric(family, key, label).increment(value)
 
     def close(self) -> None:
         """Stop the background thread and send what is left."""
