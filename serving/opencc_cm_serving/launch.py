@@ -54,6 +54,19 @@ def model_pythonpath() -> list[str]:
     return out
 
 
+def path_without_venv_bins(path: str) -> str:
+    """``PATH`` less the ``bin`` folders of virtual environments (a folder whose parent holds a
+    ``pyvenv.cfg``), for the server and its Python stubs.
+
+    The pip server's stub embeds the system's libpython and finds its standard library from
+    the first ``python3`` on ``PATH``. From an activated venv that is the venv's interpreter, so
+    the stub loaded pyenv's 3.11.7 standard library into Debian's 3.11.2 libpython and
+    ``import ssl`` failed (undefined symbol ``_PyModule_Add``): every model importing
+    transformers (python-torch) failed to load. Our packages reach the stubs through
+    ``PYTHONPATH`` (:func:`model_pythonpath`), not through ``PATH``."""
+    return os.pathsep.join(d for d in path.split(os.pathsep) if d and not (Path(d).parent / "pyvenv.cfg").is_file())
+
+
 def _pytriton_root() -> Path:
     import pytriton
 
@@ -132,6 +145,7 @@ class TritonServer:
 
     def command_and_env(self) -> tuple[list[str], dict[str, str]]:
         env = dict(os.environ)
+        env["PATH"] = path_without_venv_bins(env.get("PATH", ""))
         inherited = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         env["PYTHONPATH"] = os.pathsep.join(model_pythonpath() + inherited)
         system = shutil.which("tritonserver")

@@ -1,6 +1,7 @@
 """The launcher CLI: waits for readiness, prints the endpoint, stops cleanly on SIGINT."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -34,3 +35,19 @@ def test_cli_serves_and_stops_on_sigint(repository):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_server_path_leaves_out_virtualenv_bins(tmp_path, monkeypatch):
+    """From an activated venv the pip server's stub found the venv's python3 first on PATH and
+    loaded a mismatched standard library (python-torch models failed on ``import ssl``)."""
+    from opencc_cm_serving.launch import TritonServer, path_without_venv_bins
+
+    venv, plain = tmp_path / "venv", tmp_path / "tools"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (plain / "bin").mkdir(parents=True)
+    path = os.pathsep.join([str(venv / "bin"), str(plain / "bin"), "/usr/bin"])
+    assert path_without_venv_bins(path) == os.pathsep.join([str(plain / "bin"), "/usr/bin"])
+    monkeypatch.setenv("PATH", path + os.pathsep + os.environ["PATH"])
+    _, env = TritonServer(tmp_path).command_and_env()
+    assert str(venv / "bin") not in env["PATH"].split(os.pathsep) and str(plain / "bin") in env["PATH"]
