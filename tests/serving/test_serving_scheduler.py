@@ -242,88 +242,75 @@ def test_one_lane_without_solo_tokens_or_when_off():
     assert Harness(solo_tokens=6).s.lanes == ("all",)
 
 
-def test_short_rows_are_answered_while_a_long_row_runs():
-    """The two workers for real: a long row holds its run until released; short requests
-    admitted meanwhile are answered before it ends."""
-    import threading
+class HeldLanes:
+    """A started two-lane scheduler whose long rows (>= 6 tokens) hold their run until
+    ``release`` is set: the lanes' threads for real, without timing assumptions."""
 
-    release, long_started = threading.Event(), threading.Event()
-    answers, lock = {}, threading.Lock()
+    def __init__(self, **kwargs):
+        import threading
 
-    def run(ids, mask):
+        self.release, self.long_started = threading.Event(), threading.Event()
+        self.answers, self.lock = {}, threading.Lock()
+        options = dict(max_pad_fraction=0.25, max_rows=64, max_group_tokens=64, max_pending=16,
+                       default_timeout_s=None, solo_tokens=6, long_lane=True)
+        options.update(kwargs)
+        self.s = RowScheduler(self.run, self.respond, lambda r: False, 0, **options)
+
+    def run(self, ids, mask):
         lengths = mask.sum(axis=1)
         if lengths.max() >= 6:
-            long_started.set()
-            assert release.wait(30), "never released"
+            self.long_started.set()
+            assert self.release.wait(30), "never released"
         return np.stack([np.full(2, float(n)) for n in lengths])
 
-    def respond(request, logits=None, outcome=None, error=None):
-        with lock:
-            assert request not in answers
-            answers[request] = logits if logits is not None else outcome
+    def respond(self, request, logits=None, outcome=None, error=None):
+        with self.lock:
+            assert request not in self.answers
+            self.answers[request] = logits if logits is not None else outcome
 
-    s = RowScheduler(run, respond, lambda r: False, 0, max_pad_fraction=0.25, max_rows=64, max_group_tokens=64,
-                     max_pending=16, default_timeout_s=None, solo_tokens=6, long_lane=True).start()
-    try:
-        s.admit("long", [np.ones(8, np.int64)])
-        assert long_started.wait(10)
+    def wait_for(self, done, timeout_s=10.0) -> bool:
+        import time
+
+        end = time.monotonic() + timeout_s
+        while not done() and time.monotonic() < end:
+            time.sleep(0.01)
+        return done()
+
+    def __enter__(self):
+        self.s.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.release.set()
+        self.s.stop()
+
+
+def test_short_rows_are_answered_while_a_long_row_runs():
+    """A long row holds its run until released; short requests admitted meanwhile are answered
+    before it ends."""
+    with HeldLanes() as h:
+        h.s.admit("long", [np.ones(8, np.int64)])
+        assert h.long_started.wait(10)
         for i in range(3):
-            s.admit(f"short{i}", [np.ones(2 + i, np.int64)])
-        deadline = 10.0
-        while len(answers) < 3 and deadline > 0:
-            threading.Event().wait(0.01)
-            deadline -= 0.01
-        assert set(answers) == {"short0", "short1", "short2"}  # the long row is still running
-        release.set()
-        while "long" not in answers and deadline > 0:
-            threading.Event().wait(0.01)
-            deadline -= 0.01
-        assert answers["long"].tolist() == [[8.0, 8.0]]
-    finally:
-        release.set()
-        s.stop()
+            h.s.admit(f"short{i}", [np.ones(2 + i, np.int64)])
+        assert h.wait_for(lambda: len(h.answers) == 3)
+        assert set(h.answers) == {"short0", "short1", "short2"}  # the long row is still running
+        h.release.set()
+        assert h.wait_for(lambda: "long" in h.answers)
+        assert h.answers["long"].tolist() == [[8.0, 8.0]]
 
 
 def test_a_long_row_in_flight_is_not_expired_by_the_short_lane():
     """Its deadline passes while it runs (it was checked when the run started): the short lane,
     purging expired requests, must leave it to finish; it is answered with its logits."""
-    import threading
-
     now = [0.0]
-    release, long_started = threading.Event(), threading.Event()
-    answers, lock = {}, threading.Lock()
-
-    def run(ids, mask):
-        lengths = mask.sum(axis=1)
-        if lengths.max() >= 6:
-            long_started.set()
-            assert release.wait(30), "never released"
-        return np.stack([np.full(2, float(n)) for n in lengths])
-
-    def respond(request, logits=None, outcome=None, error=None):
-        with lock:
-            assert request not in answers
-            answers[request] = logits if logits is not None else outcome
-
-    s = RowScheduler(run, respond, lambda r: False, 0, max_pad_fraction=0.25, max_rows=64, max_group_tokens=64,
-                     max_pending=16, default_timeout_s=5.0, solo_tokens=6, long_lane=True,
-                     clock=lambda: now[0]).start()
-    try:
-        s.admit("long", [np.ones(8, np.int64)])
-        assert long_started.wait(10)
+    with HeldLanes(default_timeout_s=5.0, clock=lambda: now[0]) as h:
+        h.s.admit("long", [np.ones(8, np.int64)])
+        assert h.long_started.wait(10)
         now[0] = 10.0                       # the long request's deadline (5 s) has passed mid-run
-        s.admit("short", [np.ones(2, np.int64)])
-        for _ in range(1000):
-            if "short" in answers:
-                break
-            threading.Event().wait(0.01)
-        assert answers.get("short") is not None and "long" not in answers
-        release.set()
-        for _ in range(1000):
-            if "long" in answers:
-                break
-            threading.Event().wait(0.01)
-        assert not isinstance(answers["long"], str) and answers["long"].tolist() == [[8.0, 8.0]]
-    finally:
-        release.set()
-        s.stop()
+        h.s.admit("short", [np.ones(2, np.int64)])
+        assert h.wait_for(lambda: "short" in h.answers)
+        assert h.answers["short"] is not None and "long" not in h.answers
+        h.release.set()
+        assert h.wait_for(lambda: "long" in h.answers)
+        assert not isinstance(h.answers["long"], str) and h.answers["long"].tolist() == [[8.0, 8.0]]
