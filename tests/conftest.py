@@ -65,3 +65,18 @@ def tiny_jailbreak_reference(tiny_jailbreak_checkpoint):
 
     return ReferenceClassifier.load(tiny_jailbreak_checkpoint["classifier"],
                                     base_model=tiny_jailbreak_checkpoint["base_model"])
+
+
+@pytest.fixture(scope="session")
+def demo_checkpoint(tmp_path_factory) -> dict[str, Path]:
+    """The demo classifier trained on the synthetic corpus (what ``make demo`` serves; ~2 min CPU)."""
+    from opencc_cm_export.demo_training import train_demo_checkpoint
+
+    return train_demo_checkpoint(tmp_path_factory.mktemp("demo"), progress=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def demo_reference(demo_checkpoint):
+    from opencc_cm_export.reference import ReferenceClassifier
+
+    return ReferenceClassifier.load(demo_checkpoint["classifier"], base_model=demo_checkpoint["base_model"])

@@ -13,10 +13,23 @@ print = functools.partial(print, flush=True)  # progress lines show up as they h
 
 
 def _checkpoint(args) -> int:
-    from .synthetic_checkpoint import write_synthetic_checkpoint
+    trained = args.weights == "trained" or (args.weights is None and args.size == "tiny" and args.variant == "cm")
+    if trained and (args.size, args.variant) != ("tiny", "cm"):
+        print("checkpoint: only the tiny content-moderation checkpoint is trained here; "
+              "use --weights random for the others", file=sys.stderr)
+        return 2
+    if trained:
+        from .demo_training import train_demo_checkpoint
 
-    paths = write_synthetic_checkpoint(Path(args.out), args.size, variant=args.variant, progress=print)
+        paths = train_demo_checkpoint(Path(args.out), progress=print)
+    else:
+        from .synthetic_checkpoint import write_synthetic_checkpoint
+
+        paths = write_synthetic_checkpoint(Path(args.out), args.size, variant=args.variant, progress=print)
     print(f"checkpoint: {paths['classifier']}\nbase model: {paths['base_model']}")
+    if trained:
+        print(f"labeled splits: {paths['data']}/{{train,validation,test}}.jsonl "
+              f"(opencc-cm eval {paths['data']}/test.jsonl prints the model card's table for this stand-in)")
     return 0
 
 
@@ -68,9 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="opencc-cm-export", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("checkpoint", help="write a random-weight checkpoint in the published TACTIC layout")
+    c = sub.add_parser("checkpoint", help="write a checkpoint in the published TACTIC layout: tiny = the demo "
+                       "classifier trained here on synthetic data (about 2 minutes on CPU), else random weights")
     c.add_argument("--size", choices=["tiny", "real-shape"], default="tiny")
     c.add_argument("--variant", choices=["cm", "jailbreak"], default="cm")
+    c.add_argument("--weights", choices=["trained", "random"],
+                   help="trained: the demo classifier (tiny cm only, the default there); random: seeded random "
+                        "weights (the default for real-shape and jailbreak)")
     c.add_argument("--out", required=True, help="folder; gets base-model/ and classifier/")
     c.set_defaults(func=_checkpoint)
 
