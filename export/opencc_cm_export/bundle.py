@@ -21,7 +21,7 @@ def write_bundle_manifest(reference: ReferenceClassifier, bundle: Path, *, max_t
     """Write ``classifier.json`` and ``tokenizer.json`` next to the exported graph."""
     bundle = Path(bundle)
     tok = reference.tokenizer
-    tok.backend_tokenizer.save(str(bundle / TOKENIZER_FILE))
+    tok.backend_tokenizer.save(str(bundle / TOKENIZER_FILE), pretty=False)  # compact: 248k-token vocabularies
     text_config = reference.backbone.get_base_model().config.get_text_config()
     manifest = {
         "labels": list(reference.spec.labels),
