@@ -5,9 +5,11 @@
 TACTIC layout), plus ``out/data/{train,validation,test}.jsonl``, the labeled splits of
 :mod:`.demo_corpus` (``opencc-cm eval out/data/test.jsonl`` prints the model card's table).
 
-1. Base: the tiny Qwen3.5 text model (both layer types) has no pretraining to lean on, so it is
-   trained here with a linear head on the training split (all weights, BCE over 11 sigmoids),
-   then saved as the base model (bf16, the multimodal layout). It stands in for Qwen3.5-0.8B.
+1. Base: the tiny Qwen3.5 text model (both layer types, the real 248,320-token vocabulary) has
+   no pretraining to lean on, so it is trained here on the training split: first the embedding
+   rows of the tokens the corpus uses, as a bag of words; then every other weight with a linear
+   head (BCE over 11 sigmoids at the last real token). It is saved as the base model (bf16, the
+   multimodal layout) and stands in for Qwen3.5-0.8B.
 2. Adapter: LoRA over that base (reloaded from the saved bf16 weights, as the reference loads
    it) and the linear head, trained with BCE on the same split.
 3. Thresholds, per category, calibrated on the validation split the recall-leaning way the
@@ -31,8 +33,8 @@ from pathlib import Path
 from opencc_cm_contract import HARM_CATEGORIES
 
 from . import demo_corpus
-from .synthetic_checkpoint import (EOS_TOKEN, LORA_TARGETS, MINIMAL_VISION_CONFIG, PUBLISHED_BASE_MODEL, SIZES,
-                                   TINY_TEXT_CONFIG, save_tokenizer, train_tokenizer)
+from .qwen_tokenizer import EOS_TOKEN, save_qwen_tokenizer
+from .synthetic_checkpoint import LORA_TARGETS, MINIMAL_VISION_CONFIG, PUBLISHED_BASE_MODEL, TINY_TEXT_CONFIG
 
 THRESHOLD_ALIAS = {"Information Integrity": "Integrity & Quality violations"}  # the sidecar's published name
 
@@ -44,7 +46,7 @@ class DemoTraining:
     seed: int = 2026
     threads: int = 1
     batch_size: int = 32
-    base_epochs: int = 6
+    base_epochs: int = 4
     base_lr: float = 3e-3
     adapter_epochs: int = 2
     adapter_lr: float = 2e-3
@@ -54,13 +56,15 @@ class DemoTraining:
     target_recall: float = 0.95
     weight_decay: float = 0.01
     token_dropout: float = 0.1
-    base_every_token: float = 0.5
+    base_every_token: float = 0.0
+    embedding_epochs: int = 3
+    embedding_lr: float = 3e-2
     max_train_samples: int | None = None  # None: the whole train split (fewer: quick runs in tests)
 
 
-def demo_tokenizer():
-    """The tokenizer the demo checkpoint ships (a ``tokenizers.Tokenizer``)."""
-    return train_tokenizer(SIZES["tiny"].tokenizer_vocab)
+def save_demo_tokenizer(folder: Path) -> None:
+    """The tokenizer the demo checkpoint ships: Qwen3.5's, as the other generated checkpoints."""
+    save_qwen_tokenizer(folder)
 
 
 @contextlib.contextmanager
@@ -109,7 +113,7 @@ def _drop_tokens(ids: list[int], rate: float, rng: random.Random) -> list[int]:
     return kept or ids[-1:]
 
 
-def _loss(text_model, head, ids, mask, targets, every_token: float):
+def _loss(text_model, head, ids, mask, targets, every_token: float, pos_weight=None):
     """BCE of the head on the final-norm hidden state at the last real token (the reference's
     pooling); plus, weighted by ``every_token``, the mean BCE of the head at every real token
     (deep supervision: from random weights the last token alone learns slowly)."""
@@ -118,12 +122,45 @@ def _loss(text_model, head, ids, mask, targets, every_token: float):
     from .reference import last_token_pool
 
     hidden = text_model(input_ids=ids, attention_mask=mask).last_hidden_state
-    loss = F.binary_cross_entropy_with_logits(head(last_token_pool(hidden, mask)), targets)
+    loss = F.binary_cross_entropy_with_logits(head(last_token_pool(hidden, mask)), targets, pos_weight=pos_weight)
     if every_token:
         per_token = F.binary_cross_entropy_with_logits(
-            head(hidden), targets[:, None, :].expand(-1, ids.shape[1], -1), reduction="none").mean(-1)
+            head(hidden), targets[:, None, :].expand(-1, ids.shape[1], -1), reduction="none",
+            pos_weight=pos_weight).mean(-1)
         loss = loss + every_token * (per_token * mask).sum() / mask.sum()
     return loss
+
+
+def _fit_token_embeddings(embedding, encoded, targets, *, cfg, progress):
+    """Word vectors first: the rows of the tokens the corpus uses, trained as a bag of words (mean
+    over the prompt, a linear head, BCE) at a high rate, then written into the embedding. From
+    random rows the transformer hardly moves the rare rows that carry the meaning; from these it
+    learns in a few epochs."""
+    import torch
+    import torch.nn.functional as F
+
+    used = sorted({t for row in encoded for t in row})
+    local = {t: i for i, t in enumerate(used)}
+    table = torch.nn.Parameter(embedding.weight.detach()[used].clone())
+    head = torch.nn.Linear(table.shape[1], targets.shape[1])
+    optimizer = torch.optim.Adam([table, *head.parameters()], lr=cfg.embedding_lr)
+    order = random.Random(cfg.seed - 1)
+    for epoch in range(cfg.embedding_epochs):
+        perm = list(range(len(encoded)))
+        order.shuffle(perm)
+        total = 0.0
+        for b in range(0, len(perm), cfg.batch_size):
+            rows = perm[b:b + cfg.batch_size]
+            ids, mask = _pad([[local[t] for t in encoded[r]] for r in rows], 0)
+            pooled = (table[ids] * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            loss = F.binary_cross_entropy_with_logits(head(pooled), targets[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(rows)
+        progress(f"[demo] word vectors epoch {epoch + 1}/{cfg.embedding_epochs}: BCE {total / len(encoded):.4f}")
+    with torch.no_grad():
+        embedding.weight[used] = table.detach()
 
 
 def _fit(text_model, head, params, encoded, targets, *, epochs, lr, cfg, seed, pad_id, progress, what,
@@ -198,17 +235,13 @@ def train_demo_checkpoint(out: Path, cfg: DemoTraining = DemoTraining(), *, prog
     progress(f"[demo] corpus: {len(train)} train / {len(validation)} validation / {len(test)} test samples "
              f"in {data_dir}")
 
-    tok = demo_tokenizer()
-    save_tokenizer(tok, base_dir)
-    save_tokenizer(tok, clf_dir)
+    save_demo_tokenizer(base_dir)
+    save_demo_tokenizer(clf_dir)
     tokenizer = AutoTokenizer.from_pretrained(clf_dir)  # the checkpoint's own, as the reference loads it
     pad_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
     encoded = [tokenizer(s.text, add_special_tokens=False)["input_ids"] for s in train]
     targets = _targets(train)
-    text_config = dict(TINY_TEXT_CONFIG, eos_token_id=pad_id)
-    if tok.get_vocab_size() > text_config["vocab_size"]:
-        raise ValueError(f"tokenizer has {tok.get_vocab_size()} tokens, the tiny config only "
-                         f"{text_config['vocab_size']} embeddings")
+    text_config = dict(TINY_TEXT_CONFIG)
     hidden = text_config["hidden_size"]
 
     with _deterministic(cfg.threads):
@@ -219,8 +252,11 @@ def train_demo_checkpoint(out: Path, cfg: DemoTraining = DemoTraining(), *, prog
         full = Qwen3_5ForConditionalGeneration(config)
         text_model = full.model.language_model
         head = torch.nn.Linear(hidden, len(HARM_CATEGORIES))
+        _fit_token_embeddings(text_model.embed_tokens, encoded, targets, cfg=cfg, progress=progress)
         progress(f"[demo] base: training the tiny Qwen3.5 text model with a head ({cfg.base_epochs} epochs)")
-        _fit(text_model, head, list(text_model.parameters()) + list(head.parameters()), encoded, targets,
+        text_model.embed_tokens.weight.requires_grad_(False)  # the word vectors stay as trained
+        body = [p for p in text_model.parameters() if p.requires_grad]
+        _fit(text_model, head, body + list(head.parameters()), encoded, targets,
              epochs=cfg.base_epochs, lr=cfg.base_lr, cfg=cfg, seed=cfg.seed, pad_id=pad_id,
              progress=progress, what="base", every_token=cfg.base_every_token)
         full.to(torch.bfloat16).save_pretrained(base_dir)
