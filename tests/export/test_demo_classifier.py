@@ -105,9 +105,9 @@ def test_trained_classifier_beats_chance_on_the_test_split(demo_reference):
     flagged = flags.any(axis=1)
     harmful = np.array([s.harmful for s in test])
     detection, fpr = flagged[harmful].mean(), flagged[~harmful].mean()
-    assert detection >= 0.85 and fpr <= 0.35, (detection, fpr)
+    assert detection >= 0.85 and fpr <= 0.1, (detection, fpr)
     everyday = np.array([s.severity == demo_corpus.EVERYDAY for s in test])
-    assert flagged[everyday].mean() <= 0.2
+    assert flagged[everyday].mean() <= 0.1
     cats = np.array([s.category for s in test])
     for j, label in enumerate(HARM_CATEGORIES):  # each category detected, mostly by its own label
         assert flagged[cats == label].mean() >= 0.6, label
