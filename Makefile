@@ -53,7 +53,7 @@ serve: deploy
 	$(PY) -m opencc_cm_serving.launch --model-repository $(REPOSITORY) \
 		--grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
 
-# The main job: generated checkpoint -> ONNX (parity-checked) -> Triton -> gRPC client.
+# The main job: the demo checkpoint (trained here, ~2 min) -> ONNX (parity-checked) -> Triton -> gRPC client.
 demo: deploy
 	$(PY) -m opencc_cm_serving.demo --model-repository $(REPOSITORY) --tokenizer $(BUNDLE)/tokenizer.json \
 		--server-log $(ARTIFACTS)/tritonserver-demo.log
