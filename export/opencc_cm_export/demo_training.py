@@ -1,4 +1,4 @@
-"""The demo classifier: the TACTIC recipe in miniature, trained on CPU in about a minute.
+"""The demo classifier: the TACTIC recipe in miniature, trained on CPU in one to two minutes.
 
 ``train_demo_checkpoint(out)`` writes the same two folders as the random-weight checkpoints
 (``out/base-model`` saved like ``Qwen/Qwen3.5-0.8B``, ``out/classifier`` in the published
@@ -56,7 +56,6 @@ class DemoTraining:
     target_recall: float = 0.95
     weight_decay: float = 0.01
     token_dropout: float = 0.1
-    base_every_token: float = 0.0
     embedding_epochs: int = 3
     embedding_lr: float = 3e-2
     max_train_samples: int | None = None  # None: the whole train split (fewer: quick runs in tests)
@@ -113,22 +112,14 @@ def _drop_tokens(ids: list[int], rate: float, rng: random.Random) -> list[int]:
     return kept or ids[-1:]
 
 
-def _loss(text_model, head, ids, mask, targets, every_token: float, pos_weight=None):
-    """BCE of the head on the final-norm hidden state at the last real token (the reference's
-    pooling); plus, weighted by ``every_token``, the mean BCE of the head at every real token
-    (deep supervision: from random weights the last token alone learns slowly)."""
+def _loss(text_model, head, ids, mask, targets):
+    """BCE of the head on the final-norm hidden state at the last real token (the reference's pooling)."""
     import torch.nn.functional as F
 
     from .reference import last_token_pool
 
     hidden = text_model(input_ids=ids, attention_mask=mask).last_hidden_state
-    loss = F.binary_cross_entropy_with_logits(head(last_token_pool(hidden, mask)), targets, pos_weight=pos_weight)
-    if every_token:
-        per_token = F.binary_cross_entropy_with_logits(
-            head(hidden), targets[:, None, :].expand(-1, ids.shape[1], -1), reduction="none",
-            pos_weight=pos_weight).mean(-1)
-        loss = loss + every_token * (per_token * mask).sum() / mask.sum()
-    return loss
+    return F.binary_cross_entropy_with_logits(head(last_token_pool(hidden, mask)), targets)
 
 
 def _fit_token_embeddings(embedding, encoded, targets, *, cfg, progress):
@@ -163,8 +154,7 @@ def _fit_token_embeddings(embedding, encoded, targets, *, cfg, progress):
         embedding.weight[used] = table.detach()
 
 
-def _fit(text_model, head, params, encoded, targets, *, epochs, lr, cfg, seed, pad_id, progress, what,
-         every_token: float = 0.0):
+def _fit(text_model, head, params, encoded, targets, *, epochs, lr, cfg, seed, pad_id, progress, what):
     """AdamW + BCE over shuffled batches with token dropout (one generator: same every run)."""
     import torch
 
@@ -182,7 +172,7 @@ def _fit(text_model, head, params, encoded, targets, *, epochs, lr, cfg, seed, p
         for b in range(batches_per_epoch):
             rows = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             ids, mask = _pad([_drop_tokens(encoded[r], cfg.token_dropout, order) for r in rows], pad_id)
-            loss = _loss(text_model, head, ids, mask, targets[rows], every_token)
+            loss = _loss(text_model, head, ids, mask, targets[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -258,7 +248,7 @@ def train_demo_checkpoint(out: Path, cfg: DemoTraining = DemoTraining(), *, prog
         body = [p for p in text_model.parameters() if p.requires_grad]
         _fit(text_model, head, body + list(head.parameters()), encoded, targets,
              epochs=cfg.base_epochs, lr=cfg.base_lr, cfg=cfg, seed=cfg.seed, pad_id=pad_id,
-             progress=progress, what="base", every_token=cfg.base_every_token)
+             progress=progress, what="base")
         full.to(torch.bfloat16).save_pretrained(base_dir)
         del full, text_model
 

@@ -9,8 +9,8 @@
   ``adapter_config.json`` + ``adapter_model.safetensors`` (saved by PEFT), the head
   ``classification_head.pt`` and the tokenizer.
 Both folders carry the real Qwen3.5 tokenizer (``qwen_tokenizer.py``) and both sizes its
-248,320-row embedding. Sizes: ``tiny`` (both layer types, hidden size 64, seconds, for tests and
-the demo) and ``real-shape`` (the 0.8B text config with random weights, for speed). Everything
+248,320-row embedding. Sizes: ``tiny`` (both layer types, hidden size 64, seconds, for tests; the
+demo serves the same shape trained, ``demo_training.py``) and ``real-shape`` (the 0.8B text config with random weights, for speed). Everything
 is seeded: same bytes each run for the weights and configs. The LoRA touches DeltaNet, attention
 and MLP projections with non-zero B matrices, so a wrong merge shows. Thresholds are "calibrated" on a few generated
 prompts (per-label 90th percentile, rounded to 2 decimals) so that decisions are mixed, as with a
