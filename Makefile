@@ -94,21 +94,17 @@ bench-memory:
 	$(PY) benchmarks/memory/bench_memory.py --bundle $(ARTIFACTS)/bundles/real-shape-fp32 \
 		--old-bundle $(OLD_BUNDLE) --out benchmarks/memory
 
-# The GPU proof (issue 10; README "GPU"). gpu-wheels runs here (needs the registry): fla-core and
-# the pip Triton server + client for Python 3.12, ~63 MiB, carried to the GPU machine.
-# gpu-check runs there with its own python3: scripts/gpu-check.sh (8-minute limit).
+# The GPU proof (README "GPU"). gpu-wheels runs here (needs the registry): the wheels the GPU machine
+# lacks (scripts/gpu-carried-packages.txt) for CPython 3.12, checked to fit one device call with the
+# tree. gpu-check runs there with its own python3: scripts/gpu-check.sh (8 minutes; GPU_ARGS=--quick: 4).
 GPU_WHEELS := build/gpu-wheels
 GPU_OUT ?= $(ARTIFACTS)/gpu-check
+GPU_ARGS ?=
 gpu-wheels: setup
-	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
-	$(PY) -m pip download --quiet --no-deps --dest $(GPU_WHEELS) fla-core==0.6.0 einops==0.8.2 tritonclient==2.73.0
-	$(PY) -m pip download --quiet --no-deps --dest $(GPU_WHEELS) --only-binary=:all: --python-version 3.12 \
-		--platform manylinux_2_35_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-		nvidia-pytriton==0.7.0 grpcio==1.85.3 protobuf==6.33.6 python-rapidjson==1.20
-	du -sh $(GPU_WHEELS)
+	$(PY) scripts/gpu_wheels.py --dest $(GPU_WHEELS)
 
 gpu-check:
-	bash scripts/gpu-check.sh $(GPU_OUT)
+	bash scripts/gpu-check.sh $(GPU_OUT) $(GPU_ARGS)
 
 clean:
 	rm -rf $(ARTIFACTS) build

@@ -68,9 +68,38 @@ def path_without_venv_bins(path: str) -> str:
 
 
 def _pytriton_root() -> Path:
-    import pytriton
+    """The ``tritonserver`` folder of the ``nvidia-pytriton`` wheel, found without importing
+    ``pytriton`` (its ``__init__`` imports pyzmq, sh, typer..., which the server does not need
+    and a bare machine may lack)."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.origin:
+        raise RuntimeError("no tritonserver on PATH and the nvidia-pytriton package is not installed "
+                           "(pip install nvidia-pytriton==0.7.0)")
+    return Path(spec.origin).resolve().parent / "tritonserver"
 
-    return Path(pytriton.__file__).resolve().parent / "tritonserver"
+
+def bundled_server_problem() -> str | None:
+    """Why the pip-bundled server cannot run Python-backend models with this interpreter, or
+    None: the binary, the Python backend and a stub for this Python version must be there, and
+    the stub's shared libraries (this Python's ``libpython``) must resolve."""
+    try:
+        root = _pytriton_root()
+    except RuntimeError as exc:
+        return str(exc)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    for path in (root / "bin" / "tritonserver", root / "backends" / "python" / "libtriton_python.so", stub):
+        if not path.is_file():
+            return f"{path} is missing (the bundled server has no Python-backend stub for Python {version}?)"
+    ldd = shutil.which("ldd")
+    if ldd:
+        libs = str(root.parent.parent / "nvidia_pytriton.libs")
+        env = dict(os.environ, LD_LIBRARY_PATH=os.pathsep.join(p for p in (libs, os.environ.get("LD_LIBRARY_PATH", "")) if p))
+        out = subprocess.run([ldd, str(stub)], capture_output=True, text=True, env=env).stdout
+        missing = [line.split("=>")[0].strip() for line in out.splitlines() if "not found" in line]
+        if missing:
+            return f"the Python {version} backend stub needs {', '.join(missing)}, not found on this machine"
+    return None
 
 
 def build_python_backend(dest: Path) -> Path:
