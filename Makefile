@@ -21,7 +21,7 @@ export HF_HUB_OFFLINE ?= 1
 # on disk; on an ordinary index that pin is the CUDA build. TORCH_INDEX_URL chooses where torch
 # comes from (e.g. https://download.pytorch.org/whl/cpu for the CPU build); empty = pip's default.
 TORCH_INDEX_URL ?=
-PACKAGES := contract client serving export benchmarks
+PACKAGES := contract client serving export benchmarks jobs
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.lock $(addsuffix /pyproject.toml,$(PACKAGES))
@@ -55,7 +55,7 @@ serve: deploy
 
 # The main job: generated checkpoint -> ONNX (parity-checked) -> Triton -> gRPC client.
 demo: deploy
-	$(PY) -m opencc_cm_serving.demo --model-repository $(REPOSITORY) --tokenizer $(BUNDLE)/tokenizer.json \
+	$(PY) -m opencc_cm_jobs.demo --model-repository $(REPOSITORY) --tokenizer $(BUNDLE)/tokenizer.json \
 		--server-log $(ARTIFACTS)/tritonserver-demo.log
 
 # Reference path vs exported ONNX on ONNX Runtime (BENCHMARKS.md), on the real-shape checkpoint.

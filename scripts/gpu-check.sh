@@ -26,7 +26,7 @@ for wheel in "$WHEELS"/*.whl; do
         || echo "gpu-check: could not install $(basename "$wheel") here"
 done
 echo "gpu-check: carried wheels unpacked in $(( $(date +%s) - started )) s"
-export PYTHONPATH="contract:client:serving:export:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="contract:client:serving:export:jobs:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export TRANSFORMERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 "$PY" -c "import torch; print('gpu-check: torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-exec timeout $(( LIMIT_S - ($(date +%s) - started) )) "$PY" -m opencc_cm_export.gpu_check --out "$OUT" "$@"
+exec timeout $(( LIMIT_S - ($(date +%s) - started) )) "$PY" -m opencc_cm_jobs.gpu_check --out "$OUT" "$@"

@@ -23,6 +23,7 @@ from .errors import ClassifierError
 from .evaluation import (calibrate_for_fpr, calibrate_for_recall, cost_summary, evaluate, expected_metrics,
                          latency_summary, profile_file, read_samples)
 from .options import ConnectionOptions
+from .results import results_table
 from .server_info import ServerContractError
 
 EXIT_CLEAN, EXIT_FLAGGED, EXIT_ERROR = 0, 1, 2
@@ -43,18 +44,6 @@ def _progress(total: int, what: str) -> tqdm:
     return tqdm(total=total, unit="prompt", desc=what, file=sys.stderr, disable=None, leave=False)
 
 
-def _table(texts, results) -> str:
-    lines = []
-    for text, res in zip(texts, results):
-        short = text if len(text) <= 60 else text[:57] + "..."
-        verdict = "FLAGGED" if res.flagged else "ok"
-        lines.append(f"{verdict:<8} {res.input_tokens:>5} tok  {short!r}")
-        for r in res.labels:
-            mark = "*" if r.fired else " "
-            lines.append(f"    {mark} {r.label:<24} {r.score:.4f}  (threshold {r.threshold:.4f})")
-    return "\n".join(lines)
-
-
 def cmd_check(args) -> int:
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
@@ -64,7 +53,7 @@ def cmd_check(args) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2))
     else:
-        print(_table(texts, results))
+        print(results_table(texts, results))
     return EXIT_FLAGGED if any(r.flagged for r in results) else EXIT_CLEAN
 
 

@@ -102,7 +102,7 @@ def test_look_alike_interpreter_has_only_the_gpu_machines_packages(gpu_machine_p
     assert run_python(python, "import torch, transformers, peft, safetensors, tokenizers, numpy, onnx, "
                               "onnxruntime").returncode == 0
     for absent in ("opencc_cm_contract", "opencc_cm_client", "opencc_cm_serving", "opencc_cm_export",
-                   "tritonclient", "pytriton"):
+                   "opencc_cm_jobs", "tritonclient", "pytriton"):
         result = run_python(python, f"import {absent}")
         assert result.returncode != 0 and "ModuleNotFoundError" in result.stderr, absent
     assert sysconfig.get_paths()["purelib"] not in run_python(python, "import sys; print(sys.path)").stdout
@@ -157,9 +157,9 @@ def test_gpu_check_script_dry_run_on_cpu(gpu_machine_python, tmp_path):
 def test_quick_mode_plans_only_the_quick_phases(gpu_machine_python):
     """--quick is what a rerun after a failure runs: the plan says which phases it skips."""
     python, carried = gpu_machine_python
-    code = ("import json, torch; from opencc_cm_export.gpu_check import plan; "
+    code = ("import json, torch; from opencc_cm_jobs.gpu_check import plan; "
             "print(json.dumps(plan(torch.device('cpu'), quick=True, triton='auto')))")
-    result = run_python(python, code, PYTHONPATH=f"contract:client:serving:export:{carried}")
+    result = run_python(python, code, PYTHONPATH=f"contract:client:serving:export:jobs:{carried}")
     assert result.returncode == 0, result.stderr
     steps = json.loads(result.stdout)
     assert steps["ours_fp16_fla_cuda_graphs"] == "--quick" and steps["ours_bf16_eager_torch_rule"] == "--quick"

@@ -1,6 +1,7 @@
 """The whole GPU proof in one run: fidelity and speed of the python-torch encoder.
 
     make gpu-check            # = scripts/gpu-check.sh: the GPU machine's python3, this tree's packages on PYTHONPATH
+    python -m opencc_cm_jobs.gpu_check --out DIR [--quick]
 
 On the real-shape checkpoint (real 0.8B shapes, random weights: speed does not depend on values):
 1. Oracle: the reference computation in fp32 on the device (unmerged PEFT, HF), batches of 16.
@@ -45,13 +46,13 @@ import torch
 from opencc_cm_contract import label_flags
 from opencc_cm_contract.text_rules import pad_right
 
-from .bundle import write_bundle_manifest
-from .classifier_graph import build_merged_classifier
-from .gated_delta_export import gated_delta_rule
-from .parity import check_parity
-from .reference import ReferenceClassifier, activate
-from .synthetic_checkpoint import calibration_prompts, write_synthetic_checkpoint
-from .torch_encoder import TorchEncoder, load_merged, save_merged
+from opencc_cm_export.bundle import write_bundle_manifest
+from opencc_cm_export.classifier_graph import build_merged_classifier
+from opencc_cm_export.gated_delta_export import gated_delta_rule
+from opencc_cm_export.parity import check_parity
+from opencc_cm_export.reference import ReferenceClassifier, activate
+from opencc_cm_export.synthetic_checkpoint import calibration_prompts, write_synthetic_checkpoint
+from opencc_cm_export.torch_encoder import TorchEncoder, load_merged, save_merged
 
 THROUGHPUT_BATCHES = (1, 8, 16, 32, 64)
 TARGETS = {"encoder_p50_ms_35_tokens": 1.5, "prompts_per_s_batch64": 20000, "grpc_p50_ms": 4.0}
