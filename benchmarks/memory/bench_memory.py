@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from opencc_cm_contract.bundle_format import ClassifierManifest
+
 MIB = 2**20
 WARMUP_TOKENS = 16
 
@@ -408,10 +410,10 @@ def main(argv=None) -> int:
         report["included_runs"] = [{"started": earlier["started"], "command": earlier["command"],
                                     "duration_s": earlier["duration_s"], "machine": earlier["machine"]}]
     for graph, bundle, modes in graphs:
-        manifest = json.loads((bundle / "classifier.json").read_text())
+        manifest = ClassifierManifest.read(bundle)
         report.setdefault("bundles", {})[graph] = {
-            "path": str(bundle), "attention_query_block": manifest.get("attention_query_block"),
-            "max_tokens": manifest["max_tokens"], "parity_max_abs_score_diff": manifest["parity"]["max_abs_score_diff"]}
+            "path": str(bundle), "attention_query_block": manifest.attention_query_block,
+            "max_tokens": manifest.max_tokens, "parity_max_abs_score_diff": manifest.parity["max_abs_score_diff"]}
         for mode in modes:
             previous = None
             for length in lengths:
@@ -444,9 +446,9 @@ def main(argv=None) -> int:
     if not args.no_triton:
         import tempfile
 
-        manifest = json.loads((args.bundle / "classifier.json").read_text())
+        manifest = ClassifierManifest.read(args.bundle)
         with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
-            report["triton"] = triton_part(args.bundle, int(manifest["max_tokens"]), Path(tmp),
+            report["triton"] = triton_part(args.bundle, manifest.max_tokens, Path(tmp),
                                            args.out / "tritonserver-bench-memory.log", progress,
                                            args.queue_timeout_s)
     report["machine"]["load_average_end"] = os.getloadavg()
