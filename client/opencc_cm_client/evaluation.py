@@ -9,7 +9,6 @@ import csv
 import io
 import json
 import math
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -17,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from opencc_cm_contract import canonical_label, label_flags
+from opencc_cm_contract.latency import latency_summary  # noqa: F401 - the CLI's eval reports it
 from .results import Classification
 
 BENIGN = "Benign"
@@ -68,16 +68,6 @@ def read_samples(path: str | Path) -> list[Sample]:
     if not samples:
         raise ValueError(f"{path}: no samples")
     return samples
-
-
-def latency_summary(latencies_ms: Sequence[float]) -> dict:
-    """Mean with a normal-approximation 95% CI, p50, p95, p99 (linear interpolation)."""
-    arr = np.asarray(latencies_ms, dtype=np.float64)
-    mean = float(arr.mean())
-    half = 1.96 * statistics.stdev(arr) / math.sqrt(len(arr)) if len(arr) > 1 else 0.0
-    return {"n": int(len(arr)), "mean_ms": mean, "ci95_ms": [mean - half, mean + half],
-            "p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)),
-            "p99_ms": float(np.percentile(arr, 99))}
 
 
 def _ratio(a: int, b: int) -> float | None:

@@ -44,6 +44,8 @@ import numpy as np
 import torch
 
 from opencc_cm_contract import label_flags
+from opencc_cm_contract.buckets import bucket_list, powers_of_two
+from opencc_cm_contract.latency import latency_summary
 from opencc_cm_contract.text_rules import pad_right
 
 from opencc_cm_export.bundle import write_bundle_manifest
@@ -76,13 +78,6 @@ def prompt_texts(tokenizer, n: int, seed: int = 0) -> list[str]:
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _summary(ms: list[float]) -> dict:
-    if not ms:
-        return {"n": 0}
-    return {"n": len(ms), "mean_ms": statistics.fmean(ms), "p50_ms": float(np.percentile(ms, 50)),
-            "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99))}
 
 
 def fidelity(truth: np.ndarray, other: np.ndarray, thresholds: np.ndarray, labels,
@@ -213,7 +208,7 @@ def time_reference(ref: ReferenceClassifier, texts: list[str]) -> dict:
             _sync(ref.device)
             ms.append((time.perf_counter() - t0) * 1000)
         scores = np.concatenate([ref.scores(texts[i:i + 16]) for i in range(0, len(texts), 16)])
-    return _summary(ms), scores
+    return latency_summary(ms), scores
 
 
 def time_encoder(enc: TorchEncoder, rows: list[list[int]], pad: int) -> tuple[dict, dict, np.ndarray]:
@@ -231,7 +226,7 @@ def time_encoder(enc: TorchEncoder, rows: list[list[int]], pad: int) -> tuple[di
         out.append(logits)
     short = [m for m, r in zip(ms, rows) if len(r) <= 64]
     scores = activate(torch.from_numpy(np.concatenate(out)), "sigmoid").numpy()
-    return _summary(ms), _summary(short), scores
+    return latency_summary(ms), latency_summary(short), scores
 
 
 def throughput(enc: TorchEncoder, rows: list[list[int]], pad: int, batches=THROUGHPUT_BATCHES,
@@ -264,14 +259,6 @@ def reset_peak(device):
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def pow2(lo: int, hi: int) -> list[int]:
-    out, v = [], lo
-    while v < hi:
-        out.append(v)
-        v *= 2
-    return out + [hi]
-
-
 def triton_phase(bundle: Path, out: Path, texts: list[str], device: torch.device, dtype: str, truth, thresholds,
                  labels, calls_per_client: int = 8, ref_distance: float | None = None) -> dict:
     """Deploy the python-torch target from the bundle, start the pip tritonserver, measure gRPC
@@ -285,7 +272,7 @@ def triton_phase(bundle: Path, out: Path, texts: list[str], device: torch.device
     kind = "gpu" if device.type == "cuda" else "cpu"
     if deploy_main(["--bundle", str(bundle), "--repository", str(templates), "--output", str(repo),
                     "--target", "python-torch", "--instance-kind", kind, "--torch-dtype", dtype,
-                    "--length-buckets", ",".join(map(str, pow2(16, 512))), "--max-batch-size", "64",
+                    "--length-buckets", bucket_list(powers_of_two(16, 512)), "--max-batch-size", "64",
                     "--pad-to-buckets", "on"]) != 0:
         return "failed: deploy"
     result: dict = {}
@@ -299,7 +286,7 @@ def triton_phase(bundle: Path, out: Path, texts: list[str], device: torch.device
                 res = client.classify([text])[0]
                 ms.append((time.perf_counter() - t0) * 1000)
                 scores.append([label.score for label in res.labels])
-            result["grpc_batch1_client_tokenizes"] = _summary(ms)
+            result["grpc_batch1_client_tokenizes"] = latency_summary(ms)
             result["fidelity_vs_fp32_oracle"] = fidelity(truth, np.asarray(scores, dtype=np.float32),
                                                          thresholds, labels, ref_distance)
 
@@ -479,7 +466,7 @@ def encoder_variant(name: str, dtype: str, settings: dict, bundle: Path, device,
     started = time.perf_counter()
     try:
         enc = TorchEncoder(bundle, device=str(device), dtype=dtype, pad_id=pad, model=models[dtype],
-                           length_buckets=pow2(16, 512), batch_buckets=pow2(1, 64), log=log.append, **settings)
+                           length_buckets=powers_of_two(16, 512), batch_buckets=powers_of_two(1, 64), log=log.append, **settings)
     except Exception as exc:  # noqa: BLE001 - e.g. fla asked where it cannot run
         return f"not run: {exc}"
     result = {"settings": settings, "log": log, "cuda_graphs_captured": len(enc.graphs),

@@ -28,6 +28,7 @@ import numpy as np
 from opencc_cm_contract import (CALIBRATION_MODEL, DEFAULT_PROFILE, ENCODER_MODEL, IDS_ENSEMBLE, IDS_PREPROCESS_MODEL,
                                 MODELS, TEXT_ENSEMBLE, TOKENIZER_MODEL)
 from opencc_cm_contract import metadata as meta
+from opencc_cm_contract.buckets import bucket_list, powers_of_two
 from opencc_cm_contract.bundle_format import PROFILES_FILE
 from opencc_cm_contract.limits import DEFAULT_LONG_INPUT_POLICY, DEFAULT_MAX_BATCH_SIZE, LONG_INPUT_POLICIES
 from opencc_cm_contract.names import ENSEMBLES, MODEL_PREFIX
@@ -96,14 +97,6 @@ def check_model_config(text: str, model: str, where: str):
     return config
 
 
-def pow2_buckets(max_tokens: int, smallest: int = 16) -> str:
-    widths, w = [], smallest
-    while w < max_tokens:
-        widths.append(w)
-        w *= 2
-    return ",".join(str(x) for x in widths + [max_tokens])
-
-
 def pbtxt_quote(text: str) -> str:
     """A protobuf text-format string literal."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
@@ -127,14 +120,6 @@ def client_metadata(spec, profiles: dict, bundle: Path, policy: str, special_tok
     entries = ",\n".join(f"  {{ key: {pbtxt_quote(k)} value: {{ string_value: {pbtxt_quote(v)} }} }}"
                          for k, v in values.items())
     return "parameters [\n" + entries + "\n]"
-
-
-def pow2_batches(max_batch: int) -> str:
-    sizes, b = [], 1
-    while b < max_batch:
-        sizes.append(b)
-        b *= 2
-    return ",".join(str(x) for x in sizes + [max_batch])
 
 
 def gpu_visible() -> bool:
@@ -204,7 +189,7 @@ def deploy(args: argparse.Namespace) -> Path:
         "window_overlap": overlap,
         "max_text_bytes": args.max_text_bytes or 16 * spec.max_tokens * (8 if windows else 1),
         "length_buckets": args.length_buckets if args.length_buckets is not None
-        else (pow2_buckets(spec.max_tokens) if native else ""),
+        else (bucket_list(powers_of_two(16, spec.max_tokens)) if native else ""),
         "profiles_file": f"artifacts/{PROFILES_FILE}" if args.profiles else "",
         "queue_timeout_us": args.queue_timeout_us,
         "max_queue_size": args.max_queue_size,
@@ -223,8 +208,8 @@ def deploy(args: argparse.Namespace) -> Path:
         "gated_delta": args.gated_delta,
         "pad_to_buckets": args.pad_to_buckets,
         "cuda_graphs": args.cuda_graphs,
-        "torch_length_buckets": args.length_buckets or pow2_buckets(spec.max_tokens),
-        "torch_batch_buckets": args.batch_buckets or pow2_batches(args.max_batch_size),
+        "torch_length_buckets": args.length_buckets or bucket_list(powers_of_two(16, spec.max_tokens)),
+        "torch_batch_buckets": args.batch_buckets or bucket_list(powers_of_two(1, args.max_batch_size)),
         "graph_max_cells": args.graph_max_cells,
     }
     configs = {}
