@@ -35,5 +35,6 @@ FIELD_PRECISION = "precision"            # fp32 | fp16 | bf16
 FIELD_PARITY = "parity"                  # the export's parity report; deploy refuses passed != true
 FIELD_TORCH_PARITY = "torch_parity"      # the same for the torch weights (deploy --target python-torch)
 
-# threshold-profile names: a letter, then letters/digits/_; at most 64 characters
-PROFILE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+# threshold-profile names: a letter, then letters/digits/_; at most 64 characters. Use fullmatch
+# ("$" would also match before a final newline: "strict\n" is not a name)
+PROFILE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")

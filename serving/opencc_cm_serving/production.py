@@ -50,8 +50,9 @@ ADMIN_PROTOCOLS = ("model-repository", "shared-memory", "statistics", "trace", "
 KNOWN_PROTOCOLS = ("health", "metadata", "inference", "shared-memory", "model-config", "model-repository",
                    "statistics", "trace", "logging")
 GRPC_HEADER_PREFIX = "triton-grpc-protocol-"  # Triton prepends this to the restricted-protocol key on gRPC
-HEADER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")  # lowercase: gRPC metadata keys are lowercase
-ADMIN_KEY = re.compile(r"^[A-Za-z0-9._~+/-]{16,256}$")  # no ':', ',', '=' or spaces: they split Triton's flag
+# Both used with fullmatch ("$" would also match before a final newline).
+HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # lowercase: gRPC metadata keys are lowercase
+ADMIN_KEY = re.compile(r"[A-Za-z0-9._~+/-]{16,256}")  # no ':', ',', '=' or spaces: they split Triton's flag
 CANARY_TEXT = "canary: is the classifier answering?"
 
 
@@ -111,9 +112,9 @@ class ProductionConfig:
                 raise ProductionConfigError(f"{name} {getattr(self, name)} is not a file")
         if self.mutual and (self.ca_cert is None or not Path(self.ca_cert).is_file()):
             raise ProductionConfigError("mutual TLS needs ca_cert (the CA that signs client certificates)")
-        if not HEADER_NAME.match(self.admin_header):
+        if not HEADER_NAME.fullmatch(self.admin_header or ""):
             raise ProductionConfigError(f"admin header {self.admin_header!r}: lowercase letters, digits and '-'")
-        if not ADMIN_KEY.match(self.admin_key or ""):
+        if not ADMIN_KEY.fullmatch(self.admin_key or ""):
             raise ProductionConfigError("admin key: 16 to 256 characters from [A-Za-z0-9._~+/-] "
                                         "(e.g. `openssl rand -hex 32`)")
         unknown = [p for p in self.restricted if p not in KNOWN_PROTOCOLS]
