@@ -67,26 +67,49 @@ def max_request_bytes(max_batch_size: int, max_text_bytes: int, max_tokens: int)
     return max(text, ids) + REQUEST_OVERHEAD_BYTES
 
 
+def repository_classifiers(repository: str | Path) -> list[str]:
+    """The model prefixes of the classifiers deployed in ``repository`` ("" = the unprefixed one):
+    every folder ``<prefix>classify_text`` or ``<prefix>classify_ids`` holding a generated
+    ``config.pbtxt``, ``<prefix>`` a valid model prefix (``deploy --model-prefix``)."""
+    from opencc_cm_contract import ENSEMBLES
+    from opencc_cm_contract.names import MODEL_PREFIX
+
+    found = set()
+    for config in Path(repository).glob("*/config.pbtxt"):
+        folder = config.parent.name
+        for ensemble in ENSEMBLES:
+            prefix = folder[:-len(ensemble)]
+            if folder.endswith(ensemble) and MODEL_PREFIX.fullmatch(prefix):
+                found.add(prefix)
+    return sorted(found)
+
+
 def repository_request_cap(repository: str | Path) -> int | None:
-    """``max_request_bytes`` of a deployed repository (its generated configs), None if unfilled."""
+    """``max_request_bytes`` of a deployed repository (its generated configs): the largest over
+    every classifier in it (``repository_classifiers``); None if none has filled configs."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
     from opencc_cm_contract import IDS_ENSEMBLE, TOKENIZER_MODEL
     from opencc_cm_contract.metadata import PARAM_MAX_TOKENS
 
-    configs = {}
-    for model in (TOKENIZER_MODEL, IDS_ENSEMBLE):
-        path = Path(repository) / model / "config.pbtxt"
-        if not path.is_file():
-            return None
-        configs[model] = text_format.Parse(path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
-    try:
-        tokenizer, ids = configs[TOKENIZER_MODEL], configs[IDS_ENSEMBLE]
-        return max_request_bytes(tokenizer.max_batch_size, int(tokenizer.parameters["max_text_bytes"].string_value),
-                                 int(ids.parameters[PARAM_MAX_TOKENS].string_value))
-    except (KeyError, ValueError):
-        return None
+    caps = []
+    for prefix in repository_classifiers(repository):
+        configs = {}
+        for model in (TOKENIZER_MODEL, IDS_ENSEMBLE):
+            path = Path(repository) / f"{prefix}{model}" / "config.pbtxt"
+            if path.is_file():
+                configs[model] = text_format.Parse(path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
+        if len(configs) < 2:
+            continue
+        try:
+            tokenizer, ids = configs[TOKENIZER_MODEL], configs[IDS_ENSEMBLE]
+            caps.append(max_request_bytes(tokenizer.max_batch_size,
+                                          int(tokenizer.parameters["max_text_bytes"].string_value),
+                                          int(ids.parameters[PARAM_MAX_TOKENS].string_value)))
+        except (KeyError, ValueError):
+            continue
+    return max(caps) if caps else None
 
 
 class ProductionConfigError(ValueError):

@@ -305,3 +305,20 @@ def test_calibrate_names_a_profile_only_as_deploy_accepts_it(capsys):
     for bad in ("strict\n", "2strict", "x" * 65):
         with pytest.raises(Exception, match="a letter, then letters"):
             profile_name(bad)
+
+
+def test_the_printed_ingress_cap_covers_every_classifier_in_the_repository(tmp_path, bundle_dir, spec):
+    from opencc_cm_serving.production import max_request_bytes, repository_classifiers, repository_request_cap
+
+    small, large = 16 * spec.max_tokens, 64 * spec.max_tokens
+    only_prefixed = deploy_to(bundle_dir, tmp_path / "only", "python-ort", "--model-prefix", "jailbreak_",
+                              "--max-text-bytes", str(large))
+    assert repository_classifiers(only_prefixed) == ["jailbreak_"]
+    assert repository_request_cap(only_prefixed) == max_request_bytes(64, large, spec.max_tokens)
+    both = deploy_to(bundle_dir, tmp_path / "both", "python-ort", "--max-text-bytes", str(small))
+    deploy_to(bundle_dir, both, "python-ort", "--model-prefix", "jailbreak_", "--max-text-bytes", str(large))
+    assert repository_classifiers(both) == ["", "jailbreak_"]
+    assert repository_request_cap(both) == max_request_bytes(64, large, spec.max_tokens)
+    assert repository_request_cap(both) > max_request_bytes(64, small, spec.max_tokens)
+    assert repository_classifiers(TEMPLATES.parent / "nothing-here") == []
+    assert repository_request_cap(tmp_path / "empty") is None
