@@ -30,17 +30,19 @@ max_tokens x 8`` for ids, plus 64 KiB of names and parameters) and the launcher 
 the ingress must refuse larger requests, counted after decompression (or refuse compressed
 requests). See serving/README.md, "Threat model".
 
-``canary(url)``: one short text through ``classify_text``; readiness alone is not enough
-(a dead Python-backend stub leaves the server and every model READY, see serving/README.md,
-"Failure modes"). ``python -m opencc_cm_serving.launch --canary-interval S`` runs it every S
-seconds and stops the server (exit code 3) after ``--canary-failures`` failures in a row, so
-that a supervisor restarts it.
+``canary(url, prefixes=...)``: one short text through ``<prefix>classify_text`` of each
+classifier; readiness alone is not enough (a dead Python-backend stub leaves the server and
+every model READY, see serving/README.md, "Failure modes"). ``python -m
+opencc_cm_serving.launch --canary-interval S`` runs it every S seconds for every classifier
+in the repository and stops the server (exit code 3) after ``--canary-failures`` failures in a
+row, so that a supervisor restarts it (it also exits 3 at once when a stub process dies).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -194,9 +196,19 @@ class ProductionConfig:
                     client_kwargs=self.client_kwargs(), probe_headers=self.grpc_admin_headers)
 
 
-def canary(url: str, client_kwargs: dict | None = None, timeout_s: float = 5.0) -> tuple[bool, str]:
-    """``(ok, why)``: one short text through ``classify_text``; ok only for a well-formed answer
-    (finite scores in [0, 1], one flagged value). Never raises."""
+def canary(url: str, client_kwargs: dict | None = None, timeout_s: float = 5.0,
+           prefixes: Sequence[str] = ("",)) -> tuple[bool, str]:
+    """``(ok, why)``: one short text through ``<prefix>classify_text`` of each classifier in
+    ``prefixes`` ("" = the unprefixed one); ok only when every answer is well formed (finite
+    scores in [0, 1], one flagged value); ``why`` names the first classifier that failed. Never raises."""
+    for prefix in prefixes:
+        ok, why = _canary_one(url, client_kwargs, timeout_s, prefix + TEXT_ENSEMBLE)
+        if not ok:
+            return False, f"{prefix + TEXT_ENSEMBLE}: {why}"
+    return True, "ok (" + ", ".join(p + TEXT_ENSEMBLE for p in prefixes) + ")"
+
+
+def _canary_one(url: str, client_kwargs: dict | None, timeout_s: float, model: str) -> tuple[bool, str]:
     import tritonclient.grpc as grpcclient
 
     try:
@@ -204,7 +216,7 @@ def canary(url: str, client_kwargs: dict | None = None, timeout_s: float = 5.0) 
             data = np.array([[CANARY_TEXT.encode("utf-8")]], dtype=np.object_)
             tensor = grpcclient.InferInput(TEXT, list(data.shape), "BYTES")
             tensor.set_data_from_numpy(data)
-            result = client.infer(TEXT_ENSEMBLE, [tensor], client_timeout=timeout_s)
+            result = client.infer(model, [tensor], client_timeout=timeout_s)
             scores, flagged = result.as_numpy(SCORES), result.as_numpy(FLAGGED)
     except Exception as exc:  # noqa: BLE001 - any failure is a failed canary
         status = getattr(exc, "status", lambda: None)()
@@ -217,9 +229,20 @@ def canary(url: str, client_kwargs: dict | None = None, timeout_s: float = 5.0) 
     return True, "ok"
 
 
+def _prefix(text: str) -> str:
+    import argparse
+
+    from opencc_cm_contract.names import MODEL_PREFIX
+
+    if not MODEL_PREFIX.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r}: lowercase letters and digits ending with '_' (e.g. jailbreak_)")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m opencc_cm_serving.production canary --url HOST:PORT [--ca CA] [--cert C --key K]``:
-    exit 0 when the service classifies, 1 otherwise (a liveness probe that sees dead stubs)."""
+    """``python -m opencc_cm_serving.production canary --url HOST:PORT [--ca CA] [--cert C --key K]
+    [--model-repository DIR | --model-prefix P ...]``: exit 0 when every classifier checked
+    classifies, 1 otherwise (a liveness probe that sees dead stubs on the ensembles' path)."""
     import argparse
     import sys
 
@@ -230,12 +253,23 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--ca", help="CA certificate (TLS)")
     c.add_argument("--cert", help="client certificate (mTLS)")
     c.add_argument("--key", help="client private key (mTLS)")
-    c.add_argument("--timeout", type=float, default=5.0)
+    c.add_argument("--timeout", type=float, default=5.0, help="seconds per classifier")
+    which = c.add_mutually_exclusive_group()
+    which.add_argument("--model-repository", help="check every classifier deployed in this repository folder")
+    which.add_argument("--model-prefix", action="append", type=_prefix,
+                       help="check this classifier (repeatable; default: the unprefixed one)")
     args = p.parse_args(argv)
     kwargs = {}
     if args.ca:
         kwargs = dict(ssl=True, root_certificates=args.ca, private_key=args.key, certificate_chain=args.cert)
-    ok, why = canary(args.url, kwargs, timeout_s=args.timeout)
+    if args.model_repository:
+        prefixes = repository_classifiers(args.model_repository)
+        if not prefixes:
+            print(f"canary: FAILED: no deployed classifier in {args.model_repository}", file=sys.stderr)
+            return 1
+    else:
+        prefixes = args.model_prefix or [""]
+    ok, why = canary(args.url, kwargs, timeout_s=args.timeout, prefixes=prefixes)
     print(f"canary: {'ok' if ok else 'FAILED'}: {why}", file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1
 
