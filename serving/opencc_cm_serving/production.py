@@ -47,6 +47,7 @@ from typing import Sequence
 import numpy as np
 
 from opencc_cm_contract import FLAGGED, SCORES, TEXT, TEXT_ENSEMBLE
+from opencc_cm_contract.limits import max_id_elements
 
 ADMIN_PROTOCOLS = ("model-repository", "shared-memory", "statistics", "trace", "logging")
 KNOWN_PROTOCOLS = ("health", "metadata", "inference", "shared-memory", "model-config", "model-repository",
@@ -65,7 +66,7 @@ def max_request_bytes(max_batch_size: int, max_text_bytes: int, max_tokens: int)
     """Size of the largest inference request the models can accept (decompressed): what the
     ingress must cap, since Triton 2.51 has no received-message-size limit."""
     text = max_batch_size * (max_text_bytes + 4)      # BYTES elements carry a 4-byte length prefix
-    ids = 2 * max_batch_size * max_tokens * 8          # input_ids + attention_mask, INT64
+    ids = 2 * max_id_elements(max_batch_size, max_tokens) * 8  # input_ids + attention_mask, INT64
     return max(text, ids) + REQUEST_OVERHEAD_BYTES
 
 
