@@ -51,9 +51,9 @@ def version_path(args: dict, value: str) -> Path:
 
 
 def input_array(request, name: str, max_elements: int | None = None):
-    """The request's input ``name`` as numpy (the stub's own array: nothing is copied). With
-    ``max_elements``, a tensor holding more elements is INVALID_ARG naming it and its shape,
-    before the model computes anything from it."""
+    """The request's input ``name`` as numpy (the array the stub built when it received the
+    request). With ``max_elements``, a tensor holding more elements is INVALID_ARG naming it and
+    its shape, before the model computes anything from it."""
     tensor = pb().get_input_tensor_by_name(request, name)
     if tensor is None:
         raise InputError(f"missing input tensor {name!r}")
