@@ -160,15 +160,21 @@ def test_launcher_exits_when_a_prefixed_classifiers_stub_dies(two_classifiers, t
     proc, stderr, url, server_pid = _launch(two_classifiers, tmp_path, "--canary-interval", "1",
                                             "--canary-failures", "2")
     regions = stub_shm_regions(server_pid)
+    seen = None
     try:
         code_sent, why = raw_infer(url, JB + IDS_ENSEMBLE, wrapping_ids())
         t0 = time.monotonic()
-        code = proc.wait(timeout=180)  # generous: the shared machine is loaded
+        while proc.poll() is None and time.monotonic() - t0 < 180:  # generous: the shared machine is loaded
+            if seen is None and "stub died" in (tmp_path / "launch.err").read_text():
+                seen = time.monotonic() - t0
+            time.sleep(0.1)
+        code = proc.wait(timeout=10)
         took = time.monotonic() - t0
     finally:
         err = _end(proc, stderr, regions)
-    print(f"\n[outage] {JB}{IDS_ENSEMBLE} [1, 2**61]: {code_sent} {why[:80]}; launcher exited {code} "
-          f"{took:.1f} s later")
+    print(f"\n[outage] {JB}{IDS_ENSEMBLE} [1, 2**61]: {code_sent} {why[:80]}; the launcher reported the dead stub "
+          f"{seen if seen is None else round(seen, 1)} s after that answer, exited {code} after {took:.1f} s "
+          "(server stop included)")
     print("[outage] " + "\n[outage] ".join(err.strip().splitlines()))
     assert code == 3
     assert f"Python-backend stub died: {JB}{ENCODER_MODEL} (stub pid" in err and "Stopping the server" in err
