@@ -209,6 +209,22 @@ def canary(url: str, client_kwargs: dict | None = None, timeout_s: float = 5.0,
     return True, "ok (" + ", ".join(p + TEXT_ENSEMBLE for p in prefixes) + ")"
 
 
+def served_classifiers(url: str, client_kwargs: dict | None = None, timeout_s: float = 5.0) -> list[str] | None:
+    """The model prefixes of the classifiers the server's repository index lists (each
+    ``<prefix>classify_text``); None when the index cannot be read (a restricted protocol)."""
+    import tritonclient.grpc as grpcclient
+
+    from opencc_cm_contract.names import MODEL_PREFIX
+
+    try:
+        with grpcclient.InferenceServerClient(url, **(client_kwargs or {})) as client:
+            models = client.get_model_repository_index(client_timeout=timeout_s).models
+    except Exception:  # noqa: BLE001 - restricted, unreachable: the caller falls back and says so
+        return None
+    found = {m.name[:-len(TEXT_ENSEMBLE)] for m in models if m.name.endswith(TEXT_ENSEMBLE)}
+    return sorted(p for p in found if MODEL_PREFIX.fullmatch(p)) or None
+
+
 def _canary_one(url: str, client_kwargs: dict | None, timeout_s: float, model: str) -> tuple[bool, str]:
     import tritonclient.grpc as grpcclient
 
@@ -243,7 +259,9 @@ def _prefix(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """``python -m opencc_cm_serving.production canary --url HOST:PORT [--ca CA] [--cert C --key K]
     [--model-repository DIR | --model-prefix P ...]``: exit 0 when every classifier checked
-    classifies, 1 otherwise (a liveness probe that sees dead stubs on the ensembles' path)."""
+    classifies, 1 otherwise (a liveness probe that sees dead stubs on the ensembles' path).
+    Without either option: every classifier the repository index lists, or the unprefixed one
+    where the index is restricted (the output says so)."""
     import argparse
     import sys
 
@@ -258,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     which = c.add_mutually_exclusive_group()
     which.add_argument("--model-repository", help="check every classifier deployed in this repository folder")
     which.add_argument("--model-prefix", action="append", type=_prefix,
-                       help="check this classifier (repeatable; default: the unprefixed one)")
+                       help="check this classifier (repeatable; '' = the unprefixed one). Default: every "
+                            "classifier in the server's repository index, or the unprefixed one where the index "
+                            "is restricted (production)")
     args = p.parse_args(argv)
     kwargs = {}
     if args.ca:
@@ -268,10 +288,15 @@ def main(argv: list[str] | None = None) -> int:
         if not prefixes:
             print(f"canary: FAILED: no deployed classifier in {args.model_repository}", file=sys.stderr)
             return 1
+    elif args.model_prefix:
+        prefixes = args.model_prefix
     else:
-        prefixes = args.model_prefix or [""]
+        prefixes = served_classifiers(args.url, kwargs, timeout_s=args.timeout)
+    note = ""
+    if prefixes is None:  # the index is restricted (or unreadable): the unprefixed one, said so
+        prefixes, note = [""], "; the repository index is not readable here: --model-repository checks every classifier"
     ok, why = canary(args.url, kwargs, timeout_s=args.timeout, prefixes=prefixes)
-    print(f"canary: {'ok' if ok else 'FAILED'}: {why}", file=sys.stdout if ok else sys.stderr)
+    print(f"canary: {'ok' if ok else 'FAILED'}: {why}{note}", file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1
 
 

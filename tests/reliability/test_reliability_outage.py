@@ -103,7 +103,8 @@ def test_impossible_shapes_kill_stubs_and_only_supervision_sees_it(two_classifie
         probe = [sys.executable, "-m", "opencc_cm_serving.production", "canary", "--url", url, "--timeout", "10"]
         cli_all = subprocess.run(probe + ["--model-repository", str(two_classifiers)], capture_output=True,
                                  text=True, timeout=120)
-        cli_default = subprocess.run(probe, capture_output=True, text=True, timeout=120)
+        cli_index = subprocess.run(probe, capture_output=True, text=True, timeout=120)  # the index lists both
+        cli_default = subprocess.run(probe + ["--model-prefix", ""], capture_output=True, text=True, timeout=120)
     remove_leaked_regions(regions)
     print(f"\n[outage] text [1, 2**61]: {text_code} {text_why[:100]}")
     for model, (code, why) in answers.items():
@@ -123,6 +124,7 @@ def test_impossible_shapes_kill_stubs_and_only_supervision_sees_it(two_classifie
     assert ok_default and cli_default.returncode == 0
     assert not ok_all and why_all.startswith(f"{JB}classify_text: ") and UNHEALTHY in why_all
     assert cli_all.returncode == 1 and f"canary: FAILED: {JB}classify_text" in cli_all.stderr, cli_all.stderr
+    assert cli_index.returncode == 1 and f"canary: FAILED: {JB}classify_text" in cli_index.stderr, cli_index.stderr
 
 
 def _launch(repository, tmp_path, *extra):
