@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from opencc_cm_contract.bundle_format import PROFILE_NAME
 from opencc_cm_contract.names import MODEL_PREFIX
 
 from .errors import ClassifierError
@@ -223,13 +224,13 @@ def output_file(text: str) -> str:
 
 
 def profile_name(text: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_]+", text):
-        raise argparse.ArgumentTypeError(f"{text!r}: use letters, digits and _ only")
+    if not PROFILE_NAME.fullmatch(text):  # the name deploy accepts in a profiles file
+        raise argparse.ArgumentTypeError(f"{text!r}: a letter, then letters, digits and _ (at most 64)")
     return text
 
 
 def model_prefix(text: str) -> str:
-    if not MODEL_PREFIX.match(text):
+    if not MODEL_PREFIX.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r}: lowercase letters and digits ending with '_' (e.g. jailbreak_)")
     return text
 
@@ -272,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     goal = k.add_mutually_exclusive_group(required=True)
     goal.add_argument("--target-fpr", type=fraction, help="highest benign false-positive rate, in (0, 1]")
     goal.add_argument("--target-recall", type=fraction, help="lowest per-label recall, in (0, 1]")
-    k.add_argument("--name", type=profile_name, default="recalibrated", help="profile name (letters, digits, _)")
+    k.add_argument("--name", type=profile_name, default="recalibrated",
+                   help="profile name (a letter, then letters, digits, _)")
     k.add_argument("--out", type=output_file, required=True, help="profiles JSON file for the server (deploy --profiles)")
     k.set_defaults(func=cmd_calibrate)
     return p

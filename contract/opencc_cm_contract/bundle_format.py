@@ -157,5 +157,6 @@ def _int_field(raw: dict, key: str, where: str, minimum: int, optional: bool = F
     return value
 
 
-# threshold-profile names: a letter, then letters/digits/_; at most 64 characters
-PROFILE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+# threshold-profile names: a letter, then letters/digits/_; at most 64 characters. Use fullmatch
+# ("$" would also match before a final newline: "strict\n" is not a name)
+PROFILE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")

@@ -48,20 +48,36 @@ def load_profiles(path: str | Path, labels: tuple[str, ...]) -> dict[str, tuple[
     reserved for the checkpoint's own thresholds and may not be redefined."""
     where = str(path)
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=_KeyedObject)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{where}: cannot read threshold profiles: {exc}") from exc
+    if isinstance(raw, _KeyedObject) and raw.repeated:
+        raise ConfigError(f"{where}: key {raw.repeated[0]!r} given twice")
     profiles = raw.get("profiles") if isinstance(raw, dict) else None
     if not isinstance(profiles, dict):
         raise ConfigError(f"{where}: expected an object {{\"profiles\": {{name: {{label: float}}}}}}")
+    if profiles.repeated:
+        raise ConfigError(f"{where}: profile {profiles.repeated[0]!r} defined twice")
     out: dict[str, tuple[float, ...]] = {}
     for name, mapping in profiles.items():
-        if not PROFILE_NAME.match(name):
+        if not PROFILE_NAME.fullmatch(name):
             raise ConfigError(f"{where}: profile name {name!r} is not a simple identifier")
         if name == DEFAULT_PROFILE:
             raise ConfigError(f"{where}: profile name {DEFAULT_PROFILE!r} is reserved for the checkpoint's thresholds")
+        if isinstance(mapping, _KeyedObject) and mapping.repeated:
+            raise ConfigError(f"{where} profile {name!r}: label {mapping.repeated[0]!r} given twice")
         out[name] = resolve_thresholds(labels, mapping, f"{where} profile {name!r}")
     return out
+
+
+class _KeyedObject(dict):
+    """A JSON object that remembers the keys it was given more than once (``json`` keeps the last
+    silently), so that a profiles file with a repeated profile or label is refused, not guessed."""
+
+    def __init__(self, pairs):
+        super().__init__(pairs)
+        seen: set = set()
+        self.repeated = [key for key, _ in pairs if key in seen or seen.add(key)]
 
 
 def check_bundle(bundle: str | Path, allow_unverified: bool = False, target: str = "python-ort") -> ClassifierSpec:

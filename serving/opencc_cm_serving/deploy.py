@@ -177,7 +177,7 @@ def deploy(args: argparse.Namespace) -> Path:
                           f"--max-group-tokens >= 1 (got {group_tokens}) and "
                           f"--attention-span >= 0 (got {args.attention_span})")
     prefix = args.model_prefix
-    if not MODEL_PREFIX.match(prefix):
+    if not MODEL_PREFIX.fullmatch(prefix):
         raise ConfigError(f"--model-prefix {prefix!r}: lowercase letters and digits ending with '_' (e.g. 'jailbreak_')")
     if prefix and not args.output:
         raise ConfigError("--model-prefix needs --output (the committed templates keep their own names)")

@@ -4,7 +4,8 @@ scheduler and error isolation, whatever runs the graph (``python-ort``: ONNX Run
 
 Inputs are ``allow_ragged_batch``: one execute() gets requests of different lengths.
 execute() validates each request (ids in range, mask 0/1 and right padded, no row above
-max_tokens: the ensembles' limits, since this model is callable directly), answers bad or
+max_tokens, at most max_batch_size x max_tokens elements per tensor: the ensembles' limits,
+since this model is callable directly), answers bad or
 cancelled ones at once and admits the others to a row scheduler
 (opencc_cm_serving.scheduler) whose worker thread runs the pooled rows in length groups
 (opencc_cm_serving.batching: bounded padding waste), shortest first, one group at a time,
@@ -43,6 +44,7 @@ import numpy as np
 
 from opencc_cm_contract import (ATTENTION_MASK, DEFAULT_PROFILE, ENCODER_MODEL, FLAGGED, INPUT_IDS, LABEL_FLAGS,
                                 LOGITS, SCORES, TEXT_ROW, THRESHOLD_PROFILE_PARAMETER, TOKEN_COUNT, WINDOW_START)
+from opencc_cm_contract.limits import max_id_elements
 
 from .batching import plan_groups
 from .bundle import CLASSIFIER_FILE, load_classifier, load_profiles
@@ -69,6 +71,7 @@ class RaggedEncoderModel:
         artifacts = version_path(args, require(params, "artifact_dir", ENCODER_MODEL))
         self.spec = load_classifier(artifacts / CLASSIFIER_FILE)
         self.max_rows = max(1, int(config.get("max_batch_size", 0)))
+        self.max_elements = max_id_elements(self.max_rows, self.spec.max_tokens)
         self.max_pad_fraction = float(require(params, "max_pad_fraction", ENCODER_MODEL))
         self.max_group_tokens = int(require(params, "max_group_tokens", ENCODER_MODEL))
         # Optional (python-ort has it; 0 = count rows x width only): a group costs
@@ -140,8 +143,8 @@ class RaggedEncoderModel:
             asked = self._asked(request)
             try:
                 params = request_parameters(request)  # an unknown parameter is refused before any work
-                ids = input_array(request, INPUT_IDS)
-                mask = input_array(request, ATTENTION_MASK)
+                ids = input_array(request, INPUT_IDS, self.max_elements)
+                mask = input_array(request, ATTENTION_MASK, self.max_elements)
                 if calibrate and asked is not None and LOGITS not in asked:
                     # the ensembles' step (calibrated outputs only): the client's ids, checked as
                     # ids_preprocess does, same messages; a call asking for logits keeps the encoder's

@@ -11,7 +11,8 @@ and ``LD_LIBRARY_PATH`` gets ``nvidia_pytriton.libs``. ``PYTHONPATH`` lists our 
 numpy/onnxruntime/tokenizers; each model.py puts those entries on ``sys.path`` itself
 because the backend stub ignores PYTHONPATH. Models load eagerly (model-control-mode none).
 ``--production`` adds TLS, admin protocols behind a key and HTTP off (``production.py``);
-``--canary-interval`` stops the server (exit 3) when it no longer classifies.
+It stops the server and exits 3 when a Python-backend stub dies (Triton neither restarts it nor
+marks its model unready) and, with ``--canary-interval``, when a classifier no longer classifies.
 """
 from __future__ import annotations
 
@@ -137,6 +138,46 @@ GRPC_PING_POLICY = (
     "--grpc-keepalive-permit-without-calls=1",
     "--grpc-http2-min-recv-ping-interval-without-data=1000",
 )
+
+
+STUB_NAME = "triton_python_backend_stub"
+
+
+def _proc_state(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process from ``/proc/<pid>/stat``; None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
+        return state, int(ppid)
+    except (OSError, ValueError):
+        return None
+
+
+def python_stubs(server_pid: int) -> dict[int, str]:
+    """``{pid: model name}`` of the Python-backend stub processes that tritonserver ``server_pid``
+    runs (Linux ``/proc``). A stub's command line is ``<stub> <repository>/<model>/<version>/<file>.py ...``."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or (_proc_state(int(entry.name)) or ("", -1))[1] != server_pid:
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 1 and Path(os.fsdecode(argv[0])).name == STUB_NAME:
+            out[int(entry.name)] = Path(os.fsdecode(argv[1])).parent.parent.name
+    return out
+
+
+def dead_stubs(server_pid: int, stubs: dict[int, str]) -> list[str]:
+    """Models of ``stubs`` whose stub process is gone (or a zombie): Triton 2.51 neither restarts
+    a dead stub nor marks its model unready, so every later request to it fails."""
+    dead = []
+    for pid, model in stubs.items():
+        state = _proc_state(pid)
+        if state is None or state[0] in "ZX" or state[1] != server_pid:
+            dead.append(f"{model} (stub pid {pid})")
+    return dead
 
 
 class TritonServer:
@@ -308,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     prod.add_argument("--admin-header", default="admin-key",
                       help="gRPC clients send it as metadata 'triton-grpc-protocol-<header>'")
     prod.add_argument("--allow-http", action="store_true", help="keep HTTP (no TLS there), admin APIs restricted")
-    watch = p.add_argument_group("canary (readiness does not see a dead Python-backend stub)")
+    watch = p.add_argument_group("liveness (readiness does not see a dead Python-backend stub)",
+                                 "the launcher stops the server and exits 3 as soon as a Python-backend stub dies; "
+                                 "the canary classifies one text with every classifier in the repository")
     watch.add_argument("--canary-interval", type=float, default=0.0,
                        help="seconds between canary classifications; 0 = off")
     watch.add_argument("--canary-failures", type=int, default=3,
@@ -341,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, TimeoutError) as exc:
         print(f"launch: {exc}", file=sys.stderr)
         return 1
+    stubs = python_stubs(server.process.pid)  # at READY, before "ready" is printed (a zombie shows no command line)
     http = "off" if args.production and not args.allow_http else f"{args.address}:{server.http_port}"
     print(f"launch: ready grpc={server.grpc_url} http={http} "
           f"metrics={args.address}:{server.metrics_port}" + (" (production)" if args.production else ""), flush=True)
@@ -351,15 +395,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"launch: tritonserver 2.51 has no received-message-size limit (gRPC takes up to 2 GiB, gzip "
               f"inflated to that size): the ingress must refuse inference requests above {cap} bytes after "
               f"decompression (this repository's largest valid request; serving/README.md, threat model)", flush=True)
+    from .production import canary, repository_classifiers
+
+    # Every classifier in the repository is canaried (each "<prefix>classify_text"), and every
+    # Python-backend stub is watched: a dead stub is final in Triton 2.51 (no restart, the model
+    # stays READY), so the launcher stops the server (exit 3) for its supervisor to restart it.
+    prefixes = repository_classifiers(args.model_repository) or [""]
     failures, next_canary = 0, time.monotonic() + args.canary_interval
     while not stop.wait(0.5):
         if server.process.poll() is not None:
             print(f"launch: tritonserver exited with {server.process.returncode}", file=sys.stderr)
             return server.stop() or 1
+        dead = dead_stubs(server.process.pid, stubs)
+        if dead:
+            print(f"launch: Python-backend stub died: {', '.join(dead)}; Triton does not restart it and keeps the "
+                  "model READY while every request to it fails INTERNAL. Stopping the server (a supervisor should "
+                  "restart it)", file=sys.stderr, flush=True)
+            server.stop()
+            return 3
         if args.canary_interval > 0 and time.monotonic() >= next_canary:
-            from .production import canary
-
-            ok, why = canary(server.grpc_url, server.client_kwargs, timeout_s=max(5.0, args.canary_interval))
+            ok, why = canary(server.grpc_url, server.client_kwargs, timeout_s=max(5.0, args.canary_interval),
+                             prefixes=prefixes)
             failures = 0 if ok else failures + 1
             if failures:
                 print(f"launch: canary failed ({failures}/{args.canary_failures}): {why}", file=sys.stderr, flush=True)

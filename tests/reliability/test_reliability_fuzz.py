@@ -26,6 +26,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from opencc_cm_contract import (ATTENTION_MASK, FLAGGED, IDS_ENSEMBLE, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT,
                                        TEXT_ENSEMBLE, THRESHOLD_PROFILE_PARAMETER, TOKEN_COUNT)
+from opencc_cm_contract.limits import max_id_elements
 from opencc_cm_contract.text_rules import InputError
 from opencc_cm_serving.ids import validate_ids
 
@@ -331,6 +332,8 @@ def text_expected(reference, elements, mode, profile, params_ok):
 
 def ids_expected(reference, ids, mask, mode, profile, params_ok):
     if mode not in ("ok", "contents") or not params_ok or not 1 <= ids.shape[0] <= 64:
+        return None
+    if ids.size > max_id_elements(64, MAX_TOKENS) or mask.size > max_id_elements(64, MAX_TOKENS):
         return None
     try:
         lengths = validate_ids(ids, mask, VOCAB_SIZE, MAX_TOKENS)

@@ -96,6 +96,7 @@ def test_production_flags(pki):
     assert "--grpc-use-ssl-mutual=true" in mutual.tritonserver_args()
     assert any(a.startswith("--http-restricted-api=model-repository,") for a in mutual.tritonserver_args())
     bad = [dict(admin_key="short"), dict(admin_key="k" * 20 + ":x=y"), dict(admin_header="Admin Key"),
+           dict(admin_key="k" * 32 + "\n"), dict(admin_header="admin-key\n"),  # "$" matches before a final newline
            dict(restricted=("inference",)), dict(restricted=("model-repository", "nonsense")),
            dict(server_cert=pki / "missing.crt"), dict(mutual=True, ca_cert=None)]
     for change in bad:

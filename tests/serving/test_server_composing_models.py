@@ -128,3 +128,30 @@ def test_encoder_direct_call_well_formed(client, spec, reference_logits):
     mask = np.array([[1, 1, 1], [1, 0, 0]], np.int64)
     logits = client.infer(ENCODER_MODEL, ids_inputs(ids, mask)).as_numpy(LOGITS)
     assert np.abs(logits - reference_logits(rows)).max() <= 1e-5
+
+
+def test_id_tensors_above_max_batch_size_rows_of_max_tokens_are_refused(client, spec):
+    """Every model that takes ids or a mask refuses a tensor of more than max_batch_size x
+    max_tokens elements (the ingress cap's own figure) before computing anything from it, naming
+    the tensor and its shape; one at the limit is still answered."""
+    from opencc_cm_contract import IDS_ENSEMBLE
+
+    limit = 64 * spec.max_tokens  # the session server's max_batch_size (deploy default) x max_tokens
+
+    def padded(width):
+        ids = np.full((1, width), spec.pad_token_id, np.int64)
+        ids[0, :3] = [5, 6, 7]
+        mask = np.zeros((1, width), np.int64)
+        mask[0, :3] = 1
+        return ids, mask
+
+    ids, mask = padded(limit)
+    assert client.infer(IDS_ENSEMBLE, ids_inputs(ids, mask)).as_numpy(TOKEN_COUNT).ravel().tolist() == [3]
+    ids, mask = padded(limit + 1)
+    for model in (IDS_ENSEMBLE, IDS_PREPROCESS_MODEL, ENCODER_MODEL):
+        message = rejected(client, model, ids_inputs(ids, mask))
+        assert f"input_ids: shape [1, {limit + 1}] holds {limit + 1} elements, above the {limit}" in message, model
+    message = rejected(client, CALIBRATION_MODEL, calibration_inputs(
+        spec, logits=np.zeros((1, spec.num_labels), np.float32), mask=mask, text_row=np.zeros((1, 1), np.int64),
+        window_start=np.zeros((1, 1), np.int64)))
+    assert f"attention_mask: shape [1, {limit + 1}] holds {limit + 1} elements" in message

@@ -51,3 +51,39 @@ def test_server_path_leaves_out_virtualenv_bins(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", path + os.pathsep + os.environ["PATH"])
     _, env = TritonServer(tmp_path).command_and_env()
     assert str(venv / "bin") not in env["PATH"].split(os.pathsep) and str(plain / "bin") in env["PATH"]
+
+
+def test_stub_watch_sees_a_stub_process_end(tmp_path):
+    """``python_stubs`` finds a parent's stub processes by their command line (``<stub>
+    <repository>/<model>/<version>/model.py``); ``dead_stubs`` names the one that ended, reaped
+    or still a zombie."""
+    import shutil
+
+    from opencc_cm_serving.launch import STUB_NAME, dead_stubs, python_stubs
+
+    procs = {}
+    for model in ("jailbreak_encoder", "tokenizer"):
+        script = tmp_path / "repo" / model / "1" / "model.py"
+        script.parent.mkdir(parents=True)
+        script.write_text("import time\ntime.sleep(60)\n")
+        # argv[0] is the stub's path, as when tritonserver starts it; a Python interpreter runs it
+        procs[model] = subprocess.Popen([str(tmp_path / STUB_NAME), str(script)], executable=sys.executable)
+    other = subprocess.Popen([shutil.which("sleep"), "60"])
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(found := python_stubs(os.getpid())) < 2:  # until both exec'd
+            time.sleep(0.05)
+        assert found == {p.pid: model for model, p in procs.items()}
+        assert dead_stubs(os.getpid(), found) == []
+        procs["jailbreak_encoder"].kill()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not dead_stubs(os.getpid(), found):
+            time.sleep(0.05)
+        pid = procs["jailbreak_encoder"].pid
+        assert dead_stubs(os.getpid(), found) == [f"jailbreak_encoder (stub pid {pid})"]  # a zombie: not reaped yet
+        procs["jailbreak_encoder"].wait()
+        assert dead_stubs(os.getpid(), found) == [f"jailbreak_encoder (stub pid {pid})"]  # reaped: gone
+    finally:
+        for proc in (*procs.values(), other):
+            proc.kill()
+            proc.wait()
