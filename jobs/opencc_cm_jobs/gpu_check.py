@@ -264,17 +264,15 @@ def triton_phase(bundle: Path, out: Path, texts: list[str], device: torch.device
     """Deploy the python-torch target from the bundle, start the pip tritonserver, measure gRPC
     (the plan checked beforehand that the client library and a server are there)."""
     from opencc_cm_client import ClassifierClient, ConnectionOptions
-    from opencc_cm_serving.deploy import main as deploy_main
+    from opencc_cm_serving.deploy import DeploySettings, deploy
     from opencc_cm_serving.launch import TritonServer
 
     repo = out / "triton-repo"
     templates = Path(__file__).resolve().parents[2] / "model_repository"
     kind = "gpu" if device.type == "cuda" else "cpu"
-    if deploy_main(["--bundle", str(bundle), "--repository", str(templates), "--output", str(repo),
-                    "--target", "python-torch", "--instance-kind", kind, "--torch-dtype", dtype,
-                    "--length-buckets", bucket_list(powers_of_two(16, 512)), "--max-batch-size", "64",
-                    "--pad-to-buckets", "on"]) != 0:
-        return "failed: deploy"
+    deploy(DeploySettings(bundle=bundle, repository=templates, output=repo, target="python-torch",
+                          instance_kind=kind, torch_dtype=dtype, length_buckets=bucket_list(powers_of_two(16, 512)),
+                          max_batch_size=64, pad_to_buckets="on"))
     result: dict = {}
     with TritonServer(repo, log_path=out / "tritonserver.log", ready_timeout=300) as server:
         with ClassifierClient(server.grpc_url, tokenizer=bundle / "tokenizer.json") as client:

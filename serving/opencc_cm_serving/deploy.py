@@ -21,6 +21,7 @@ import shutil
 import string
 import subprocess
 import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -160,67 +161,148 @@ def copy_sources(source: Path, output: Path, prefix: str = "") -> None:
             "__pycache__"))
 
 
-def deploy(args: argparse.Namespace) -> Path:
-    spec = check_bundle(args.bundle, allow_unverified=args.allow_unverified_bundle, target=args.target)
-    bundle, source = Path(args.bundle), Path(args.repository)
-    profiles = load_profiles(args.profiles, spec.labels) if args.profiles else {}  # fail before writing
-    native = args.target not in RAGGED_TARGETS
-    windows = args.long_input_policy == "windows"
-    overlap = args.window_overlap if args.window_overlap is not None else spec.max_tokens // 8
-    if args.max_batch_size < 1 or not 0 <= overlap < spec.max_tokens:
-        raise ConfigError(f"need --max-batch-size >= 1 and 0 <= --window-overlap < max_tokens {spec.max_tokens}")
-    # Default: one max-length row's worth of padded cells, so no joint run holds more than the
-    # longest single row (whose memory BENCHMARKS.md measures).
-    group_tokens = args.max_group_tokens if args.max_group_tokens is not None else spec.max_tokens
-    if not 0.0 <= args.max_pad_fraction < 1.0 or group_tokens < 1 or args.attention_span < 0:
-        raise ConfigError(f"need 0 <= --max-pad-fraction < 1 (got {args.max_pad_fraction}), "
-                          f"--max-group-tokens >= 1 (got {group_tokens}) and "
-                          f"--attention-span >= 0 (got {args.attention_span})")
-    prefix = args.model_prefix
-    if not MODEL_PREFIX.fullmatch(prefix):
-        raise ConfigError(f"--model-prefix {prefix!r}: lowercase letters and digits ending with '_' (e.g. 'jailbreak_')")
-    if prefix and not args.output:
+@dataclass(frozen=True)
+class DeploySettings:
+    """What ``deploy`` fills a repository with; the command line is one way to build it. Fields
+    are the CLI's options (``--max-batch-size`` -> ``max_batch_size``); ``None`` takes the
+    default derived from the bundle (see each option's help)."""
+
+    bundle: Path
+    repository: Path = Path("model_repository")
+    output: Path | None = None
+    target: str = "python-ort"
+    model_prefix: str = ""
+    allow_unverified_bundle: bool = False
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    long_input_policy: str = DEFAULT_LONG_INPUT_POLICY
+    window_overlap: int | None = None
+    special_tokens_in_text: str = "special"
+    profiles: Path | None = None
+    max_text_bytes: int = 0
+    length_buckets: str | None = None
+    queue_timeout_us: int = 30_000_000
+    max_queue_size: int = 1024
+    encoder_queue_delay_us: int = 0
+    max_group_tokens: int | None = None
+    attention_span: int = DEFAULT_ATTENTION_SPAN
+    encoder_memory: str = "shrink"
+    long_row_lane: str = "on"
+    max_pad_fraction: float = 0.25
+    # python-torch encoder
+    instance_kind: str = "auto"
+    torch_dtype: str = "auto"
+    gated_delta: str = "auto"
+    pad_to_buckets: str = "auto"
+    cuda_graphs: str = "auto"
+    batch_buckets: str | None = None
+    graph_max_cells: int = 16384
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> DeploySettings:
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in vars(args).items() if k in names}
+        for key in ("bundle", "repository", "output", "profiles"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        return cls(**values)
+
+
+def _check_settings(settings: DeploySettings, max_tokens: int) -> None:
+    """Every setting that can be wrong whatever the templates say; ConfigError naming it."""
+    choices = (("target", TARGETS), ("long_input_policy", LONG_INPUT_POLICIES),
+               ("special_tokens_in_text", SPECIAL_TOKEN_MODES), ("encoder_memory", MEMORY_MODES),
+               ("long_row_lane", ("on", "off")), ("instance_kind", ("auto", "gpu", "cpu")),
+               ("torch_dtype", ("auto", "bf16", "fp16", "fp32")), ("gated_delta", ("auto", "fla", "torch")),
+               ("pad_to_buckets", ("auto", "on", "off")), ("cuda_graphs", ("auto", "on", "off")))
+    for name, allowed in choices:
+        if getattr(settings, name) not in allowed:
+            raise ConfigError(f"--{name.replace('_', '-')} {getattr(settings, name)!r}: one of {', '.join(allowed)}")
+    overlap = window_overlap(settings, max_tokens)
+    if settings.max_batch_size < 1 or not 0 <= overlap < max_tokens:
+        raise ConfigError(f"need --max-batch-size >= 1 and 0 <= --window-overlap < max_tokens {max_tokens}")
+    if not 0.0 <= settings.max_pad_fraction < 1.0 or group_tokens(settings, max_tokens) < 1 \
+            or settings.attention_span < 0:
+        raise ConfigError(f"need 0 <= --max-pad-fraction < 1 (got {settings.max_pad_fraction}), "
+                          f"--max-group-tokens >= 1 (got {group_tokens(settings, max_tokens)}) and "
+                          f"--attention-span >= 0 (got {settings.attention_span})")
+    if not isinstance(settings.model_prefix, str) or not MODEL_PREFIX.fullmatch(settings.model_prefix):
+        raise ConfigError(f"--model-prefix {settings.model_prefix!r}: lowercase letters and digits ending with '_' "
+                          "(e.g. 'jailbreak_')")
+    if settings.model_prefix and not settings.output:
         raise ConfigError("--model-prefix needs --output (the committed templates keep their own names)")
-    values = {
-        "max_batch_size": args.max_batch_size,
+
+
+def window_overlap(settings: DeploySettings, max_tokens: int) -> int:
+    return settings.window_overlap if settings.window_overlap is not None else max_tokens // 8
+
+
+def group_tokens(settings: DeploySettings, max_tokens: int) -> int:
+    """Default: one max-length row's worth of padded cells, so no joint run holds more than the
+    longest single row (whose memory BENCHMARKS.md measures)."""
+    return settings.max_group_tokens if settings.max_group_tokens is not None else max_tokens
+
+
+def template_values(settings: DeploySettings, spec, profiles: dict) -> dict[str, object]:
+    """The ``${name}`` values of every template, from the settings and the bundle's spec."""
+    native = settings.target not in RAGGED_TARGETS
+    windows = settings.long_input_policy == "windows"
+    default_lengths = bucket_list(powers_of_two(16, spec.max_tokens))
+    return {
+        "max_batch_size": settings.max_batch_size,
         "num_labels": spec.num_labels,
         "max_tokens": spec.max_tokens,
-        "long_input_policy": args.long_input_policy,
-        "window_overlap": overlap,
-        "max_text_bytes": args.max_text_bytes or 16 * spec.max_tokens * (8 if windows else 1),
-        "length_buckets": args.length_buckets if args.length_buckets is not None
-        else (bucket_list(powers_of_two(16, spec.max_tokens)) if native else ""),
-        "profiles_file": f"artifacts/{PROFILES_FILE}" if args.profiles else "",
-        "queue_timeout_us": args.queue_timeout_us,
-        "max_queue_size": args.max_queue_size,
-        "encoder_queue_delay_us": args.encoder_queue_delay_us,
-        "max_group_tokens": group_tokens,
-        "max_pad_fraction": repr(float(args.max_pad_fraction)),
-        "attention_span": args.attention_span,
-        "encoder_memory": args.encoder_memory,
-        "long_row_lane": "1" if args.long_row_lane == "on" else "0",
-        "special_tokens_in_text": args.special_tokens_in_text,
-        "client_metadata": client_metadata(spec, profiles, bundle, args.long_input_policy, args.special_tokens_in_text),
-        "model_prefix": prefix,
+        "long_input_policy": settings.long_input_policy,
+        "window_overlap": window_overlap(settings, spec.max_tokens),
+        "max_text_bytes": settings.max_text_bytes or 16 * spec.max_tokens * (8 if windows else 1),
+        "length_buckets": settings.length_buckets if settings.length_buckets is not None
+        else (default_lengths if native else ""),
+        "profiles_file": f"artifacts/{PROFILES_FILE}" if settings.profiles else "",
+        "queue_timeout_us": settings.queue_timeout_us,
+        "max_queue_size": settings.max_queue_size,
+        "encoder_queue_delay_us": settings.encoder_queue_delay_us,
+        "max_group_tokens": group_tokens(settings, spec.max_tokens),
+        "max_pad_fraction": repr(float(settings.max_pad_fraction)),
+        "attention_span": settings.attention_span,
+        "encoder_memory": settings.encoder_memory,
+        "long_row_lane": "1" if settings.long_row_lane == "on" else "0",
+        "special_tokens_in_text": settings.special_tokens_in_text,
+        "client_metadata": client_metadata(spec, profiles, Path(settings.bundle), settings.long_input_policy,
+                                           settings.special_tokens_in_text),
+        "model_prefix": settings.model_prefix,
         # python-torch only
-        "instance_kind": instance_kind(args.instance_kind) if args.target == "python-torch" else "KIND_CPU",
-        "torch_dtype": args.torch_dtype,
-        "gated_delta": args.gated_delta,
-        "pad_to_buckets": args.pad_to_buckets,
-        "cuda_graphs": args.cuda_graphs,
-        "torch_length_buckets": args.length_buckets or bucket_list(powers_of_two(16, spec.max_tokens)),
-        "torch_batch_buckets": args.batch_buckets or bucket_list(powers_of_two(1, args.max_batch_size)),
-        "graph_max_cells": args.graph_max_cells,
+        "instance_kind": instance_kind(settings.instance_kind) if settings.target == "python-torch" else "KIND_CPU",
+        "torch_dtype": settings.torch_dtype,
+        "gated_delta": settings.gated_delta,
+        "pad_to_buckets": settings.pad_to_buckets,
+        "cuda_graphs": settings.cuda_graphs,
+        "torch_length_buckets": settings.length_buckets or default_lengths,
+        "torch_batch_buckets": settings.batch_buckets or bucket_list(powers_of_two(1, settings.max_batch_size)),
+        "graph_max_cells": settings.graph_max_cells,
     }
+
+
+def render_configs(source: Path, settings: DeploySettings, values: dict) -> dict[str, str]:
+    """Every model's filled config, each parsed as Triton's ModelConfig: a broken template fails
+    here, before anything is written."""
     configs = {}
-    for model in MODELS:  # fill and parse every config before writing any: a broken template fails here
-        template = template_path(source / model, model, args.target)
+    for model in MODELS:
+        template = template_path(source / model, model, settings.target)
         if not template.is_file():
             raise ConfigError(f"missing template {template}")
         configs[model] = fill(template.read_text(encoding="utf-8"), values, str(template))
-        check_model_config(configs[model], prefix + model, str(template))
-    repo = Path(args.output) if args.output else source
-    if args.output:
+        check_model_config(configs[model], settings.model_prefix + model, str(template))
+    return configs
+
+
+def deploy(settings: DeploySettings) -> Path:
+    """Fill the repository (or a copy at ``settings.output``) from the bundle; returns its path."""
+    spec = check_bundle(settings.bundle, allow_unverified=settings.allow_unverified_bundle, target=settings.target)
+    bundle, source, prefix = Path(settings.bundle), Path(settings.repository), settings.model_prefix
+    profiles = load_profiles(settings.profiles, spec.labels) if settings.profiles else {}  # fail before writing
+    _check_settings(settings, spec.max_tokens)
+    configs = render_configs(source, settings, template_values(settings, spec, profiles))
+    repo = Path(settings.output) if settings.output else source
+    if settings.output:
         copy_sources(source, repo, prefix)
     for model in MODELS:
         model_dir = repo / f"{prefix}{model}"
@@ -228,14 +310,15 @@ def deploy(args: argparse.Namespace) -> Path:
         (model_dir / "config.pbtxt").write_text(configs[model], encoding="utf-8")
         artifacts = model_dir / "1" / "artifacts"
         shutil.rmtree(artifacts, ignore_errors=True)
-        extra = TORCH_FILES if model == ENCODER_MODEL and args.target == "python-torch" else ()
+        extra = TORCH_FILES if model == ENCODER_MODEL and settings.target == "python-torch" else ()
         for name in ARTIFACTS.get(model, ()) + extra:
             artifacts.mkdir(parents=True, exist_ok=True)
             shutil.copy2(bundle / name, artifacts / name)
-    if args.profiles:
-        for model in (CALIBRATION_MODEL,) + ((ENCODER_MODEL,) if not native else ()):  # folded calibration
-            shutil.copy2(args.profiles, repo / f"{prefix}{model}" / "1" / "artifacts" / PROFILES_FILE)
-    _place_graph(bundle, repo / f"{prefix}{ENCODER_MODEL}", onnx=args.target != "python-torch")
+    if settings.profiles:
+        folded = (ENCODER_MODEL,) if settings.target in RAGGED_TARGETS else ()  # calibration folded into the encoder
+        for model in (CALIBRATION_MODEL,) + folded:
+            shutil.copy2(settings.profiles, repo / f"{prefix}{model}" / "1" / "artifacts" / PROFILES_FILE)
+    _place_graph(bundle, repo / f"{prefix}{ENCODER_MODEL}", onnx=settings.target != "python-torch")
     return repo
 
 
@@ -368,7 +451,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        repo = deploy(args)
+        repo = deploy(DeploySettings.from_args(args))
         if args.perf_input_dir:
             texts = read_texts(args.perf_texts) if args.perf_texts else None
             for path in write_perf_inputs(Path(args.bundle), Path(args.perf_input_dir), texts).values():
