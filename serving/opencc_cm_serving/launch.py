@@ -125,6 +125,12 @@ GRPC_PING_POLICY = (
 )
 
 
+# Triton keeps up to 8 gRPC inference request/response objects for reuse (its default), each
+# keeping the capacity of the largest request it carried: a few gzip-compressed requests that
+# inflate to hundreds of MiB (refused by the models) left that much in tritonserver for good.
+# Without the pool each object is freed after its call (BENCHMARKS.md, "Memory after hostile input").
+GRPC_REQUEST_POOL = ("--grpc-infer-allocation-pool-size=0",)
+
 SHM_DIR = Path("/dev/shm")
 
 
@@ -190,6 +196,7 @@ class TritonServer:
             f"--metrics-address={self.address}", f"--metrics-port={self.metrics_port}",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *GRPC_PING_POLICY,
+            *GRPC_REQUEST_POOL,
             *self.extra_args,
         ]
         return cmd, env

@@ -1,9 +1,11 @@
-"""What a server leaves behind once stopped: a Python-backend stub killed by hostile input (or
-anything else) must not leave its /dev/shm region (memory: /dev/shm is tmpfs) nor any process.
+"""What hostile input leaves behind. Once a server is stopped: a Python-backend stub killed by
+hostile input (or anything else) must not leave its /dev/shm region (memory: /dev/shm is tmpfs)
+nor any process. While it runs: refused compression bombs must not pile up in tritonserver.
 
-Real tritonserver, its own instance (a stub gets killed)."""
+Real tritonserver: the session's, and instances of their own where a stub gets killed."""
 from __future__ import annotations
 
+import gzip
 import os
 import signal
 import time
@@ -11,9 +13,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+from tritonclient.utils import InferenceServerException
 
-from opencc_cm_contract import ENCODER_MODEL
+from opencc_cm_contract import ENCODER_MODEL, SCORES, TEXT_ENSEMBLE
 from opencc_cm_serving.launch import TritonServer
+
+from serving_calls import classify_text, text_inputs
+
+MIB = 1 << 20
 
 SHM = Path("/dev/shm")
 STUB_NAME = "triton_python_backend_stub"
@@ -66,3 +73,32 @@ def test_stop_leaves_no_stub_region_or_process(repository, tmp_path, crash):
           f"regions left after stop(): {len(left)}; stubs alive: {alive}")
     assert not left, f"{len(left)} of {len(regions)} stub regions left in /dev/shm: {left}"
     assert not alive
+
+
+def anon_rss(pid: int) -> int:
+    """A process's private (anonymous) resident memory: not /dev/shm pools, not mapped files."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no RssAnon")
+
+
+def test_refused_compression_bombs_do_not_pile_up_in_tritonserver(server, client, spec):
+    """Five gzip requests (~32 KiB each) inflating to 32 MiB texts, refused by the tokenizer.
+    With Triton's default pool of reused gRPC request objects the bombs stayed in them (several
+    times the inflated size kept, growing with the number of bombs); without the pool
+    tritonserver keeps less than two bombs' worth."""
+    bomb_mib, bombs = 32, 5
+    text = b"a" * (bomb_mib * MIB)
+    assert len(gzip.compress(text)) < 64 * 1024
+    pid = server.process.pid
+    classify_text(client, ["warm up"])
+    before = anon_rss(pid)
+    for _ in range(bombs):
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer(TEXT_ENSEMBLE, text_inputs([text]), compression_algorithm="gzip", client_timeout=120)
+        assert refused.value.status() == "StatusCode.INVALID_ARGUMENT" and "max_text_bytes" in refused.value.message()
+    assert classify_text(client, ["still serving"])[SCORES].shape == (1, spec.num_labels)
+    kept = (anon_rss(pid) - before) / MIB
+    print(f"\n[bombs] {bombs} x {bomb_mib} MiB inflated: tritonserver anonymous RSS +{kept:.0f} MiB kept")
+    assert kept < 2 * bomb_mib, f"+{kept:.0f} MiB kept after {bombs} refused {bomb_mib} MiB requests"
