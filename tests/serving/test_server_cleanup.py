@@ -45,6 +45,15 @@ def dead_or_zombie(proc: psutil.Process) -> bool:
         return True
 
 
+def all_end(procs, within_s: float = 10.0) -> bool:
+    """Whether every process is gone (or a zombie) within ``within_s``: SIGKILL takes effect
+    asynchronously, so a process killed a moment ago may still show as running."""
+    deadline = time.monotonic() + within_s
+    while not all(dead_or_zombie(p) for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return all(dead_or_zombie(p) for p in procs)
+
+
 @pytest.mark.parametrize("crash", ["encoder stub", "encoder stub, then the server"])
 def test_stop_leaves_no_stub_region_or_process(repository, tmp_path, crash):
     """A killed stub, and a server that dies without stopping its stubs (SIGKILL here; a SIGSEGV
@@ -58,16 +67,14 @@ def test_stop_leaves_no_stub_region_or_process(repository, tmp_path, crash):
         assert ENCODER_MODEL in stubs and len(regions) == len(stubs), (sorted(stubs), sorted(regions))
         victim = stubs[ENCODER_MODEL]
         os.kill(victim.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while not dead_or_zombie(victim) and time.monotonic() < deadline:  # tritonserver does not reap it
-            time.sleep(0.05)
-        assert dead_or_zombie(victim)
+        assert all_end([victim])  # a zombie: tritonserver does not reap it
         if crash.endswith("the server"):
             server.process.kill()
             server.process.wait(10)
     finally:
         code = server.stop()
     left = sorted(r for r in regions if (SHM / r).exists())
+    all_end(stubs.values())
     alive = [name for name, proc in stubs.items() if not dead_or_zombie(proc)]
     print(f"\n[cleanup] {crash} killed: {len(stubs)} stubs, {len(regions)} regions; server exit code {code}; "
           f"regions left after stop(): {len(left)}; stubs alive: {alive}")
@@ -102,3 +109,33 @@ def test_refused_compression_bombs_do_not_pile_up_in_tritonserver(server, client
     kept = (anon_rss(pid) - before) / MIB
     print(f"\n[bombs] {bombs} x {bomb_mib} MiB inflated: tritonserver anonymous RSS +{kept:.0f} MiB kept")
     assert kept < 2 * bomb_mib, f"+{kept:.0f} MiB kept after {bombs} refused {bomb_mib} MiB requests"
+
+
+def test_the_nested_http_body_kills_an_http_server_and_stop_leaves_nothing(repository, tmp_path):
+    """Why HTTP is off unless asked for: with --allow-http, one 200 KB inference body nested
+    100,000 levels deep kills tritonserver 2.51 (SIGSEGV in its HTTP frontend; 10,000 levels are
+    answered). stop() still leaves no stub region or process behind."""
+    import http.client
+
+    from test_serving_launch import nested_infer_body
+
+    server = TritonServer(repository, log_path=tmp_path / "server.log", http=True).start()
+    try:
+        stubs = stubs_of(server.process.pid)
+        conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+        conn.request("POST", f"/v2/models/{TEXT_ENSEMBLE}/infer", body=nested_infer_body(10_000),
+                     headers={"Content-Type": "application/json"})
+        assert conn.getresponse().status == 200
+        conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
+            conn.request("POST", f"/v2/models/{TEXT_ENSEMBLE}/infer", body=nested_infer_body(100_000),
+                         headers={"Content-Type": "application/json"})
+            conn.getresponse()
+        conn.close()
+        crashed = server.process.wait(30)
+    finally:
+        server.stop()
+    print(f"\n[nested HTTP body] tritonserver exit code {crashed}")
+    assert crashed == -signal.SIGSEGV, "if Triton survives this body, serving/README.md's HTTP guidance can change"
+    assert not server.shm_regions() and all_end(stubs.values())
