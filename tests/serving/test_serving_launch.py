@@ -104,6 +104,8 @@ def test_server_command_keeps_http_off_unless_asked(tmp_path):
     # each server names its stubs' /dev/shm regions with a prefix of its own (stop() removes them)
     assert f"--backend-config=python,shm-region-prefix-name={opted.shm_prefix}" in cmd
     assert default.shm_prefix != opted.shm_prefix
+    for unstarted in (default, opted):
+        unstarted.stop()  # removes the backend folder command_and_env built
 
 
 def test_server_path_leaves_out_virtualenv_bins(tmp_path, monkeypatch):
