@@ -61,3 +61,20 @@ def test_a_mistaken_parameter_key_is_an_invalid_request_sent_once(server, client
     assert client.is_server_ready()
     assert classify_text(client, ["still serving"], profile="default")[SCORES].shape == (1, spec.num_labels)
     assert THRESHOLD_PROFILE_PARAMETER.startswith(key[:16].decode())
+
+
+@pytest.mark.parametrize("parameters, words", [
+    ({THRESHOLD_PROFILE_PARAMETER: float("nan")}, "must be a string, got double"),
+    ({THRESHOLD_PROFILE_PARAMETER: float("inf")}, "must be a string, got double"),
+    ({"thre\x00shold_profile": "default"}, "unknown request parameter 'thre'"),  # Triton cuts keys at NUL
+])
+def test_parameter_mistakes_that_reach_the_models_are_invalid_argument(client, parameters, words):
+    """What proto/CLIENT_CONTRACT.md promises: the models answer these INVALID_ARGUMENT, never INTERNAL."""
+    from tritonclient.utils import InferenceServerException
+
+    from opencc_cm_client.errors import from_status
+
+    with pytest.raises(InferenceServerException) as refused:
+        client.infer(TEXT_ENSEMBLE, text_inputs(["hello"]), parameters=parameters)
+    assert refused.value.status() == "StatusCode.INVALID_ARGUMENT" and words in refused.value.message()
+    assert isinstance(from_status(refused.value.status(), refused.value.message()), InvalidRequestError)
