@@ -9,8 +9,9 @@ BUNDLE := $(ARTIFACTS)/bundles/$(SIZE)-fp32
 REPOSITORY ?= model_repository
 TARGET ?= python-ort
 GRPC_PORT ?= 8001
-HTTP_PORT ?= 8000
 METRICS_PORT ?= 8002
+# extra `make serve` flags, e.g. --allow-http --http-port 8000 (HTTP is off by default)
+LAUNCH_ARGS ?=
 export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
@@ -48,10 +49,10 @@ $(BUNDLE)/classifier.json: $(CKPT)/classifier/weight_frame.json
 deploy: $(BUNDLE)/classifier.json
 	$(PY) -m opencc_cm_serving.deploy --bundle $(BUNDLE) --repository $(REPOSITORY) --target $(TARGET)
 
-# Run the pip-bundled Triton server on loopback until Ctrl-C.
+# Run the pip-bundled Triton server on loopback until Ctrl-C (gRPC and metrics; no HTTP).
 serve: deploy
 	$(PY) -m opencc_cm_serving.launch --model-repository $(REPOSITORY) \
-		--grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
+		--grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) $(LAUNCH_ARGS)
 
 # The main job: generated checkpoint -> ONNX (parity-checked) -> Triton -> gRPC client.
 demo: deploy

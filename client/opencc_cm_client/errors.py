@@ -11,7 +11,8 @@ class ClassifierError(RuntimeError):
 
 
 class InvalidRequestError(ClassifierError):
-    """The input is wrong (INVALID_ARGUMENT from the server, or caught locally first)."""
+    """The input is wrong (INVALID_ARGUMENT from the server, INTERNAL "Unable to parse request"
+    from its gRPC frontend, or caught locally first). Never retried."""
 
 
 class UnavailableError(ClassifierError):
@@ -26,8 +27,19 @@ class OverloadedError(ClassifierError):
     """The server shed the request (RESOURCE_EXHAUSTED: queue full or queue timeout)."""
 
 
+# gRPC's answer (INTERNAL) when the server cannot decode the request message at all, e.g. invalid
+# UTF-8 in a string field (a parameter key or string value, a model or input name): a client
+# mistake reported with a server code; the same bytes fail again, so never retried.
+UNPARSABLE_REQUEST = "Unable to parse request"
+
+
 def from_status(code: str, message: str) -> ClassifierError:
+    """The typed error for a gRPC status. Only :class:`UnavailableError` is retried (requests.next_retry_delay)."""
     code = code.replace("StatusCode.", "") if code else "UNKNOWN"
+    if code == "INTERNAL" and UNPARSABLE_REQUEST in message:
+        return InvalidRequestError(f"INTERNAL (the server could not parse the request message: malformed, e.g. "
+                                   f"invalid UTF-8 in a parameter key or string value; a client mistake, not "
+                                   f"retried): {message}", "INTERNAL")
     if code == "UNAVAILABLE" and "Exceeds maximum queue size" in message:
         # Triton's queue-full answer: overload, shed on purpose; retrying would add load.
         return OverloadedError(f"RESOURCE_EXHAUSTED (queue full): {message}", "RESOURCE_EXHAUSTED")

@@ -194,7 +194,8 @@ class ProductionConfig:
     def server_kwargs(self) -> dict:
         """Keyword arguments for ``launch.TritonServer``: ``TritonServer(repo, **cfg.server_kwargs())``."""
         return dict(model_control_mode="none", extra_args=self.tritonserver_args(),
-                    client_kwargs=self.client_kwargs(), probe_headers=self.grpc_admin_headers)
+                    client_kwargs=self.client_kwargs(), probe_headers=self.grpc_admin_headers,
+                    http=self.allow_http)
 
 
 def canary(url: str, client_kwargs: dict | None = None, timeout_s: float = 5.0,
