@@ -32,16 +32,19 @@ a 20-token row took 312 ms p50 / 505 ms max beside a 4,096-token row, 135 ms alo
 waiting up to the long row's 16 s). Memory: one long run plus one short group at a time. A
 request with rows in both lanes is answered when both are done.
 
-Deadlines that cannot be met: long rows (at least ``solo_tokens``: the windows of a long text)
-run one per run, so a request's time in the long rows is about the sum of their costs
-(``cost(rows, width)``: batching.group_cost) times the time per cost unit measured on recent
-long runs (:class:`LongRowRate`, which follows the load: short prompts sharing the cores slow
-long rows down). A request whose long rows, plus the long rows pending ahead of it, need more
-than the time left before its deadline is refused at once (UNMEETABLE: UNAVAILABLE with a
-message naming its long rows, the estimate and its timeout): at admission when a rate is
-known, else before each of its runs (the rate measured on its own first rows), instead of
-running rows until the deadline passes and expiring after the work. Short rows are not
-estimated (they share runs and cost little); a request with no deadline is never refused so.
+Deadlines that cannot be met: the deadline bounds the start of each run (steps 1 and 3), and
+long rows (at least ``solo_tokens``: the windows of a long text) run one per run, so a request
+of many long rows expires, after computing some of them, when its last long row cannot start
+in time. The scheduler predicts that: the rows' costs (``cost(rows, width)``:
+batching.group_cost) times the time per cost unit measured on recent long runs
+(:class:`LongRowRate`, which follows the load: short prompts sharing the cores slow long rows
+down). A request whose last long row would start after its deadline, behind its other long
+rows and those pending ahead of it, is refused at once (UNMEETABLE: UNAVAILABLE with a
+message naming its long rows, the estimate and its timeout): at admission when a long run was
+measured, else before each of its runs (the rate measured on its own first rows), instead of
+expiring after the work. A single long row with nothing ahead is never refused so (it may
+start at once); short rows are not estimated (they share runs and cost little); nor is a
+request without a deadline.
 
 So a short request waits for at most the one group already running (in its lane) plus the short rows
 ahead of it, however many long rows are pending, and a request whose client gave up is not
@@ -235,30 +238,32 @@ class RowScheduler:
         return sum(self.cost(1, len(work.rows[r])) for r in rows if len(work.rows[r]) >= self.solo_tokens)
 
     def _unmeetable(self, work: Work, rows: list[int], now: float, ahead: float = 0.0) -> DeadlineError | None:
-        """Why ``work`` cannot finish ``rows`` before its deadline (None if it can, or if nothing
-        says otherwise): its long rows, and ``ahead`` (the cost of long rows that run before
-        them), at the measured time per cost unit of long runs (:class:`LongRowRate`). Short
-        rows are not estimated: they share a run with others and cost little."""
+        """Why ``work`` would expire before its long ``rows`` all ran (None if it would not, or
+        if nothing says otherwise). The deadline bounds the start of each run (``_pick``,
+        ``step``), and long rows run one at a time, so the request expires if its last long row
+        cannot start in time: after ``ahead`` (the cost of long rows that run before them) and
+        its other long rows, at the time per cost unit measured on recent long runs
+        (:class:`LongRowRate`). Short rows are not estimated: they share runs and cost little."""
         if work.deadline is None or id(work) in self.in_flight:
             return None
-        own = self._long_cost(work, rows)
-        rate = self.rate.seconds_per_cost(now) if own else None
+        costs = sorted(self.cost(1, len(work.rows[r])) for r in rows if len(work.rows[r]) >= self.solo_tokens) \
+            if self.solo_tokens else []
+        rate = self.rate.seconds_per_cost(now) if costs else None
         if rate is None:
             return None
-        need, left = (own + ahead) * rate, work.deadline - now
-        if need <= left:
+        last_start, left = (ahead + sum(costs) - costs[-1]) * rate, work.deadline - now
+        if last_start <= left:
             return None
-        long_rows = [len(work.rows[r]) for r in range(len(work.rows)) if len(work.rows[r]) >= self.solo_tokens]
-        todo = sum(1 for r in rows if len(work.rows[r]) >= self.solo_tokens)
-        done = "" if todo == len(long_rows) else f", {len(long_rows) - todo} of them done"
-        queued = f" behind {ahead * rate:.1f} s of long rows queued before it" if ahead else ""
+        long_rows = [len(row) for row in work.rows if len(row) >= self.solo_tokens]
+        done = "" if len(costs) == len(long_rows) else f", {len(long_rows) - len(costs)} of them done"
+        queued = f", behind {ahead * rate:.1f} s of long rows queued before it," if ahead else ""
         return DeadlineError(
             f"request cannot finish before its deadline: its {len(long_rows)} long rows (the windows of a long "
-            f"text, or rows of {self.solo_tokens}+ tokens; up to {max(long_rows)} tokens, run one at a time"
-            f"{done}) need about {need:.1f} s at the current {rate * self.cost(1, max(long_rows)):.2f} s per "
-            f"{max(long_rows)}-token row{queued}, and {max(left, 0.0):.1f} s are left of its "
-            f"{work.deadline - work.admitted:.1f} s timeout; refused now instead of expiring after the work. "
-            f"Send a shorter text or a longer timeout, or retry when the server is less busy")
+            f"text, or rows of {self.solo_tokens}+ tokens; up to {max(long_rows)} tokens) run one at a time"
+            f"{done}; at the current {rate * self.cost(1, max(long_rows)):.2f} s per {max(long_rows)}-token row"
+            f"{queued} the last would start after about {last_start:.1f} s, but {max(left, 0.0):.1f} s are left "
+            f"of its {work.deadline - work.admitted:.1f} s timeout; refused now instead of expiring after the "
+            f"work. Send a shorter text or a longer timeout, or retry when the server is less busy")
 
     def _check_cancelled(self, work: Work, alone: bool) -> bool:
         """Whether to ask the server if ``work`` was cancelled before computing it.

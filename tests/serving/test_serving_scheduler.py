@@ -170,19 +170,23 @@ def test_a_run_finishing_after_stop_answers_nothing_twice():
 
 
 def test_long_rows_that_cannot_meet_the_deadline_are_refused_at_admission():
-    """Once a long run has measured the time per long row, a request whose long rows (the
-    windows of a long text) need more than its timeout is refused at once, before any of its
-    rows runs, with a message naming the rows and the timeout; one that fits runs."""
+    """Once a long run has measured the time per long row, a request whose last long row (the
+    windows of a long text run one at a time) would start after its deadline is refused at
+    once, before any of its rows runs, with a message naming the rows and the timeout; one
+    whose last row can start in time runs."""
     h = Harness(solo_tokens=6)
     h.admit("first", 8)
     h.drain()                                    # 1 s per long row, measured
     assert not h.admit("text", 8, 8, 8, 8, 8, timeout=3.0)
     assert h.answers["text"] == UNMEETABLE and h.runs == [[8]]
     message = str(h.errors["text"])
-    assert "5 long rows" in message and "3.0 s timeout" in message and "need about 5.0 s" in message
-    assert h.admit("fits", 8, 8, 2, timeout=3.0)
+    assert "its 5 long rows" in message and "3.0 s timeout" in message and "start after about 4.0 s" in message
+    assert h.admit("fits", 8, 8, 8, 2, timeout=3.0)
     h.drain()
-    assert h.answers["fits"].shape == (3, 2)
+    assert h.answers["fits"].shape == (4, 2)
+    assert h.admit("one row", 8, timeout=0.5)     # a single long row may start at once: never refused so
+    h.drain()
+    assert h.answers["one row"].shape == (1, 2)
 
 
 def test_long_rows_queued_ahead_count_against_the_deadline():
@@ -190,7 +194,7 @@ def test_long_rows_queued_ahead_count_against_the_deadline():
     h.admit("first", 8)
     h.drain()
     assert h.admit("queued", 8, 8)               # 2 s of long rows pending
-    assert not h.admit("text", 8, 8, timeout=3.0) and h.answers["text"] == UNMEETABLE
+    assert not h.admit("text", 8, 8, timeout=2.5) and h.answers["text"] == UNMEETABLE
     assert "queued before it" in str(h.errors["text"])
     assert h.admit("short", 2, 3, timeout=0.5)   # short rows are not estimated
     h.drain()
@@ -199,11 +203,11 @@ def test_long_rows_queued_ahead_count_against_the_deadline():
 
 def test_long_rows_slowed_down_are_refused_after_the_first_not_expired_after_the_work():
     """No rate known at admission: the request runs; its first row shows the rows are slower
-    than its timeout allows, so it is refused then (one row computed), instead of running
-    rows until its deadline passes and expiring."""
+    than its timeout allows, so it is refused then (one row computed). Without the estimate
+    it ran four rows (starting at 0, 3, 6 and 9 s) and expired before the fifth (12 s)."""
     h = Harness(solo_tokens=6)
     h.seconds_per_token = 3 / 8                  # 3 s per long row (e.g. short traffic sharing the cores)
-    assert h.admit("text", 8, 8, 8, 8, timeout=10.0)
+    assert h.admit("text", 8, 8, 8, 8, 8, timeout=10.0)
     h.drain()
     assert h.answers["text"] == UNMEETABLE and h.runs == [[8]]
     assert "1 of them done" in str(h.errors["text"])
@@ -218,12 +222,12 @@ def test_a_stale_slow_rate_does_not_refuse_forever():
     h.seconds_per_token = 3 / 8
     h.admit("loaded", 8)
     h.drain()                                    # 3 s: the recent rate is 2 s per row
-    assert not h.admit("now", 8, 8, timeout=3.0)
+    assert not h.admit("now", 8, 8, 8, timeout=3.0)
     h.now += 6.0
     h.seconds_per_token = 1 / 8
-    assert h.admit("later", 8, 8, timeout=3.0)
+    assert h.admit("later", 8, 8, 8, timeout=3.0)
     h.drain()
-    assert h.answers["later"].shape == (2, 2)
+    assert h.answers["later"].shape == (3, 2)
 
 
 def test_one_slow_long_run_does_not_decide():
@@ -233,9 +237,9 @@ def test_one_slow_long_run_does_not_decide():
         h.admit(f"w{i}", 8)
         h.drain()
     h.seconds_per_token = 1 / 8
-    assert h.admit("text", 8, 8, timeout=3.0)    # the median, 1 s per row: 2 s fit in 3 s
+    assert h.admit("text", 8, 8, 8, timeout=3.0)  # the median, 1 s per row: the last starts at 2 s
     h.drain()
-    assert h.answers["text"].shape == (2, 2)
+    assert h.answers["text"].shape == (3, 2)
 
 
 class Asking(Harness):
