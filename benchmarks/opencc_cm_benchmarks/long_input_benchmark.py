@@ -12,7 +12,13 @@ while the scenario's request runs; its latency is reported while that request is
 - ``huge-windows`` (windows): 2 concurrent requests of 8 texts of 1 MiB of one emoji (refused:
   too many windows): their outcome and the probe's latency meanwhile;
 - ``huge-reject`` (``--long-input-policy reject``): one request of 64 texts, each a
-  100,000-letter word (refused: above max_tokens): likewise.
+  100,000-letter word (refused: above max_tokens): likewise;
+- ``ort-spinning`` (no server): the bundle's graph in ONNX Runtime in this process, with idle
+  intra-op threads spinning and not (``session.intra_op.allow_spinning``, the encoder's
+  ``intra_op_spinning``): one max_tokens row alone, then beside 20-token rows every 20 ms from
+  another thread (the two lanes), and two max_tokens rows in one run;
+- ``tokenizer`` (no server): the bundle's tokenizer in this process: time to encode the texts
+  above, and its longest token in bytes (the best lower bound on tokens per byte of text).
 """
 from __future__ import annotations
 
@@ -143,12 +149,71 @@ def long_word(letters: int, seed: int = 0) -> bytes:
     return bytes(rng.integers(ord("a"), ord("z") + 1, letters).astype(np.uint8))
 
 
+def ort_spinning(bundle: Path, rounds: int = 2) -> dict:
+    import onnxruntime as ort
+
+    from opencc_cm_serving.bundle import load_classifier
+
+    max_tokens = load_classifier(bundle / "classifier.json").max_tokens
+    rng = np.random.default_rng(0)
+    out: dict = {}
+    for spinning in ["1", "0"] * rounds:
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        options.enable_mem_reuse = False  # as the encoder (onnx_runner)
+        session = ort.InferenceSession(str(bundle / "model.onnx"), options, providers=["CPUExecutionProvider"])
+
+        def once(rows: int, width: int) -> float:
+            ids = rng.integers(0, 1000, (rows, width)).astype(np.int64)
+            start = time.monotonic()
+            session.run(["logits"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+            return time.monotonic() - start
+
+        once(1, max_tokens)  # warm
+        alone = once(1, max_tokens)
+        stop, short = threading.Event(), []
+
+        def shorts():
+            while not stop.is_set():
+                short.append(once(1, 20))
+                time.sleep(0.02)
+
+        thread = threading.Thread(target=shorts)
+        thread.start()
+        time.sleep(0.2)
+        beside = once(1, max_tokens)
+        stop.set()
+        thread.join()
+        two = once(2, max_tokens)
+        out.setdefault(f"spinning_{spinning}", []).append(
+            {"one_row_alone_s": round(alone, 2), "one_row_beside_short_rows_s": round(beside, 2),
+             "two_rows_one_run_s": round(two, 2), "short_rows_p50_ms": _pct(short, 50),
+             "short_rows_max_ms": _pct(short, 100), "short_rows": len(short)})
+    return {"max_tokens": max_tokens, **out}
+
+
+def tokenizer_costs(bundle: Path) -> dict:
+    from opencc_cm_contract.text_rules import encode_texts, load_tokenizer
+
+    tokenizer = load_tokenizer(bundle / "tokenizer.json")
+    out = {"longest_token_bytes": max(len(tokenizer.decode([i]).encode()) for i in range(tokenizer.get_vocab_size()))}
+    for name, text in (("one_emoji_1_MiB", "\U0001F642" * 2 ** 18), ("letters_100000", long_word(100_000).decode())):
+        start = time.monotonic()
+        ids = encode_texts(tokenizer, [text])[0]
+        out[name] = {"bytes": len(text.encode()), "tokens": len(ids), "seconds": round(time.monotonic() - start, 3)}
+    return out
+
+
 def run(args: argparse.Namespace) -> dict:
     result: dict = {"command": " ".join(["python -m opencc_cm_benchmarks.long_input_benchmark", *sys.argv[1:]]),
                     "started_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                     "load_average_1min_start": os.getloadavg()[0]}
     work = Path(tempfile.mkdtemp(prefix="opencc-long-input-"))
     scenarios = args.scenario or ["long-text", "huge-windows", "huge-reject"]
+    if "tokenizer" in scenarios:
+        result["tokenizer"] = tokenizer_costs(Path(args.bundle))
+    if "ort-spinning" in scenarios:
+        result["ort-spinning"] = ort_spinning(Path(args.bundle))
     try:
         windows = [s for s in scenarios if s in ("long-text", "huge-windows")]
         if windows:
@@ -192,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", required=True)
     p.add_argument("--templates", default="model_repository", help="model repository holding the templates")
-    p.add_argument("--scenario", action="append", choices=("long-text", "huge-windows", "huge-reject"))
+    p.add_argument("--scenario", action="append", choices=("long-text", "huge-windows", "huge-reject", "ort-spinning", "tokenizer"))
     p.add_argument("--letters", type=int, default=100_000, help="long-text: letters of the one word")
     p.add_argument("--long-repeats", type=int, default=1, help="long-text: concurrent copies beside the probe")
     p.add_argument("--deploy-arg", action="append", default=[], help="extra deploy argument (repeatable)")
