@@ -180,3 +180,21 @@ def test_encoder_long_row_lane_setting(repository):
     instance = load_model(repository / ENCODER_MODEL / "1" / "model.py", ENCODER_MODEL)
     with pytest.raises(ConfigError, match="long_row_lane"):
         instance.initialize(args_for(repository, ENCODER_MODEL, broken))
+
+
+def test_encoder_intra_op_spinning_setting(repository):
+    """The python-ort template turns ONNX Runtime's spinning threads off (BENCHMARKS.md: they
+    took the cores a concurrent run needed); anything but "0"/"1" fails to load."""
+    config = (repository / ENCODER_MODEL / "config.pbtxt").read_text()
+    encoder = model(repository, ENCODER_MODEL)
+    try:
+        options = encoder.encoder.session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    finally:
+        encoder.finalize()
+    broken = config.replace('key: "intra_op_spinning" value: { string_value: "0" }',
+                            'key: "intra_op_spinning" value: { string_value: "off" }')
+    assert broken != config
+    instance = load_model(repository / ENCODER_MODEL / "1" / "model.py", ENCODER_MODEL)
+    with pytest.raises(ConfigError, match="intra_op_spinning"):
+        instance.initialize(args_for(repository, ENCODER_MODEL, broken))

@@ -78,7 +78,7 @@ class TritonPythonModel:
         self._worker.start()
 
     def execute(self, requests):
-        # One encode_batch over every text of the small requests of this execute() (issue 11):
+        # One encode_batch over every text of the small requests of this execute():
         # the tokenizer's own threads and the call overhead are paid once per batch, not once
         # per request. Large requests go to the worker (see the module doc).
         senders, texts, spans = {}, [], {}
