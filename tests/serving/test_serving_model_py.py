@@ -127,9 +127,8 @@ def test_tokenizer_large_requests_beyond_the_queue_are_refused_at_once(repositor
     held = tokenizer.tokenizer = HeldTokenizer(tokenizer.tokenizer, hold_above=50)
     large = [Request({TEXT: np.array([[b"the model " * 20]], dtype=object)}) for _ in range(3)]
     try:
-        tokenizer.execute([large[0]])
-        assert held.holding.wait(10)            # the worker holds the first one
-        tokenizer.execute([large[1], large[2]])  # one waits, one is refused
+        tokenizer.execute(large)                 # one tokenizing, one waiting, one refused
+        assert held.holding.wait(10)
         refused = large[2].sender.wait()
         assert refused.error.code == fake.TritonError.UNAVAILABLE and "retry later" in refused.error.message
         assert not large[1].sender.done.is_set()

@@ -73,7 +73,8 @@ class TritonPythonModel:
                               f"{large_queue} must be >= 1")
         encode_texts(self.tokenizer, ["warm up the tokenizer"])  # warmup: first call builds caches
         self._ipc = threading.Lock()  # every response send (see the module doc)
-        self._large, self.large_queue = queue.Queue(), large_queue  # only execute() puts: bounded there
+        self._large, self.large_queue = queue.Queue(), large_queue
+        self._held, self._held_lock = 0, threading.Lock()  # large requests taken and not yet answered
         self._worker = threading.Thread(target=self._large_loop, name="tokenizer-large", daemon=True)
         self._worker.start()
 
@@ -90,7 +91,10 @@ class TritonPythonModel:
                 self._send(senders[i], error_response(exc, TOKENIZER_MODEL))
                 continue
             if size > self.large_bytes:
-                if self._large.qsize() < self.large_queue:
+                with self._held_lock:  # one tokenizing, large_queue waiting
+                    taken = self._held < 1 + self.large_queue
+                    self._held += taken
+                if taken:
                     self._large.put((senders[i], decoded))
                 else:
                     self._send(senders[i], self._busy(size))
@@ -132,6 +136,8 @@ class TritonPythonModel:
             except Exception as exc:  # noqa: BLE001
                 response = error_response(exc, TOKENIZER_MODEL)
             self._send(sender, response)
+            with self._held_lock:
+                self._held -= 1
 
     def _send(self, sender, response):
         utils = pb()
