@@ -139,6 +139,24 @@ def test_tokenizer_large_requests_beyond_the_queue_are_refused_at_once(repositor
     tokenizer.finalize()
 
 
+def test_tokenizer_worker_outlives_a_failed_send(repository):
+    """A large request whose response cannot be sent (e.g. its client is gone) does not stop
+    the worker, nor keep its place: the next large requests are answered."""
+    tokenizer = large_request_tokenizer(repository, large_bytes=100, queue_size=1)
+
+    class Broken(fake.ResponseSender):
+        def send(self, response=None, flags=0):
+            raise RuntimeError("client gone")
+
+    text = np.array([[b"the model " * 20]], dtype=object)
+    tokenizer.execute([Request({TEXT: text}, sender=Broken())])
+    later = [Request({TEXT: text}) for _ in range(2)]
+    for request in later:
+        tokenizer.execute([request])
+        assert request.sender.wait().error is None  # answered
+    tokenizer.finalize()
+
+
 def test_encoder_isolates_runtime_failures(repository, spec, reference_logits):
     encoder = model(repository, ENCODER_MODEL)
     rows = [[1, 2, 3], [4, 5], [7]]

@@ -135,9 +135,13 @@ class TritonPythonModel:
                 response = outputs_response(self._rows(lazy))
             except Exception as exc:  # noqa: BLE001
                 response = error_response(exc, TOKENIZER_MODEL)
-            self._send(sender, response)
-            with self._held_lock:
-                self._held -= 1
+            try:
+                self._send(sender, response)
+            except Exception as exc:  # noqa: BLE001 - the worker outlives one failed send
+                pb().Logger.log_error(f"{TOKENIZER_MODEL}: sending a large request's response failed: {exc!r}")
+            finally:
+                with self._held_lock:
+                    self._held -= 1
 
     def _send(self, sender, response):
         utils = pb()
