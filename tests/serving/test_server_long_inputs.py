@@ -27,6 +27,7 @@ from toy_bundle import make_toy_bundle
 
 LOOPS_PER_CELL = 30        # a 64-token row: about half a second on a CPU core
 ROWS = 'opencc_cm_encoder_rows_computed_total{model="encoder"}'
+UNMEETABLE = 'opencc_cm_encoder_requests_dropped_total{model="encoder",reason="unmeetable"}'
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_long_text_that_cannot_meet_its_deadline_is_refused_before_any_encoder_w
     ids = np.random.default_rng(0).integers(0, spec.vocab_size, (1, spec.max_tokens)).astype(np.int64)
     client.infer(IDS_ENSEMBLE, ids_inputs(ids, np.ones_like(ids)))  # one long row: the time per row is known
     text, _ = long_text(tokenizer, spec, windows=40)
-    before = rows_computed(metrics_url)
+    before = encoder_metrics(metrics_url)
     with pytest.raises(InferenceServerException) as info:
         client.infer(TEXT_ENSEMBLE, text_inputs([text]), timeout=1_000_000, client_timeout=120)
     message = info.value.message()
@@ -76,7 +77,9 @@ def test_long_text_that_cannot_meet_its_deadline_is_refused_before_any_encoder_w
     assert "cannot finish before its deadline" in message and "its 40 long rows" in message, message
     assert "1.0 s timeout" in message, message
     time.sleep(0.5)  # nothing was left to run
-    assert rows_computed(metrics_url) == before  # refused before any of its windows ran
+    after = encoder_metrics(metrics_url)
+    assert after[ROWS] == before[ROWS]  # refused before any of its windows ran
+    assert after[UNMEETABLE] == before[UNMEETABLE] + 1
     assert client.is_server_ready()
 
 
