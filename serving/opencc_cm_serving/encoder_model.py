@@ -46,13 +46,13 @@ from opencc_cm_contract import (ATTENTION_MASK, DEFAULT_PROFILE, ENCODER_MODEL, 
                                 LOGITS, SCORES, TEXT_ROW, THRESHOLD_PROFILE_PARAMETER, TOKEN_COUNT, WINDOW_START)
 from opencc_cm_contract.limits import max_id_elements
 
-from .batching import plan_groups
+from .batching import group_cost, plan_groups
 from .bundle import CLASSIFIER_FILE, load_classifier, load_profiles
 from .calibration import ThresholdProfiles, activate, decide, fold_max, fold_plan
 from .errors import ConfigError, InputError
 from .ids import right_padded_lengths, validate_ids
 from .metrics import ClassifierMetrics
-from .scheduler import CANCELLED, EXPIRED, OVERLOADED, STOPPING, RowScheduler
+from .scheduler import CANCELLED, EXPIRED, OVERLOADED, STOPPING, UNMEETABLE, RowScheduler
 from .triton import (cancelled_response, error_response, input_array, outputs_response, parameters, pb,
                      request_parameters, require, version_path)
 
@@ -114,6 +114,7 @@ class RaggedEncoderModel:
             cancel_check_tokens=int(params.get("cancel_check_tokens", "0")) or self._solo_tokens(params),
             cancel_check_wait_s=float(params.get("cancel_check_wait_s", "0.01")),
             long_lane=self._long_row_lane(params),
+            cost=lambda rows, width: group_cost(rows, width, self.attention_span or None),
         ).start()
         self.metrics = _Metrics(args.get("model_name", ENCODER_MODEL), self._ipc)
 
@@ -247,6 +248,9 @@ class RaggedEncoderModel:
                 response = error_response(exc, ENCODER_MODEL)
         elif outcome == CANCELLED:
             response = cancelled_response(ENCODER_MODEL)
+        elif outcome == UNMEETABLE:  # the scheduler's estimate says the deadline cannot be met
+            response = utils.InferenceResponse(
+                output_tensors=[], error=utils.TritonError(f"{ENCODER_MODEL}: {error}", utils.TritonError.UNAVAILABLE))
         elif outcome in (EXPIRED, OVERLOADED, STOPPING):
             why = {EXPIRED: "Request timeout expired", OVERLOADED: "Exceeds maximum queue size",
                    STOPPING: "model is stopping"}[outcome]
@@ -254,7 +258,7 @@ class RaggedEncoderModel:
                 output_tensors=[], error=utils.TritonError(f"{ENCODER_MODEL}: {why}", utils.TritonError.UNAVAILABLE))
         else:
             response = error_response(error, ENCODER_MODEL)
-        if outcome in (CANCELLED, EXPIRED, OVERLOADED):
+        if outcome in (CANCELLED, EXPIRED, OVERLOADED, UNMEETABLE):
             self.metrics.add(outcome)
         with self._ipc:
             entry[1].send(response, flags=utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
@@ -273,7 +277,8 @@ class RaggedEncoderModel:
 
 class _Metrics:
     """Counters on Triton's metrics endpoint (``:8002/metrics``), label ``model``: rows the
-    encoder ran, and requests it answered without computing them (cancelled, expired, overloaded)."""
+    encoder ran, and requests it answered without computing them (cancelled, expired, overloaded,
+    unmeetable: long rows that could not finish before the request's deadline)."""
 
     ROWS = "opencc_cm_encoder_rows_computed_total"
     DROPPED = "opencc_cm_encoder_requests_dropped_total"
@@ -288,7 +293,7 @@ class _Metrics:
                                      utils.MetricFamily.COUNTER)
         self.families = (rows, dropped)  # keep the families alive as long as their metrics
         self.metrics["rows"] = rows.Metric(labels={"model": model})
-        for reason in (CANCELLED, EXPIRED, OVERLOADED):
+        for reason in (CANCELLED, EXPIRED, OVERLOADED, UNMEETABLE):
             self.metrics[reason] = dropped.Metric(labels={"model": model, "reason": reason})
 
     def add(self, name, value=1):

@@ -73,7 +73,7 @@ class OnnxEncoder:
     """Owns one InferenceSession; ``__call__(ids, mask) -> FP32 logits``."""
 
     def __init__(self, path: str | Path, num_labels: int, providers: str = "auto", intra_op_threads: int = 0,
-                 memory: str = "shrink", reuse_buffers: bool = False):
+                 memory: str = "shrink", reuse_buffers: bool = False, spinning: bool = True):
         import onnxruntime as ort
 
         if not Path(path).is_file():
@@ -82,6 +82,10 @@ class OnnxEncoder:
             raise ConfigError(f"encoder memory mode {memory!r} is not one of {MEMORY_MODES}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
+        # Idle intra-op threads spin (ONNX Runtime's default) or sleep at once: with two lanes
+        # running on one session, and the stubs and Triton on the same cores, spinning threads
+        # take CPU the other run needs (BENCHMARKS.md, "Long and huge texts beside short prompts").
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.enable_cpu_mem_arena = memory != "release"
         options.enable_mem_reuse = reuse_buffers

@@ -85,6 +85,19 @@ def deploy_to(bundle: Path, output: Path, target: str, *extra: str) -> Path:
     return output
 
 
+def encoder_metrics(url) -> dict[str, float]:
+    """The encoder's counters on Triton's metrics endpoint (rows computed, requests dropped)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("opencc_cm_encoder_"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
+
+
 def fire(client, model, batches, profiles=None):
     """Send every request at once (async gRPC), wait for all; returns results in order."""
     done: queue.Queue = queue.Queue()
