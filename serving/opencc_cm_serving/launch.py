@@ -14,7 +14,7 @@ Binary: ``tritonserver`` from PATH (NGC image, its own backends), else the one b
 and ``LD_LIBRARY_PATH`` gets ``nvidia_pytriton.libs``. ``PYTHONPATH`` lists our packages and
 numpy/onnxruntime/tokenizers; each model.py puts those entries on ``sys.path`` itself
 because the backend stub ignores PYTHONPATH. Models load eagerly (model-control-mode none).
-``--production`` adds TLS, admin protocols behind a key and HTTP off (``production.py``);
+``--production`` adds TLS and admin protocols behind a key (``production.py``).
 It stops the server and exits 3 when a Python-backend stub dies (Triton neither restarts it nor
 marks its model unready) and, with ``--canary-interval``, when a classifier no longer classifies.
 """
