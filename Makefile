@@ -74,14 +74,14 @@ bench:
 		--base-model $(ARTIFACTS)/checkpoints/real-shape/base-model --bundle $(ARTIFACTS)/bundles/real-shape-fp32 \
 		--out benchmarks/serving
 
-# What Triton and our Python models cost around the encoder (issue 11): the tiny bundle's tokenizer
+# What Triton and our Python models cost around the encoder: the tiny bundle's tokenizer
 # and labels with a generated null encoder (zeros), deployed to a temporary repository; also an
 # ensemble of EMPTY Python models (the floor) and the stub profile. benchmarks/overhead/. ~5 min.
 OVERHEAD_ARGS ?= --profile
 bench-overhead: export
 	$(PY) -m opencc_cm_benchmarks.overhead --bundle $(BUNDLE) --out benchmarks/overhead $(OVERHEAD_ARGS)
 
-# Memory per request (issue 14, BENCHMARKS.md): one row of 1k-8k tokens in a fresh process per
+# Memory per request (BENCHMARKS.md): one row of 1k-8k tokens in a fresh process per
 # point, the blocked-attention graph vs the graph with transformers' attention (--query-block 0),
 # then one and two concurrent max-length requests through Triton. JSON + markdown in
 # benchmarks/memory/. Needs ~14 GB free for the old graph at 8,192 tokens (skipped otherwise);

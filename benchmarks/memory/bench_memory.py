@@ -1,4 +1,4 @@
-"""Memory per request (issue 14, part 1): what one long row costs the encoder, before and after.
+"""Memory per request: what one long row costs the encoder, blocked attention vs transformers' attention.
 
 Two parts, each point in a FRESH subprocess (so no point inherits another's heap or arena):
 
@@ -287,7 +287,7 @@ def fit_attention_span(points: list[dict]) -> dict | None:
 
 
 def render_markdown(report: dict) -> str:
-    lines = ["# Memory per request (issue 14)", "",
+    lines = ["# Memory per request", "",
              "Points with n/a come from an interrupted run rebuilt from its progress lines "
              "(`reconstructed_from_log` in the JSON); `run_started` names the run of each point.", "",
              f"Run {report['started']} ({report['duration_s']:.0f} s) on {report['machine']['cpu']} "
@@ -348,7 +348,7 @@ def main(argv=None) -> int:
     render = sub.add_parser("render", help="re-render memory_benchmark.md from a JSON report")
     render.add_argument("--json", required=True, type=Path)
     parser.add_argument("--bundle", type=Path, help="the new bundle (blocked attention)")
-    parser.add_argument("--old-bundle", type=Path, help="the pre-issue-14 bundle (--query-block 0)")
+    parser.add_argument("--old-bundle", type=Path, help="the bundle exported with transformers' attention (--query-block 0)")
     parser.add_argument("--lengths", default="1024,2048,4096,8192")
     parser.add_argument("--modes", default="shrink,shrink+reuse",
                         help="encoder memory modes for the new graph (+reuse: ONNX Runtime's buffer-reuse planning on)")

@@ -1,4 +1,4 @@
-"""Fairness benchmark (issue 14, part 2): a probe client's short-prompt latency while other
+"""Fairness benchmark: a probe client's short-prompt latency while other
 clients send max-length inputs continuously, on the real Triton server.
 
 ``python -m opencc_cm_benchmarks.fairness_benchmark --bundle BUNDLE [--max-tokens N]
@@ -9,7 +9,7 @@ clients send max-length inputs continuously, on the real Triton server.
 3. ``--long-clients`` closed-loop clients each sending one max-length row through
    ``classify_ids`` after another, and the probe: loaded p50 / p99 / max, long rows done.
 
-Target (issue 14): loaded p99 < 2 x t_long + unloaded p99, and no probe refused (a probe whose
+Target: loaded p99 < 2 x t_long + unloaded p99, and no probe refused (a probe whose
 queue timeout passed behind long rows counts as missed). ``--max-tokens`` writes a copy
 of the bundle with a smaller ``max_tokens`` (the graph's sequence axis is dynamic), so that
 one max-length row takes about a second on a small CPU box. ``--templates`` deploys another

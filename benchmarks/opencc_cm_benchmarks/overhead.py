@@ -1,5 +1,5 @@
 """What the serving path costs around the encoder: Triton, the ensembles and our Python models,
-with the encoder's graph replaced by one that returns zeros (issue 11).
+with the encoder's graph replaced by one that returns zeros.
 
     python -m opencc_cm_benchmarks.overhead --bundle BUNDLE --out benchmarks/overhead [--duration-s 8]
 

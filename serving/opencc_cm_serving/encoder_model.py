@@ -14,7 +14,7 @@ each request (response sender, one final response) as soon as its rows are done.
 therefore never hold short prompts back for more than the one group already running, and
 abandoned work is not computed. If a joint run fails, each request is retried on its own so
 one bad request cannot sink the batch.
-Folded calibration (issue 11): the Python-backend encoder targets' configs also declare the
+Folded calibration: the Python-backend encoder targets' configs also declare the
 calibration outputs (``scores``, ``label_flags``, ``flagged``, ``token_count``) and optional
 ``text_row`` / ``window_start`` inputs, and their ensembles call this model as their last
 step: ``classify_ids`` is this one step (it validates the client's ids as ``ids_preprocess``
@@ -211,7 +211,7 @@ class RaggedEncoderModel:
                                       self.spec.max_tokens, self.window_step)
         asked = self._asked(request)
         # counted like the calibration model's requests; a direct call that also asks for logits
-        # (model warmup asks for every output) is the encoder's, never counted, as before the fold
+        # (model warmup asks for every output) is the encoder's and is never counted
         record = asked is None or LOGITS not in asked
         return profile or DEFAULT_PROFILE, thresholds, first, tokens, record, asked is None or LOGITS in asked
 

@@ -3,8 +3,8 @@
 Contract of the graph: inputs ``input_ids``, ``attention_mask`` INT64 [batch, seq] (right
 padding), output ``logits`` [batch, num_labels] returned as FP32.
 
-Memory after a run (issue 14): ONNX Runtime's CPU arena keeps every block it ever grew to, so
-one long request used to leave the encoder several GB larger for good. ``memory``:
+Memory after a run: ONNX Runtime's CPU arena keeps every block it ever grew to, so without
+shrinking one long request leaves the encoder several GB larger for good. ``memory``:
 - ``shrink`` (default): the arena, shrunk back after every run (run option
   ``memory.enable_memory_arena_shrinkage``): the memory a long run allocated is given back
   (real-shape graph, one 8,192-token row: anonymous RSS 1.000x its level before; a
@@ -13,7 +13,7 @@ one long request used to leave the encoder several GB larger for good. ``memory`
 - ``release``: no CPU arena (each tensor is malloc'ed and freed) and ``malloc_trim(0)`` after a
   run of at least ``TRIM_ABOVE_CELLS`` padded cells; returns memory too, but ran 1.6-2.2x
   slower than the arena on the real-shape graph on 2 cores.
-- ``arena``: ONNX Runtime's default (keeps what it took; the pre-issue-14 behaviour).
+- ``arena``: ONNX Runtime's default (keeps what it took).
 
 Peak memory of a long run: ONNX Runtime's planner, with ``enable_mem_reuse`` on (its default),
 hands a dead tensor's buffer to a LATER tensor of the same symbolic shape, and keeps the buffer

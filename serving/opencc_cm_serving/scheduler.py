@@ -1,8 +1,8 @@
 """Row scheduler of the python-ort encoder: short rows first, long rows one group at a time,
-abandoned requests dropped before they are computed (issue 14, parts 2 and 3).
+abandoned requests dropped before they are computed.
 
-Without it, one ``execute()`` took every queued request and answered them all at its end:
-a short prompt batched with (or queued behind) four max-length texts waited for all four.
+Why: an ``execute()`` that runs every queued request and answers them all at its end makes a
+short prompt batched with (or queued behind) four max-length texts wait for all four.
 Here ``execute()`` only validates and *admits* requests (answering bad ones at once) and
 returns; a worker thread owns the ONNX Runtime session and loops:
 
@@ -27,9 +27,8 @@ With ``long_lane`` (the python-ort encoder's default, config parameter ``long_ro
 rows of at least ``solo_tokens`` tokens and shorter rows are two lanes, each with its own
 worker thread running steps 1-4 over its own rows, both on the same encoder at once (an ONNX
 Runtime session runs concurrent calls; they share its threads). A short prompt then never
-waits for a long row: it shares the cores with one (measured on 2 CPU cores, real-shape graph:
-a 20-token row took 312 ms p50 / 505 ms max beside a 4,096-token row, 135 ms alone, instead of
-waiting up to the long row's 16 s). Memory: one long run plus one short group at a time. A
+waits for a long row: it shares the cores with one instead of waiting for the long row to end
+(BENCHMARKS.md, "Fairness"). Memory: one long run plus one short group at a time. A
 request with rows in both lanes is answered when both are done.
 
 Deadlines that cannot be met: the deadline bounds the start of each run (steps 1 and 3), and
@@ -121,7 +120,7 @@ class RowScheduler:
         self.stopping = False
         self.threads: list[threading.Thread] = []
         # Works with rows being computed now, by id: their deadline was checked when their run
-        # started; the other lane must not expire them mid-run (that threw the result away).
+        # started; the other lane must not expire them mid-run (its finished rows would be thrown away).
         self.in_flight: dict[int, int] = {}
 
     # --- admission (execute(), Triton's thread)
