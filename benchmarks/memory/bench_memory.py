@@ -10,9 +10,8 @@ Two parts, each point in a FRESH subprocess (so no point inherits another's heap
    ``--query-block 0``, i.e. transformers' attention holding [heads, seq, seq] scores) and the new
    one, each with the encoder memory modes asked for: ``shrink`` (the default: arena shrunk
    after each run), ``release`` (no arena), ``arena`` (kept); a ``+reuse`` suffix turns ONNX
-   Runtime's buffer-reuse planning back on (``enable_mem_reuse``, its own default and main's
-   before this change; the encoder now runs without it, see ``onnx_runner``). Main's runner
-   before issue 14 was ``arena+reuse``.
+   Runtime's buffer-reuse planning back on (``enable_mem_reuse``, its own default; the encoder
+   runs without it, see ``onnx_runner``). ``arena+reuse`` is ONNX Runtime's defaults.
 2. Through the real Triton server (``python-ort`` target, ``opencc_cm_serving.deploy`` +
    ``opencc_cm_serving.launch.TritonServer``): the encoder stub's RSS (sampled every 20 ms)
    before, during and after one max-length ``classify_ids`` request, then two concurrent ones;
