@@ -338,7 +338,7 @@ def build_requests(ensemble: str, texts: list[str], tokenizer_path: str) -> list
     """One list of InferInputs per prompt (batch 1), built once."""
     import tritonclient.grpc.aio as aio
 
-    from opencc_cm_client.requests import LocalTokenizer
+    from opencc_cm_client.local_tokenizer import LocalTokenizer
 
     out = []
     if ensemble == "classify_text":
@@ -468,7 +468,7 @@ def measure_server(repo: Path, mode: str, ensembles: tuple[str, ...], levels: tu
 
 
 def run(args) -> dict:
-    from opencc_cm_client.requests import LocalTokenizer
+    from opencc_cm_client.local_tokenizer import LocalTokenizer
     from opencc_cm_contract.bundle_format import CLASSIFIER_FILE, TOKENIZER_FILE
 
     from .workload import bells_o_prompts

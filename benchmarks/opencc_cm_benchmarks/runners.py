@@ -73,7 +73,7 @@ def worker_reference(cfg: dict) -> dict:
 def worker_onnxruntime(cfg: dict) -> dict:
     import onnxruntime as ort
 
-    from opencc_cm_client.requests import LocalTokenizer
+    from opencc_cm_client.local_tokenizer import LocalTokenizer
     from opencc_cm_contract.bundle_format import CLASSIFIER_FILE, ONNX_FILE, TOKENIZER_FILE
     from opencc_cm_serving.bundle import load_classifier
     from opencc_cm_serving.calibration import activate

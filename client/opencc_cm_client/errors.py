@@ -56,3 +56,12 @@ def from_status(code: str, message: str) -> ClassifierError:
     cls = {"INVALID_ARGUMENT": InvalidRequestError, "UNAVAILABLE": UnavailableError,
            "DEADLINE_EXCEEDED": DeadlineExceededError, "RESOURCE_EXHAUSTED": OverloadedError}.get(code, ClassifierError)
     return cls(f"{code}: {message}", code)
+
+
+def next_retry_delay(exc, delays) -> tuple[ClassifierError, float | None]:
+    """The typed error for a tritonclient exception, and how long to wait before retrying it
+    (None: do not retry - not UNAVAILABLE, or the retry budget is spent)."""
+    error = from_status(str(exc.status() or ""), exc.message() or str(exc))
+    if not isinstance(error, UnavailableError):
+        return error, None
+    return error, next(delays, None)

@@ -167,7 +167,7 @@ def test_a_request_the_server_cannot_parse_is_a_client_mistake_never_retried():
     from opencc_cm_client.client import ClassifierClient
     from opencc_cm_client.errors import ClassifierError, InvalidRequestError, UnavailableError, from_status
     from opencc_cm_client.options import ConnectionOptions, RetryPolicy
-    from opencc_cm_client.requests import next_retry_delay
+    from opencc_cm_client.errors import next_retry_delay
 
     unparsable = InferenceServerException("Unable to parse request", status="StatusCode.INTERNAL")
     error = from_status(str(unparsable.status()), unparsable.message())

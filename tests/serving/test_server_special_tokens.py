@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from opencc_cm_client.requests import LocalTokenizer
+from opencc_cm_client.local_tokenizer import LocalTokenizer
 from opencc_cm_client.server_info import ServerInfo
 from opencc_cm_contract import SCORES, TEXT_ENSEMBLE, TOKEN_COUNT
 from opencc_cm_contract.text_rules import encode_texts, load_tokenizer
