@@ -448,14 +448,15 @@ def main(argv: list[str] | None = None) -> int:
         print("launch: HTTP is on: tritonserver 2.51's HTTP frontend crashes on one deeply nested JSON body; "
               "put in front of it only a proxy that refuses such bodies (serving/README.md, threat model)",
               flush=True)
-    from .production import repository_request_cap
+    from .ingress import repository_request_cap
 
     cap = repository_request_cap(args.model_repository)
     if cap:
         print(f"launch: tritonserver 2.51 has no received-message-size limit (gRPC takes up to 2 GiB, gzip "
               f"inflated to that size): the ingress must refuse inference requests above {cap} bytes after "
               f"decompression (this repository's largest valid request; serving/README.md, threat model)", flush=True)
-    from .production import canary, repository_classifiers
+    from .canary import canary
+    from .ingress import repository_classifiers
 
     # Every classifier in the repository is canaried (each "<prefix>classify_text"), and every
     # Python-backend stub is watched: a dead stub is final in Triton 2.51 (no restart, the model

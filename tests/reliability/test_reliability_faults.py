@@ -34,7 +34,7 @@ from opencc_cm_client import ClassifierClient, ClassifierError, ConnectionOption
 from opencc_cm_contract import (ENCODER_MODEL, IDS_ENSEMBLE, TEXT_ENSEMBLE,
                                        TOKENIZER_MODEL)
 from opencc_cm_serving.launch import TritonServer, free_port
-from opencc_cm_serving.production import canary
+from opencc_cm_serving.canary import canary
 
 from reliability_tools import (Tally, classify_outcome, fire_cases, make_cases, remove_leaked_regions,
                                stub_shm_regions, stubs)

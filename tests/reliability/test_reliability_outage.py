@@ -33,7 +33,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from opencc_cm_contract import (ATTENTION_MASK, CALIBRATION_MODEL, ENCODER_MODEL, IDS_ENSEMBLE, IDS_PREPROCESS_MODEL,
                                 INPUT_IDS, LOGITS, TEXT, TEXT_ROW, TOKENIZER_MODEL, WINDOW_START)
 from opencc_cm_serving.launch import TritonServer, free_port
-from opencc_cm_serving.production import canary
+from opencc_cm_serving.canary import canary
 
 from reliability_tools import remove_leaked_regions, stub_shm_regions, stubs
 from serving_calls import deploy_to

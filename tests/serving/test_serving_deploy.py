@@ -308,7 +308,7 @@ def test_calibrate_names_a_profile_only_as_deploy_accepts_it(capsys):
 
 
 def test_the_printed_ingress_cap_covers_every_classifier_in_the_repository(tmp_path, bundle_dir, spec):
-    from opencc_cm_serving.production import max_request_bytes, repository_classifiers, repository_request_cap
+    from opencc_cm_serving.ingress import max_request_bytes, repository_classifiers, repository_request_cap
 
     small, large = 16 * spec.max_tokens, 64 * spec.max_tokens
     only_prefixed = deploy_to(bundle_dir, tmp_path / "only", "python-ort", "--model-prefix", "jailbreak_",
