@@ -23,12 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from opencc_cm_contract.limits import WINDOWS
+
 from .answers import Answer, parse_outputs
 from .calls import PreparedCall, ids_call, text_call
 from .results import Classification
 from .server_info import ServerContractError, ServerInfo
 
-WINDOWS = "windows"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from opencc_cm_contract.text_rules import SPECIAL
 from opencc_cm_contract.metadata import (METADATA_KEYS, PARAM_CHECKPOINT, PARAM_LABELS, PARAM_LONG_INPUT_POLICY,
                                          PARAM_MAX_TOKENS, PARAM_PAD_TOKEN_ID, PARAM_PROFILES,
                                          PARAM_SPECIAL_TOKENS, PARAM_TOKENIZER_SHA256, PARAM_VOCAB_SIZE)
@@ -38,7 +39,7 @@ class ServerInfo:
     tokenizer_sha256: str
     long_input_policy: str
     checkpoint: str
-    special_tokens: str = "special"  # how the server encodes special-token strings in user text
+    special_tokens: str = SPECIAL  # how the server encodes special-token strings in user text
 
     @classmethod
     def from_model_config(cls, config: dict, version: str) -> ServerInfo:
@@ -58,7 +59,7 @@ class ServerInfo:
                        pad_token_id=int(params[PARAM_PAD_TOKEN_ID]),
                        tokenizer_sha256=params[PARAM_TOKENIZER_SHA256],
                        long_input_policy=params[PARAM_LONG_INPUT_POLICY], checkpoint=params[PARAM_CHECKPOINT],
-                       special_tokens=params.get(PARAM_SPECIAL_TOKENS, "special"))
+                       special_tokens=params.get(PARAM_SPECIAL_TOKENS, SPECIAL))
         except (ValueError, TypeError) as exc:
             raise ServerContractError(f"model {name!r}: malformed metadata parameters: {exc}") from exc
         bad = [p for p, t in profiles.items() if len(t) != len(labels)]

@@ -31,9 +31,9 @@ from opencc_cm_contract import (CALIBRATION_MODEL, DEFAULT_PROFILE, ENCODER_MODE
 from opencc_cm_contract import metadata as meta
 from opencc_cm_contract.buckets import bucket_list, powers_of_two
 from opencc_cm_contract.bundle_format import PROFILES_FILE
-from opencc_cm_contract.limits import DEFAULT_LONG_INPUT_POLICY, DEFAULT_MAX_BATCH_SIZE, LONG_INPUT_POLICIES
+from opencc_cm_contract.limits import DEFAULT_LONG_INPUT_POLICY, DEFAULT_MAX_BATCH_SIZE, LONG_INPUT_POLICIES, WINDOWS
 from opencc_cm_contract.names import ENSEMBLES, MODEL_PREFIX
-from opencc_cm_contract.text_rules import (SPECIAL_TOKEN_MODES, check_token_count, decode_text, encode_texts, load_tokenizer,
+from opencc_cm_contract.text_rules import (SPECIAL, SPECIAL_TOKEN_MODES, check_token_count, decode_text, encode_texts, load_tokenizer,
                                            tokenizer_sha256)
 
 from .batching import DEFAULT_ATTENTION_SPAN
@@ -103,7 +103,7 @@ def pbtxt_quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def client_metadata(spec, profiles: dict, bundle: Path, policy: str, special_tokens: str = "special") -> str:
+def client_metadata(spec, profiles: dict, bundle: Path, policy: str, special_tokens: str = SPECIAL) -> str:
     """The ensembles' ``parameters`` block: what clients read instead of hard-coding it
     (labels, threshold profiles, limits, tokenizer fingerprint; see opencc_cm_contract.metadata)."""
     values = {
@@ -176,7 +176,7 @@ class DeploySettings:
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     long_input_policy: str = DEFAULT_LONG_INPUT_POLICY
     window_overlap: int | None = None
-    special_tokens_in_text: str = "special"
+    special_tokens_in_text: str = SPECIAL
     profiles: Path | None = None
     max_text_bytes: int = 0
     length_buckets: str | None = None
@@ -245,7 +245,7 @@ def group_tokens(settings: DeploySettings, max_tokens: int) -> int:
 def template_values(settings: DeploySettings, spec, profiles: dict) -> dict[str, object]:
     """The ``${name}`` values of every template, from the settings and the bundle's spec."""
     native = settings.target not in RAGGED_TARGETS
-    windows = settings.long_input_policy == "windows"
+    windows = settings.long_input_policy == WINDOWS
     default_lengths = bucket_list(powers_of_two(16, spec.max_tokens))
     return {
         "max_batch_size": settings.max_batch_size,
@@ -399,7 +399,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--long-input-policy", choices=LONG_INPUT_POLICIES, default=DEFAULT_LONG_INPUT_POLICY,
                    help="texts above max_tokens: reject (INVALID_ARG) or overlapping windows, max score per label")
     p.add_argument("--window-overlap", type=int, help="tokens shared by neighbouring windows; default max_tokens // 8")
-    p.add_argument("--special-tokens-in-text", choices=SPECIAL_TOKEN_MODES, default="special",
+    p.add_argument("--special-tokens-in-text", choices=SPECIAL_TOKEN_MODES, default=SPECIAL,
                    help="special: '<|im_start|>' etc. in user text are special tokens, as in the reference (default); "
                         "plain: encoded as ordinary text (clients tokenizing locally follow the published choice)")
     p.add_argument("--profiles", help="JSON file {\"profiles\": {name: {label: threshold}}}")

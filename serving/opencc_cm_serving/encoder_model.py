@@ -47,10 +47,10 @@ from opencc_cm_contract import (ATTENTION_MASK, DEFAULT_PROFILE, ENCODER_MODEL, 
 from opencc_cm_contract.limits import max_id_elements
 
 from .batching import group_cost, plan_groups
-from .bundle import CLASSIFIER_FILE, load_classifier, load_profiles
-from .calibration import ThresholdProfiles, activate, decide, fold_max, fold_plan
-from .errors import ConfigError, InputError
-from .ids import right_padded_lengths, validate_ids
+from .bundle import CLASSIFIER_FILE, load_classifier
+from .calibration import activate, calibration_settings, decide, fold_max, fold_plan
+from .errors import ConfigError
+from .ids import validate_ids
 from .metrics import ClassifierMetrics
 from .scheduler import CANCELLED, EXPIRED, OVERLOADED, STOPPING, UNMEETABLE, RowScheduler
 from .triton import (cancelled_response, error_response, input_array, outputs_response, parameters, pb,
@@ -90,16 +90,7 @@ class RaggedEncoderModel:
         self.calibrating = set(CALIBRATED) <= self.outputs
         self.class_metrics = None
         if self.calibrating:
-            profiles_file = require(params, "profiles_file", ENCODER_MODEL)
-            extra = load_profiles(version_path(args, profiles_file), self.spec.labels) if profiles_file else {}
-            self.profiles = ThresholdProfiles(self.spec.thresholds, extra)
-            policy = require(params, "long_input_policy", ENCODER_MODEL)
-            overlap = int(require(params, "window_overlap", ENCODER_MODEL))
-            if policy not in ("reject", "windows") or not 0 <= overlap < self.spec.max_tokens:
-                raise ConfigError(f"{ENCODER_MODEL}: long_input_policy {policy!r} / window_overlap {overlap}")
-            self.window_step = self.spec.max_tokens - overlap if policy == "windows" else None
-            decide(activate(np.zeros((1, self.spec.num_labels), np.float32), self.spec.objective),
-                   self.profiles.select(None))
+            self.profiles, self.window_step = calibration_settings(args, params, self.spec, ENCODER_MODEL)
             if hasattr(pb(), "MetricFamily"):
                 self.class_metrics = ClassifierMetrics(pb(), require(params, "calibration_model", ENCODER_MODEL),
                                                        self.spec.labels, ipc_lock=self._ipc)
@@ -141,17 +132,11 @@ class RaggedEncoderModel:
         for request in requests:
             entry = [request, request.get_response_sender(), None]
             calibrate = self.calibrating and self._wants_calibration(request)
-            asked = self._asked(request)
             try:
                 params = request_parameters(request)  # an unknown parameter is refused before any work
                 ids = input_array(request, INPUT_IDS, self.max_elements)
                 mask = input_array(request, ATTENTION_MASK, self.max_elements)
-                if calibrate and asked is not None and LOGITS not in asked:
-                    # the ensembles' step (calibrated outputs only): the client's ids, checked as
-                    # ids_preprocess does, same messages; a call asking for logits keeps the encoder's
-                    lengths = validate_ids(ids, mask, self.spec.vocab_size, self.spec.max_tokens)
-                else:
-                    lengths = self._encoder_lengths(ids, mask)
+                lengths = validate_ids(ids, mask, self.spec.vocab_size, self.spec.max_tokens)
             except Exception as exc:  # noqa: BLE001
                 self._respond(entry, outcome="failed", error=exc)
                 continue
@@ -159,8 +144,7 @@ class RaggedEncoderModel:
                 try:
                     entry[2] = self._calibration_plan(request, params, lengths)
                 except Exception as exc:  # noqa: BLE001 - counted as the calibration model counts it
-                    asked = self._asked(request)
-                    if asked is None or LOGITS not in asked:
+                    if LOGITS not in self._asked(request):
                         self._count_failure(exc)
                     self._respond(entry, outcome="failed", error=exc)
                     continue
@@ -172,31 +156,13 @@ class RaggedEncoderModel:
         if self.class_metrics is not None:
             self.class_metrics.close()  # send the per-label counts not yet flushed
 
-    def _encoder_lengths(self, ids, mask):
-        """A direct call for logits: the encoder's own checks and messages."""
-        if ids.shape != mask.shape:
-            raise InputError(f"{ATTENTION_MASK} shape {list(mask.shape)} differs from "
-                             f"{INPUT_IDS} shape {list(ids.shape)}")
-        lengths = right_padded_lengths(mask)
-        long = np.flatnonzero(lengths > self.spec.max_tokens)
-        if long.size:
-            raise InputError(f"{INPUT_IDS}: row {long[0]} has {lengths[long[0]]} real tokens, "
-                             f"above max_tokens {self.spec.max_tokens}")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.spec.vocab_size):
-            raise InputError(f"{INPUT_IDS}: ids must lie in [0, {self.spec.vocab_size})")
-        return lengths
-
-    def _asked(self, request):
+    def _asked(self, request) -> set:
         """The outputs the request asked for (an ensemble step: its output_map; a direct call asking
-        for none: every output); None where the stub cannot say (the test stub)."""
-        try:
-            return set(request.requested_output_names()) or set(self.outputs)
-        except AttributeError:
-            return None
+        for none: every output)."""
+        return set(request.requested_output_names()) or set(self.outputs)
 
     def _wants_calibration(self, request):
-        asked = self._asked(request)
-        return asked is None or bool(asked & set(CALIBRATED))
+        return bool(self._asked(request) & set(CALIBRATED))
 
     def _calibration_plan(self, request, params, lengths):
         """(profile name, thresholds, first row of each text, token counts), checked before any compute."""
@@ -212,8 +178,8 @@ class RaggedEncoderModel:
         asked = self._asked(request)
         # counted like the calibration model's requests; a direct call that also asks for logits
         # (model warmup asks for every output) is the encoder's and is never counted
-        record = asked is None or LOGITS not in asked
-        return profile or DEFAULT_PROFILE, thresholds, first, tokens, record, asked is None or LOGITS in asked
+        record = LOGITS not in asked
+        return profile or DEFAULT_PROFILE, thresholds, first, tokens, record, LOGITS in asked
 
     def _calibrated(self, plan, logits):
         profile, thresholds, first, tokens, record, _ = plan

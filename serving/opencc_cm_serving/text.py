@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from opencc_cm_contract.limits import LONG_INPUT_POLICIES
+from opencc_cm_contract.limits import LONG_INPUT_POLICIES, REJECT
 from opencc_cm_contract.text_rules import check_token_count, decode_text, encode_texts, load_tokenizer
 
 from .errors import InputError
@@ -51,7 +51,7 @@ def texts_to_rows(
     starts: list[int] = []
     for i, ids in enumerate(encoded):
         where = f"{name}[{i}]"
-        if policy == "reject" or not ids:
+        if policy == REJECT or not ids:
             check_token_count(ids, where, max_tokens)
             offsets = [0]
         else:

@@ -37,7 +37,8 @@ import threading  # noqa: E402
 import numpy as np  # noqa: E402
 
 from opencc_cm_contract import ATTENTION_MASK, INPUT_IDS, TEXT, TEXT_ROW, TOKENIZER_MODEL, WINDOW_START  # noqa: E402
-from opencc_cm_contract.text_rules import SPECIAL_TOKEN_MODES, pad_right  # noqa: E402
+from opencc_cm_contract.metadata import PARAM_SPECIAL_TOKENS  # noqa: E402
+from opencc_cm_contract.text_rules import SPECIAL, SPECIAL_TOKEN_MODES, pad_right  # noqa: E402
 from opencc_cm_serving.bundle import CLASSIFIER_FILE, TOKENIZER_FILE, load_classifier  # noqa: E402
 from opencc_cm_serving.errors import ConfigError, InputError  # noqa: E402
 from opencc_cm_serving.ids import padded_width, parse_buckets  # noqa: E402
@@ -53,7 +54,7 @@ class TritonPythonModel:
         params = parameters(config)
         artifacts = version_path(args, require(params, "artifact_dir", TOKENIZER_MODEL))
         self.spec = load_classifier(artifacts / CLASSIFIER_FILE)
-        special = params.get("special_tokens_in_text", "special")
+        special = params.get(PARAM_SPECIAL_TOKENS, SPECIAL)
         if special not in SPECIAL_TOKEN_MODES:
             raise ConfigError(f"{TOKENIZER_MODEL}: special_tokens_in_text {special!r} is not one of {SPECIAL_TOKEN_MODES}")
         self.tokenizer = load_tokenizer(artifacts / TOKENIZER_FILE, special)
