@@ -152,6 +152,18 @@ def test_gpu_check_script_dry_run_on_cpu(gpu_machine_python, tmp_path):
     assert all(t["met"] is None for t in report["targets"].values())  # CPU figures judge nothing
     assert set(report["phase_seconds"]) >= {"checkpoint", "oracle_fp32", "torch_weights_fp32_parity",
                                             "reference_as_shipped_bf16", "triton_grpc"}
+    assert report["complete"] is True
+
+    # The rerun after a failure: --quick, same folder, the checkpoint reused, only the quick phases.
+    rerun = subprocess.run(["bash", str(SCRIPTS / "gpu-check.sh"), str(out), "--quick", "--size", "tiny",
+                            "--device", "cpu", "--prompts", "4", "--throughput-s", "0.2", "--grpc-calls", "1"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "[checkpoint] tiny: reusing" in rerun.stdout
+    quick = json.loads((out / "gpu_check.json").read_text())
+    assert quick["quick"] and quick["ours_fp16_fla_cuda_graphs"] == "not run: --quick"
+    assert quick["ours_bf16_fla_cuda_graphs"]["fidelity_vs_fp32_oracle"]["decisions"] == 4 * 11
+    assert quick["triton_grpc"]["grpc_batch1_client_tokenizes"]["n"] == 4
 
 
 def test_quick_mode_plans_only_the_quick_phases(gpu_machine_python):
