@@ -1,6 +1,7 @@
 """Small tritonclient wrappers and reference decisions shared by the server tests."""
 from __future__ import annotations
 
+import contextlib
 import queue
 import random
 from pathlib import Path
@@ -75,6 +76,33 @@ def prompts(tokenizer, max_tokens: int, count: int, seed: int = 1) -> list[str]:
         if len(tokenizer.encode(text, add_special_tokens=False).ids) <= max_tokens:
             out.append(text)
     return out[:count]
+
+
+@contextlib.contextmanager
+def served(bundle: Path, root: Path, *deploy_args: str, target: str = "python-ort", ready_timeout: float = 120):
+    """Deploy ``bundle`` into ``root/repo`` (``deploy_args`` as on deploy's command line), run a real
+    tritonserver on it on loopback (its log in ``root``) and yield ``(server, client)``: what every
+    server test module's fixture builds on."""
+    from opencc_cm_serving.launch import TritonServer
+
+    repo = deploy_to(bundle, root / "repo", target, *deploy_args)
+    with TritonServer(repo, log_path=root / "tritonserver.log", ready_timeout=ready_timeout) as server, \
+            grpcclient.InferenceServerClient(server.grpc_url) as client:
+        yield server, client
+
+
+INVALID = "StatusCode.INVALID_ARGUMENT"
+
+
+def rejected(call) -> str:
+    """``call()`` must fail with INVALID_ARGUMENT; returns the server's message."""
+    import pytest
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException) as info:
+        call()
+    assert info.value.status() == INVALID, info.value
+    return info.value.message()
 
 
 def deploy_to(bundle: Path, output: Path, target: str, *extra: str) -> Path:

@@ -21,16 +21,10 @@ HOLD_US = 3_000_000
 
 @pytest.fixture(scope="module")
 def client(bundle_dir, profiles_file, tmp_path_factory):
-    import tritonclient.grpc as grpcclient
+    from serving_calls import served
 
-    from opencc_cm_serving.launch import TritonServer
-
-    from serving_calls import deploy_to
-
-    repo = deploy_to(bundle_dir, tmp_path_factory.mktemp("batching") / "repo", "python-ort",
-                     "--profiles", str(profiles_file), "--encoder-queue-delay-us", str(HOLD_US))
-    with TritonServer(repo, log_path=tmp_path_factory.mktemp("batching-log") / "tritonserver.log",
-                      ready_timeout=120) as server, grpcclient.InferenceServerClient(server.grpc_url) as c:
+    with served(bundle_dir, tmp_path_factory.mktemp("batching"), "--profiles", str(profiles_file),
+                "--encoder-queue-delay-us", str(HOLD_US)) as (_, c):
         yield c
 
 

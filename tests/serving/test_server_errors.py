@@ -15,23 +15,9 @@ from opencc_cm_contract import (
     THRESHOLD_PROFILE_PARAMETER, TOKENIZER_MODEL,
 )
 
-from serving_calls import classify_text, ids_inputs, params, text_inputs
+from serving_calls import classify_text, ids_inputs, params, rejected, text_inputs
 
-INVALID = "StatusCode.INVALID_ARGUMENT"
-
-
-def rejected(call) -> str:
-    with pytest.raises(InferenceServerException) as info:
-        call()
-    assert info.value.status() == INVALID, info.value
-    return info.value.message()
-
-
-@pytest.fixture(autouse=True)
-def stays_ready(client):
-    yield
-    assert client.is_server_ready()
-    assert classify_text(client, ["still serving"])[SCORES].shape[0] == 1
+pytestmark = pytest.mark.usefixtures("stays_ready")
 
 
 @pytest.mark.parametrize("text, problem", [

@@ -16,13 +16,12 @@ import time
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from opencc_cm_contract import IDS_ENSEMBLE, SCORES, TEXT_ENSEMBLE, TOKEN_COUNT
 from opencc_cm_serving.text import window_starts
 
-from serving_calls import deploy_to, encoder_metrics, ids_inputs, text_inputs
+from serving_calls import encoder_metrics, ids_inputs, served, text_inputs
 from toy_bundle import make_toy_bundle
 
 LOOPS_PER_CELL = 30        # a 64-token row: about half a second on a CPU core
@@ -33,16 +32,12 @@ UNMEETABLE = 'opencc_cm_encoder_requests_dropped_total{model="encoder",reason="u
 @pytest.fixture(scope="module")
 def slow_windows(tmp_path_factory):
     from opencc_cm_serving.bundle import load_classifier
-    from opencc_cm_serving.launch import TritonServer
     from opencc_cm_serving.text import load_tokenizer
 
     root = tmp_path_factory.mktemp("slow-windows")
     bundle = make_toy_bundle(root / "bundle", loops_per_cell=LOOPS_PER_CELL)
     spec = load_classifier(bundle / "classifier.json")
-    repo = deploy_to(bundle, root / "repo", "python-ort", "--long-input-policy", "windows",
-                     "--max-text-bytes", str(2 ** 20))
-    with TritonServer(repo, log_path=root / "tritonserver.log", ready_timeout=120) as server, \
-            grpcclient.InferenceServerClient(server.grpc_url) as client:
+    with served(bundle, root, "--long-input-policy", "windows", "--max-text-bytes", str(2 ** 20)) as (server, client):
         yield client, spec, load_tokenizer(bundle / "tokenizer.json"), \
             f"http://127.0.0.1:{server.metrics_port}/metrics"
 

@@ -17,11 +17,10 @@ import time
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 
 from opencc_cm_contract import ENCODER_MODEL, IDS_ENSEMBLE, SCORES
 
-from serving_calls import deploy_to, encoder_metrics, ids_inputs
+from serving_calls import encoder_metrics, ids_inputs, served
 from toy_bundle import make_toy_bundle
 
 LOOPS_PER_CELL = 30   # a 64-token row: ~123k loop iterations, about half a second on a CPU core
@@ -31,16 +30,12 @@ DEADLINE_S = 0.6  # long enough for the abandoned requests to reach the encoder 
 
 @pytest.fixture(scope="module")
 def slow(tmp_path_factory):
-    from opencc_cm_serving.launch import TritonServer
-
     root = tmp_path_factory.mktemp("slow")
     bundle = make_toy_bundle(root / "bundle", loops_per_cell=LOOPS_PER_CELL)
     from opencc_cm_serving.bundle import load_classifier
 
     spec = load_classifier(bundle / "classifier.json")
-    repo = deploy_to(bundle, root / "repo", "python-ort")
-    with TritonServer(repo, log_path=root / "tritonserver.log", ready_timeout=120) as server, \
-            grpcclient.InferenceServerClient(server.grpc_url) as client:
+    with served(bundle, root) as (server, client):
         yield client, spec, f"http://127.0.0.1:{server.metrics_port}/metrics"
 
 
