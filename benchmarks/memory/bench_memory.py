@@ -190,7 +190,7 @@ def triton_part(bundle: Path, max_tokens: int, tmp: Path, log: Path, progress, q
     from opencc_cm_serving.deploy import main as deploy_main
     from opencc_cm_serving.launch import TritonServer
 
-    repo_src = Path(__file__).resolve().parents[2] / "model_repository"
+    from opencc_cm_serving.deploy import CHECKOUT_TEMPLATES as repo_src
     repo = tmp / "repository"
     if deploy_main(["--bundle", str(bundle), "--repository", str(repo_src), "--output", str(repo),
                     "--target", "python-ort", "--queue-timeout-us", str(int(queue_timeout_s * 1e6))]) != 0:

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from opencc_cm_serving.deploy import CHECKOUT_TEMPLATES
+
 from .measurement import STATS_SETTLE_S, TreeMemory, inference_stats, latency_summary, peak_rss_mib, stats_delta, throughput
 from .workload import LONG_TOKENS, Plan
 
 print = functools.partial(print, flush=True)  # noqa: A001 - progress lines as they happen
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "model_repository"
+TEMPLATES = CHECKOUT_TEMPLATES
 
 WORKER_TIMEOUT_S = 3600  # bound on one child phase
 

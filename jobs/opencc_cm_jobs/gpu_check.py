@@ -268,11 +268,11 @@ def triton_phase(bundle: Path, out: Path, texts: list[str], device: torch.device
     """Deploy the python-torch target from the bundle, start the pip tritonserver, measure gRPC
     (the plan checked beforehand that the client library and a server are there)."""
     from opencc_cm_client import ClassifierClient, ConnectionOptions
-    from opencc_cm_serving.deploy import DeploySettings, deploy
+    from opencc_cm_serving.deploy import CHECKOUT_TEMPLATES, DeploySettings, deploy
     from opencc_cm_serving.launch import TritonServer
 
     repo = out / "triton-repo"
-    templates = Path(__file__).resolve().parents[2] / "model_repository"
+    templates = CHECKOUT_TEMPLATES
     kind = "gpu" if device.type == "cuda" else "cpu"
     deploy(DeploySettings(bundle=bundle, repository=templates, output=repo, target="python-torch",
                           instance_kind=kind, torch_dtype=dtype, length_buckets=bucket_list(powers_of_two(16, 512)),

@@ -42,6 +42,9 @@ from .bundle import (CLASSIFIER_FILE, ONNX_DATA_FILE, ONNX_FILE, TOKENIZER_FILE,
 from .errors import ConfigError
 from .onnx_runner import MEMORY_MODES
 
+# The committed templates (``model.py`` files and ``config*.pbtxt.template``) of this checkout: the
+# repository folder sits beside the ``serving`` package's folder (an editable install or PYTHONPATH).
+CHECKOUT_TEMPLATES = Path(__file__).resolve().parents[2] / "model_repository"
 TARGETS = ("python-ort", "python-torch", "onnxruntime", "tensorrt")
 RAGGED_TARGETS = ("python-ort", "python-torch")  # Python-backend encoders that regroup ragged rows
 TORCH_FILES = (TORCH_WEIGHTS_FILE, TORCH_CONFIG_FILE)

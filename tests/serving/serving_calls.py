@@ -13,12 +13,12 @@ from opencc_cm_contract import (
     ATTENTION_MASK, FLAGGED, IDS_ENSEMBLE, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT, TEXT_ENSEMBLE,
     THRESHOLD_PROFILE_PARAMETER, TOKEN_COUNT,
 )
-from opencc_cm_serving.deploy import main as deploy_main
+from opencc_cm_serving.deploy import CHECKOUT_TEMPLATES, main as deploy_main
 from opencc_cm_contract.text_rules import pad_right
 
 from toy_bundle import WORDS
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "model_repository"
+TEMPLATES = CHECKOUT_TEMPLATES
 
 OUTPUTS = (SCORES, LABEL_FLAGS, FLAGGED, TOKEN_COUNT)
 TIMEOUT_S = 30
