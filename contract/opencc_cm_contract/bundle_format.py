@@ -94,11 +94,12 @@ class ClassifierManifest:
         }
 
     def write(self, bundle: str | Path) -> Path:
-        """Write ``bundle/classifier.json`` (checked by reading it back: a writer never produces
-        what the reader refuses)."""
+        """Write ``bundle/classifier.json``, validated first as the reader validates it: a writer
+        never leaves behind what the reader refuses."""
         path = Path(bundle) / CLASSIFIER_FILE
-        path.write_text(json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        self.read(path)
+        data = self.to_json()
+        self.from_json(data, str(path))
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         return path
 
     @classmethod

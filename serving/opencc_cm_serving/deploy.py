@@ -21,7 +21,7 @@ import shutil
 import string
 import subprocess
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -210,14 +210,20 @@ class DeploySettings:
         return cls(**values)
 
 
+# The allowed values of each choice setting, for the command line and the Python API alike.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "target": TARGETS, "long_input_policy": LONG_INPUT_POLICIES, "special_tokens_in_text": SPECIAL_TOKEN_MODES,
+    "encoder_memory": MEMORY_MODES, "long_row_lane": ("on", "off"), "instance_kind": ("auto", "gpu", "cpu"),
+    "torch_dtype": ("auto", "bf16", "fp16", "fp32"), "gated_delta": ("auto", "fla", "torch"),
+    "pad_to_buckets": ("auto", "on", "off"), "cuda_graphs": ("auto", "on", "off"),
+}
+# The command line's defaults are the settings' own.
+SETTING_DEFAULTS = {f.name: f.default for f in fields(DeploySettings) if f.default is not MISSING}
+
+
 def _check_settings(settings: DeploySettings, max_tokens: int) -> None:
     """Every setting that can be wrong whatever the templates say; ConfigError naming it."""
-    choices = (("target", TARGETS), ("long_input_policy", LONG_INPUT_POLICIES),
-               ("special_tokens_in_text", SPECIAL_TOKEN_MODES), ("encoder_memory", MEMORY_MODES),
-               ("long_row_lane", ("on", "off")), ("instance_kind", ("auto", "gpu", "cpu")),
-               ("torch_dtype", ("auto", "bf16", "fp16", "fp32")), ("gated_delta", ("auto", "fla", "torch")),
-               ("pad_to_buckets", ("auto", "on", "off")), ("cuda_graphs", ("auto", "on", "off")))
-    for name, allowed in choices:
+    for name, allowed in CHOICES.items():
         if getattr(settings, name) not in allowed:
             raise ConfigError(f"--{name.replace('_', '-')} {getattr(settings, name)!r}: one of {', '.join(allowed)}")
     overlap = window_overlap(settings, max_tokens)
@@ -390,44 +396,44 @@ def read_texts(path: str | Path) -> list[str]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m opencc_cm_serving.deploy", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", required=True, help="deploy bundle folder from the export step")
-    p.add_argument("--repository", default="model_repository", help="repository holding the templates")
+    p.add_argument("--repository", help="repository holding the templates")
     p.add_argument("--output", help="write a filled copy here instead of filling --repository in place")
-    p.add_argument("--target", choices=TARGETS, default="python-ort")
-    p.add_argument("--model-prefix", default="",
+    p.add_argument("--target", choices=CHOICES["target"])
+    p.add_argument("--model-prefix",
                    help="deploy this classifier's models as <prefix><model> (e.g. 'jailbreak_' -> jailbreak_classify_text) "
                         "beside others already in --output; needs --output")
     p.add_argument("--allow-unverified-bundle", action="store_true",
                    help="deploy a graph whose parity was not checked or failed (never for production)")
-    p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE)
-    p.add_argument("--long-input-policy", choices=LONG_INPUT_POLICIES, default=DEFAULT_LONG_INPUT_POLICY,
+    p.add_argument("--max-batch-size", type=int)
+    p.add_argument("--long-input-policy", choices=CHOICES["long_input_policy"],
                    help="texts above max_tokens: reject (INVALID_ARG) or overlapping windows, max score per label")
     p.add_argument("--window-overlap", type=int, help="tokens shared by neighbouring windows; default max_tokens // 8")
-    p.add_argument("--special-tokens-in-text", choices=SPECIAL_TOKEN_MODES, default=SPECIAL,
+    p.add_argument("--special-tokens-in-text", choices=CHOICES["special_tokens_in_text"],
                    help="special: '<|im_start|>' etc. in user text are special tokens, as in the reference (default); "
                         "plain: encoded as ordinary text (clients tokenizing locally follow the published choice)")
     p.add_argument("--profiles", help="JSON file {\"profiles\": {name: {label: threshold}}}")
-    p.add_argument("--max-text-bytes", type=int, default=0,
+    p.add_argument("--max-text-bytes", type=int,
                    help="texts above are rejected before tokenizing; default 16 x max_tokens (x 8 with windows)")
     p.add_argument("--length-buckets", help="comma list; default: none for python-ort, powers of 2 otherwise")
-    p.add_argument("--queue-timeout-us", type=int, default=30_000_000)
-    p.add_argument("--max-queue-size", type=int, default=1024)
-    p.add_argument("--encoder-queue-delay-us", type=int, default=0,
+    p.add_argument("--queue-timeout-us", type=int)
+    p.add_argument("--max-queue-size", type=int)
+    p.add_argument("--encoder-queue-delay-us", type=int,
                    help="extra wait for a fuller encoder batch; 0 = batch what queued during the last run")
     p.add_argument("--max-group-tokens", type=int,
                    help="python-ort encoder: most cost per run, rows x width x (1 + width / attention span); "
                         "default max_tokens (no joint run holds more cells than one max-length row)")
-    p.add_argument("--attention-span", type=int, default=DEFAULT_ATTENTION_SPAN,
+    p.add_argument("--attention-span", type=int,
                    help="python-ort encoder: the width at which a token's attention costs as much as "
                         "its linear work (BENCHMARKS.md); 0 counts rows x width only")
-    p.add_argument("--encoder-memory", choices=MEMORY_MODES, default="shrink",
+    p.add_argument("--encoder-memory", choices=CHOICES["encoder_memory"],
                    help="python-ort encoder: shrink = ONNX Runtime's arena, shrunk after each run (gives "
                         "back what a long run took); release = no arena (also gives it back, slower); "
                         "arena = keep it (RSS stays at the largest request's)")
-    p.add_argument("--long-row-lane", choices=("on", "off"), default="on",
+    p.add_argument("--long-row-lane", choices=CHOICES["long_row_lane"],
                    help="python-ort encoder: rows of at least solo_row_tokens run in a second worker beside the "
                         "short ones, so a short prompt never waits for a long row (off: one worker, a short "
                         "prompt waits for the long row running)")
-    p.add_argument("--max-pad-fraction", type=float, default=0.25,
+    p.add_argument("--max-pad-fraction", type=float,
                    help="python-ort encoder: most padding cells per length group; on a CPU-only "
                         "server ~0.1 ran faster (BENCHMARKS.md)")
     p.add_argument("--perf-input-dir", help="also write perf_analyzer --input-data files "
@@ -435,19 +441,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--perf-texts", help="texts for those files: one per line or JSONL with 'text' "
                                         "(default: a built-in set of real prompts)")
     t = p.add_argument_group("python-torch encoder")
-    t.add_argument("--instance-kind", choices=("auto", "gpu", "cpu"), default="auto",
+    t.add_argument("--instance-kind", choices=CHOICES["instance_kind"],
                    help="KIND_GPU or KIND_CPU encoder instance; auto: GPU when nvidia-smi sees one here")
-    t.add_argument("--torch-dtype", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
+    t.add_argument("--torch-dtype", choices=CHOICES["torch_dtype"],
                    help="auto: bf16 on CUDA, fp32 on CPU (head always fp32)")
-    t.add_argument("--gated-delta", choices=("auto", "fla", "torch"), default="auto",
+    t.add_argument("--gated-delta", choices=CHOICES["gated_delta"],
                    help="auto: fla-core's chunk kernel when importable on CUDA, else the project's torch rule")
-    t.add_argument("--pad-to-buckets", choices=("auto", "on", "off"), default="auto",
+    t.add_argument("--pad-to-buckets", choices=CHOICES["pad_to_buckets"],
                    help="pad each length group to a (batch, length) bucket; auto: on CUDA")
-    t.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
+    t.add_argument("--cuda-graphs", choices=CHOICES["cuda_graphs"],
                    help="capture CUDA graphs over the buckets at initialize; auto: on CUDA")
     t.add_argument("--batch-buckets", help="comma list; default powers of 2 up to --max-batch-size")
-    t.add_argument("--graph-max-cells", type=int, default=16384,
+    t.add_argument("--graph-max-cells", type=int,
                    help="capture graphs for buckets with batch x length up to this; larger shapes run eager")
+    p.set_defaults(**SETTING_DEFAULTS)
     return p
 
 

@@ -136,8 +136,7 @@ class RowScheduler:
             elif len(self.works) >= self.max_pending:
                 full = OVERLOADED
             else:
-                # the long rows already pending run before this request's (one at a time, in order)
-                ahead = sum(self._long_cost(w, w.pending) for w in self.works)
+                ahead = self._long_cost_ahead(work, now)
                 late = self._unmeetable(work, sorted(work.pending), now, ahead)
                 full = UNMEETABLE if late else None
                 if not full:
@@ -229,6 +228,14 @@ class RowScheduler:
     def _pending(self, work: Work) -> list[int]:
         with self.lock:  # the other lane completes rows of the same request
             return sorted(work.pending)
+
+    def _long_cost_ahead(self, work: Work, now: float) -> float:
+        """Cost of the pending long rows that run before ``work``'s last long row (under the lock):
+        the lane runs the shortest first, so only rows no longer than ``work``'s longest count;
+        requests already past their deadline are dropped before they run, so they do not count."""
+        longest = max((len(row) for row in work.rows), default=0)
+        return sum(self._long_cost(w, [r for r in w.pending if len(w.rows[r]) <= longest])
+                   for w in self.works if not self._expired(w, now))
 
     def _long_cost(self, work: Work, rows) -> float:
         """Cost of ``rows`` of ``work`` that are long (at least solo_tokens: they run one per run)."""

@@ -56,3 +56,4 @@ def test_malformed_field_is_named(field, value, message):
 def test_writer_refuses_what_the_reader_would(tmp_path):
     with pytest.raises(ManifestError, match="pad_token_id"):
         manifest(pad_token_id=1024).write(tmp_path)
+    assert not (tmp_path / CLASSIFIER_FILE).exists()  # nothing left behind

@@ -322,3 +322,14 @@ def test_the_printed_ingress_cap_covers_every_classifier_in_the_repository(tmp_p
     assert repository_request_cap(both) > max_request_bytes(64, small, spec.max_tokens)
     assert repository_classifiers(TEMPLATES.parent / "nothing-here") == []
     assert repository_request_cap(tmp_path / "empty") is None
+
+
+def test_command_line_and_python_api_share_their_defaults_and_choices():
+    """deploy's command line builds a DeploySettings: with no option given it equals the settings'
+    own defaults, and every choice option offers exactly the values the API checks."""
+    from opencc_cm_serving.deploy import CHOICES, DeploySettings, parser
+
+    assert DeploySettings.from_args(parser().parse_args(["--bundle", "b"])) == DeploySettings(bundle=Path("b"))
+    for action in parser()._actions:
+        if action.choices is not None:
+            assert tuple(action.choices) == CHOICES[action.dest], action.dest

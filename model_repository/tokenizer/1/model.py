@@ -44,7 +44,7 @@ from opencc_cm_serving.errors import ConfigError, InputError  # noqa: E402
 from opencc_cm_serving.ids import padded_width, parse_buckets  # noqa: E402
 from opencc_cm_serving.text import POLICIES, decode_text, encode_texts, load_tokenizer, texts_to_rows  # noqa: E402
 from opencc_cm_serving.triton import (  # noqa: E402
-    error_response, input_array, outputs_response, parameters, pb, request_parameters, require, version_path,
+    cancelled_response, error_response, input_array, outputs_response, parameters, pb, request_parameters, require, version_path,
 )
 
 
@@ -96,7 +96,7 @@ class TritonPythonModel:
                     taken = self._held < 1 + self.large_queue
                     self._held += taken
                 if taken:
-                    self._large.put((senders[i], decoded))
+                    self._large.put((request, senders[i], decoded))
                 else:
                     self._send(senders[i], self._busy(size))
                 continue
@@ -119,7 +119,7 @@ class TritonPythonModel:
         utils = pb()
         while True:  # the large requests not started yet are answered, then the worker stops
             try:
-                sender, _ = self._large.get_nowait()
+                _, sender, _ = self._large.get_nowait()
             except queue.Empty:
                 break
             error = utils.TritonError(f"{TOKENIZER_MODEL}: model is stopping", utils.TritonError.UNAVAILABLE)
@@ -129,25 +129,33 @@ class TritonPythonModel:
 
     def _large_loop(self):
         while (item := self._large.get()) is not None:
-            sender, texts = item
+            request, sender, texts = item
             try:
-                # one text at a time, stopping at the first one over a limit (texts_to_rows)
-                lazy = (encode_texts(self.tokenizer, [text])[0] for text in texts)
-                response = outputs_response(self._rows(lazy))
+                if self._cancelled(request):  # its client gave up while it waited: not tokenized
+                    response = cancelled_response(TOKENIZER_MODEL)
+                else:
+                    # one text at a time, stopping at the first one over a limit (texts_to_rows)
+                    lazy = (encode_texts(self.tokenizer, [text])[0] for text in texts)
+                    response = outputs_response(self._rows(lazy))
             except Exception as exc:  # noqa: BLE001
                 response = error_response(exc, TOKENIZER_MODEL)
-            try:
-                self._send(sender, response)
-            except Exception as exc:  # noqa: BLE001 - the worker outlives one failed send
-                pb().Logger.log_error(f"{TOKENIZER_MODEL}: sending a large request's response failed: {exc!r}")
-            finally:
-                with self._held_lock:
-                    self._held -= 1
+            self._send(sender, response)
+            with self._held_lock:
+                self._held -= 1
+
+    def _cancelled(self, request) -> bool:
+        with self._ipc:
+            return request.is_cancelled()
 
     def _send(self, sender, response):
+        """Send a request's one final response; a failed send (its client gone) is logged and
+        never stops the other requests of the batch or the worker."""
         utils = pb()
-        with self._ipc:
-            sender.send(response, flags=utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        try:
+            with self._ipc:
+                sender.send(response, flags=utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        except Exception as exc:  # noqa: BLE001
+            utils.Logger.log_error(f"{TOKENIZER_MODEL}: sending a response failed: {exc!r}")
 
     def _busy(self, size):
         utils = pb()
