@@ -8,8 +8,8 @@
 # phases will run, which cannot and why) before any work. Hard limit: 8 minutes (--quick: 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${1:-artifacts/gpu-check}
-shift || true
+OUT=artifacts/gpu-check
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then OUT=$1; shift; fi  # an optional first argument that is not an option
 PY=${GPU_PYTHON:-python3}
 WHEELS=${GPU_WHEELS:-build/gpu-wheels}
 SITE=${GPU_SITE:-build/gpu-site}
@@ -29,4 +29,6 @@ echo "gpu-check: carried wheels unpacked in $(( $(date +%s) - started )) s"
 export PYTHONPATH="contract:client:serving:export:jobs:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export TRANSFORMERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 "$PY" -c "import torch; print('gpu-check: torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-exec timeout $(( LIMIT_S - ($(date +%s) - started) )) "$PY" -m opencc_cm_jobs.gpu_check --out "$OUT" "$@"
+left=$(( LIMIT_S - ($(date +%s) - started) ))
+if [ "$left" -lt 30 ]; then echo "gpu-check: only ${left} s of the ${LIMIT_S} s limit left after unpacking; nothing run" >&2; exit 2; fi
+exec timeout "$left" "$PY" -m opencc_cm_jobs.gpu_check --out "$OUT" "$@"

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 
-from opencc_cm_contract.latency import latency_summary  # noqa: F401 - the benchmarks' one summary
 
 STATS_SETTLE_S = 0.3  # an ensemble records its statistics just after answering: let them land
 

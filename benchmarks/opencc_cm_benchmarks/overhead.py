@@ -49,8 +49,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .measurement import (STATS_SETTLE_S, CpuAccounting, ProcessCpu, TreeMemory, inference_stats, latency_summary,
-                          machine_info, stats_delta)
+from opencc_cm_contract.latency import latency_summary
+
+from .measurement import (STATS_SETTLE_S, CpuAccounting, ProcessCpu, TreeMemory, inference_stats, machine_info,
+                          stats_delta)
 from .runners import TEMPLATES
 
 print = functools.partial(print, flush=True)  # noqa: A001 - progress lines as they happen

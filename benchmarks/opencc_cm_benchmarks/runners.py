@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from opencc_cm_contract.latency import latency_summary
 from opencc_cm_serving.deploy import CHECKOUT_TEMPLATES
 
-from .measurement import STATS_SETTLE_S, TreeMemory, inference_stats, latency_summary, peak_rss_mib, stats_delta, throughput
+from .measurement import STATS_SETTLE_S, TreeMemory, inference_stats, peak_rss_mib, stats_delta, throughput
 from .workload import LONG_TOKENS, Plan
 
 print = functools.partial(print, flush=True)  # noqa: A001 - progress lines as they happen

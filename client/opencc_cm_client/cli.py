@@ -22,7 +22,9 @@ from opencc_cm_contract.names import MODEL_PREFIX
 
 from .errors import ClassifierError
 from .evaluation import (calibrate_for_fpr, calibrate_for_recall, cost_summary, evaluate, expected_metrics,
-                         latency_summary, profile_file, read_samples)
+                         profile_file, read_samples)
+from opencc_cm_contract.latency import latency_summary
+
 from .options import ConnectionOptions
 from .results import results_table
 from .server_info import ServerContractError

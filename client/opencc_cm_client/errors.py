@@ -34,7 +34,7 @@ UNPARSABLE_REQUEST = "Unable to parse request"
 
 
 def from_status(code: str, message: str) -> ClassifierError:
-    """The typed error for a gRPC status. Only :class:`UnavailableError` is retried (requests.next_retry_delay)."""
+    """The typed error for a gRPC status. Only :class:`UnavailableError` is retried (:func:`next_retry_delay`)."""
     code = code.replace("StatusCode.", "") if code else "UNKNOWN"
     if code == "INTERNAL" and UNPARSABLE_REQUEST in message:
         return InvalidRequestError(f"INTERNAL (the server could not parse the request message: malformed, e.g. "

@@ -16,7 +16,6 @@ from typing import Sequence
 import numpy as np
 
 from opencc_cm_contract import canonical_label, label_flags
-from opencc_cm_contract.latency import latency_summary  # noqa: F401 - the CLI's eval reports it
 from .results import Classification
 
 BENIGN = "Benign"

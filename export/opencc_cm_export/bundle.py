@@ -40,6 +40,3 @@ def write_bundle_manifest(reference: ReferenceClassifier, bundle: Path, *, max_t
         torch_parity=torch_parity,
     ).write(bundle)
 
-
-def read_bundle_manifest(bundle: Path) -> ClassifierManifest:
-    return ClassifierManifest.read(bundle)

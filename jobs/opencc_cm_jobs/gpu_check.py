@@ -513,7 +513,8 @@ def _get(report, *keys):
 
 
 def targets_met(report: dict, judged: bool = True) -> dict:
-    """The issue's targets, each with the measured value or null where not measured; ``met``
+    """The GPU route's targets (encoder latency, batch-64 throughput, gRPC latency), each with the
+    measured value or null where not measured; ``met``
     stays null off the GPU (a dry run's CPU figures say nothing about the targets)."""
     graphs = "ours_bf16_fla_cuda_graphs"
     p50 = _get(report, graphs, "batch1_le_64_tokens", "p50_ms")

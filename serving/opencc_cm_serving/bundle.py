@@ -20,10 +20,6 @@ from opencc_cm_contract.bundle_format import (CLASSIFIER_FILE, ONNX_DATA_FILE, O
 from .errors import ConfigError
 
 
-# The serving side's view of classifier.json is the contract's one reader.
-ClassifierSpec = ClassifierManifest
-
-
 def resolve_thresholds(labels: tuple[str, ...], mapping: Any, where: str) -> tuple[float, ...]:
     """``{label: float}`` -> tuple in column order, by ``contract.resolve_label_thresholds``
     (every label exactly once, aliases count as their label, values finite in [0, 1])."""
@@ -33,7 +29,7 @@ def resolve_thresholds(labels: tuple[str, ...], mapping: Any, where: str) -> tup
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def load_classifier(path: str | Path) -> ClassifierSpec:
+def load_classifier(path: str | Path) -> ClassifierManifest:
     """Parse and validate ``classifier.json`` (``ClassifierManifest.read``); ConfigError naming the problem."""
     try:
         return ClassifierManifest.read(path)
@@ -80,7 +76,7 @@ class _KeyedObject(dict):
         self.repeated = [key for key, _ in pairs if key in seen or seen.add(key)]
 
 
-def check_bundle(bundle: str | Path, allow_unverified: bool = False, target: str = "python-ort") -> ClassifierSpec:
+def check_bundle(bundle: str | Path, allow_unverified: bool = False, target: str = "python-ort") -> ClassifierManifest:
     """Check that a bundle folder holds the files ``target``'s repository needs and that what
     the encoder loads (ONNX graph, or torch weights for python-torch) passed the export's
     parity check (unless ``allow_unverified``); return its spec."""

@@ -5,8 +5,8 @@
 the server down cleanly on SIGINT/SIGTERM. Tests use the ``TritonServer`` context manager.
 
 HTTP is off unless asked for (``--allow-http``, ``TritonServer(http=True)``): tritonserver
-2.51's HTTP frontend parses a JSON body recursively, and one deeply nested body (200 KB)
-crashes the whole server (serving/README.md, "Threat model"). Clients use gRPC.
+2.51's HTTP frontend parses a JSON body recursively, and one deeply nested body crashes the
+whole server (serving/README.md, "Threat model"). Clients use gRPC.
 
 Binary: ``tritonserver`` from PATH (NGC image, its own backends), else the one bundled in
 ``nvidia-pytriton``. For the bundled one a temporary backend folder ``python/`` is built
@@ -389,14 +389,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="serve Triton's HTTP endpoint too (off by default: tritonserver 2.51 crashes on one deeply "
                         "nested JSON body; serving/README.md, threat model); with --production the admin APIs "
                         "there need the key")
-    p.add_argument("--http-port", type=int, default=8000, help="HTTP port, with --allow-http")
+    p.add_argument("--http-port", type=int, help="HTTP port, with --allow-http (default 8000)")
     p.add_argument("--address", default="127.0.0.1", help="bind address (0.0.0.0 to serve the network)")
     p.add_argument("--ready-timeout", type=float, default=600.0)
     p.add_argument("--log-file", help="append the server's log here (else it goes to this console); "
                                       "a failed start then quotes the log's 'failed to load' lines")
     prod = p.add_argument_group("production (opencc_cm_serving.production)")
     prod.add_argument("--production", action="store_true",
-                      help="TLS on gRPC, admin protocols behind a key, HTTP off, model control off")
+                      help="TLS on gRPC, admin protocols behind a key, model control off")
     prod.add_argument("--tls-cert", help="server certificate (PEM)")
     prod.add_argument("--tls-key", help="server private key (PEM)")
     prod.add_argument("--tls-ca", help="CA certificate: verifies the server for the readiness probe; "
@@ -413,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     watch.add_argument("--canary-failures", type=int, default=3,
                        help="stop the server and exit 3 after this many failed canaries in a row")
     args = p.parse_args(argv)
+    if args.http_port is not None and not args.allow_http:
+        print(f"launch: --http-port {args.http_port} is not served: HTTP is off unless --allow-http", file=sys.stderr)
+    args.http_port = args.http_port or 8000
     kwargs: dict = {"http": args.allow_http}
     if args.production:
         from .production import ProductionConfig, ProductionConfigError

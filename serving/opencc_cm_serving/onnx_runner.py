@@ -6,21 +6,19 @@ padding), output ``logits`` [batch, num_labels] returned as FP32.
 Memory after a run: ONNX Runtime's CPU arena keeps every block it ever grew to, so without
 shrinking one long request leaves the encoder several GB larger for good. ``memory``:
 - ``shrink`` (default): the arena, shrunk back after every run (run option
-  ``memory.enable_memory_arena_shrinkage``): the memory a long run allocated is given back
-  (real-shape graph, one 8,192-token row: anonymous RSS 1.000x its level before; a
-  ``malloc_trim`` after it changed nothing, 0.997x), at the arena's speed. Total RSS stays
-  higher by the weights' file-backed pages the run touched (BENCHMARKS.md).
+  ``memory.enable_memory_arena_shrinkage``): the memory a long run allocated is given back, at
+  the arena's speed (a ``malloc_trim`` after it adds nothing). Total RSS stays higher by the
+  weights' file-backed pages the run touched.
 - ``release``: no CPU arena (each tensor is malloc'ed and freed) and ``malloc_trim(0)`` after a
-  run of at least ``TRIM_ABOVE_CELLS`` padded cells; returns memory too, but ran 1.6-2.2x
-  slower than the arena on the real-shape graph on 2 cores.
+  run of at least ``TRIM_ABOVE_CELLS`` padded cells; returns memory too, but runs markedly
+  slower than the arena.
 - ``arena``: ONNX Runtime's default (keeps what it took).
 
 Peak memory of a long run: ONNX Runtime's planner, with ``enable_mem_reuse`` on (its default),
 hands a dead tensor's buffer to a LATER tensor of the same symbolic shape, and keeps the buffer
 until then. In this graph the later tensor is the same operation one layer further down, so
-each layer's temporaries stay held through the next layer: measured on the real-shape graph,
-one 8,192-token row peaked 3-4x above its live set (8 layers at real width: +4,027 MiB with
-reuse, +657 MiB without; the same speed within 1 % from 16 to 256 tokens).
+each layer's temporaries stay held through the next layer, and a long row peaks several times
+above its live set, at the same speed without it.
 ``reuse_buffers=False`` (the default here) turns that planning off: each tensor is freed at
 its last use, into the arena (or to malloc) where the next allocation takes it anyway.
 Triton's native onnxruntime backend has no such switch (see serving/README.md).

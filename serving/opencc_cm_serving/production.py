@@ -101,10 +101,8 @@ class ProductionConfig:
         ]
         if self.mutual:
             args += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={Path(self.ca_cert).resolve()}"]
-        if self.allow_http:
+        if self.allow_http:  # whether HTTP runs at all is the launcher's (TritonServer(http=...))
             args.append(f"--http-restricted-api={group}")
-        else:
-            args.append("--allow-http=false")
         return args
 
     def client_kwargs(self) -> dict:

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from opencc_cm_benchmarks.measurement import latency_summary
+from opencc_cm_contract.latency import latency_summary
 from opencc_cm_benchmarks.report import REPORT_JSON, REPORT_MD, REPORT_PNG
 from opencc_cm_benchmarks.serving_benchmark import main
 from opencc_cm_benchmarks.workload import bells_o_prompts

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from opencc_cm_client import classification_pb2 as pb
+from opencc_cm_contract.latency import latency_summary
 from opencc_cm_client.evaluation import (Sample, calibrate_for_fpr, calibrate_for_recall, evaluate,
-                                         expected_metrics, latency_summary, read_samples)
+                                         expected_metrics, read_samples)
 from opencc_cm_client.gate import gate_decision
 from opencc_cm_client.results import Classification, LabelResult
 from opencc_cm_contract.text_rules import InputError, decode_text

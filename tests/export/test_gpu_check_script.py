@@ -111,10 +111,11 @@ def test_look_alike_interpreter_has_only_the_gpu_machines_packages(gpu_machine_p
 def test_gpu_check_script_dry_run_on_cpu(gpu_machine_python, tmp_path):
     python, carried = gpu_machine_python
     out = tmp_path / "report"
+    # the GPU run's time limits are for a GPU; a loaded CPU must not turn phases into "not run"
     env = {**os.environ, "GPU_PYTHON": str(python), "GPU_SITE": str(carried),
-           "GPU_WHEELS": str(tmp_path / "no-wheels"), "PYTHONPATH": ""}
+           "GPU_WHEELS": str(tmp_path / "no-wheels"), "PYTHONPATH": "", "GPU_CHECK_LIMIT_S": "3000"}
     run = subprocess.run(["bash", str(SCRIPTS / "gpu-check.sh"), str(out), "--size", "tiny", "--device", "cpu",
-                          "--prompts", "8", "--throughput-s", "0.2", "--grpc-calls", "1"],
+                          "--prompts", "8", "--throughput-s", "0.2", "--grpc-calls", "1", "--budget-s", "2500"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     # The plan comes first, before any phase's work.
@@ -156,7 +157,8 @@ def test_gpu_check_script_dry_run_on_cpu(gpu_machine_python, tmp_path):
 
     # The rerun after a failure: --quick, same folder, the checkpoint reused, only the quick phases.
     rerun = subprocess.run(["bash", str(SCRIPTS / "gpu-check.sh"), str(out), "--quick", "--size", "tiny",
-                            "--device", "cpu", "--prompts", "4", "--throughput-s", "0.2", "--grpc-calls", "1"],
+                            "--device", "cpu", "--prompts", "4", "--throughput-s", "0.2", "--grpc-calls", "1",
+                            "--budget-s", "2500"],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert "[checkpoint] tiny: reusing" in rerun.stdout

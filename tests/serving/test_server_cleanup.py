@@ -18,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 from opencc_cm_contract import ENCODER_MODEL, SCORES, TEXT_ENSEMBLE
 from opencc_cm_serving.launch import TritonServer
 
-from serving_calls import classify_text, text_inputs
+from serving_calls import classify_text, nested_infer_body, text_inputs
 
 MIB = 1 << 20
 
@@ -117,9 +117,8 @@ def test_the_nested_http_body_kills_an_http_server_and_stop_leaves_nothing(repos
     answered). stop() still leaves no stub region or process behind."""
     import http.client
 
-    from test_serving_launch import nested_infer_body
-
     server = TritonServer(repository, log_path=tmp_path / "server.log", http=True).start()
+    crashed = None
     try:
         stubs = stubs_of(server.process.pid)
         conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)

@@ -126,9 +126,10 @@ def test_id_tensors_above_max_batch_size_rows_of_max_tokens_are_refused(client, 
     """Every model that takes ids or a mask refuses a tensor of more than max_batch_size x
     max_tokens elements (the ingress cap's own figure) before computing anything from it, naming
     the tensor and its shape; one at the limit is still answered."""
-    from opencc_cm_contract import IDS_ENSEMBLE
+    from opencc_cm_contract import DEFAULT_MAX_BATCH_SIZE, IDS_ENSEMBLE
+    from opencc_cm_contract.limits import max_id_elements
 
-    limit = 64 * spec.max_tokens  # the session server's max_batch_size (deploy default) x max_tokens
+    limit = max_id_elements(DEFAULT_MAX_BATCH_SIZE, spec.max_tokens)  # the session server's deploy defaults
 
     def padded(width):
         ids = np.full((1, width), spec.pad_token_id, np.int64)

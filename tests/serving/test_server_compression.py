@@ -1,4 +1,4 @@
-"""Compressed and oversized requests (issue 14, part 6) against the real server.
+"""Compressed and oversized requests against the real server.
 
 Triton 2.51 has no received-message-size limit (see opencc_cm_serving.ingress): a small
 gzip-compressed request carrying a huge text is inflated in full before the tokenizer

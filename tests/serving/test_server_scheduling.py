@@ -1,4 +1,4 @@
-"""Fairness and cancellation on the real server (issue 14, parts 2 and 3).
+"""Fairness and cancellation on the real server.
 
 The server runs a toy bundle whose encoder is slow on long rows (work quadratic in the row's
 length, ``toy_bundle.slow_nodes``), deployed with the defaults (rows of max_tokens / 4 or more

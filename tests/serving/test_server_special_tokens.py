@@ -1,4 +1,4 @@
-"""Special-token strings in user text (issue 14, part 7): by default they are the special tokens
+"""Special-token strings in user text: by default they are the special tokens
 (as in the reference); ``deploy --special-tokens-in-text plain`` encodes them as ordinary text,
 publishes that choice, and a client tokenizing locally follows it (same ids, same scores)."""
 from __future__ import annotations

@@ -277,7 +277,7 @@ def _encoder_memory(bundle, memory, length):
 
 
 def test_encoder_memory_stays_linear_and_is_returned_after_a_long_row(tiny_bundle):
-    """Issue 14: the tiny graph before blocked attention took +1,437 MiB for one 4,096-token row
+    """The tiny graph before blocked attention took +1,437 MiB for one 4,096-token row
     (and kept it); the blocked graph with the releasing encoder takes ~0.1 GB and gives it back."""
     released = _encoder_memory(tiny_bundle, "release", 4096)
     assert released["peak"] - released["before"] < 400

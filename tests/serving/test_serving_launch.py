@@ -16,15 +16,10 @@ import tritonclient.grpc as grpcclient
 from opencc_cm_contract import TEXT_ENSEMBLE
 from opencc_cm_serving.launch import free_port
 
-from serving_calls import classify_text
-
-NESTING = 100_000  # levels: 10,000 parse; 100,000 made tritonserver 2.51 exit with SIGSEGV
+from serving_calls import classify_text, nested_infer_body
 
 
-def nested_infer_body(levels: int = NESTING) -> bytes:
-    """An inference request whose "data" is ``levels`` arrays deep (about 200 KB)."""
-    data = "[" * levels + '"a"' + "]" * levels
-    return ('{"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": ' + data + "}]}").encode()
+
 
 
 def launch(repository, *extra) -> tuple[subprocess.Popen, str]:

@@ -203,8 +203,8 @@ def test_long_rows_queued_ahead_count_against_the_deadline():
 
 def test_long_rows_slowed_down_are_refused_after_the_first_not_expired_after_the_work():
     """No rate known at admission: the request runs; its first row shows the rows are slower
-    than its timeout allows, so it is refused then (one row computed). Without the estimate
-    it ran four rows (starting at 0, 3, 6 and 9 s) and expired before the fifth (12 s)."""
+    than its timeout allows, so it is refused then (one row computed), not after four rows of
+    work (starting at 0, 3, 6 and 9 s) when the fifth (12 s) could not start."""
     h = Harness(solo_tokens=6)
     h.seconds_per_token = 3 / 8                  # 3 s per long row (e.g. short traffic sharing the cores)
     assert h.admit("text", 8, 8, 8, 8, 8, timeout=10.0)
@@ -256,7 +256,7 @@ class Asking(Harness):
 
 
 def test_cancellation_asked_only_where_computing_may_cost_more():
-    """The rule (issue 11): is_cancelled() is asked before computing a request with a row of at
+    """The rule: is_cancelled() is asked before computing a request with a row of at
     least cancel_check_tokens, one queued beside other requests, or one that waited at least
     cancel_check_wait_s; a short request alone runs at once without the round trip."""
     h = Asking(max_group_tokens=64, cancel_check_tokens=6, cancel_check_wait_s=0.5)
