@@ -20,7 +20,7 @@ def write_bundle_manifest(reference: ReferenceClassifier, bundle: Path, *, max_t
     """Write ``classifier.json`` and ``tokenizer.json`` next to the exported graph."""
     bundle = Path(bundle)
     tok = reference.tokenizer
-    tok.backend_tokenizer.save(str(bundle / TOKENIZER_FILE))
+    tok.backend_tokenizer.save(str(bundle / TOKENIZER_FILE), pretty=False)  # compact: 248k-token vocabularies
     spec = reference.spec
     if spec.thresholds is None:
         raise ValueError(f"{spec.directory}: no calibrated thresholds to write into the bundle")

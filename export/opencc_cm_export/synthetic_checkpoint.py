@@ -8,10 +8,11 @@
   ``weight_frame.json`` (``thresholds: null``), ``thresholds.json``, ``train_config.json``,
   ``adapter_config.json`` + ``adapter_model.safetensors`` (saved by PEFT), the head
   ``classification_head.pt`` and the tokenizer.
-Sizes: ``tiny`` (both layer types, seconds, for tests and the demo) and ``real-shape`` (the
-0.8B text config with random weights, for speed). Everything is seeded: same bytes each run
-for the weights and configs. The LoRA touches DeltaNet, attention and MLP projections with
-non-zero B matrices, so a wrong merge shows. Thresholds are "calibrated" on a few generated
+Both folders carry the real Qwen3.5 tokenizer (``qwen_tokenizer.py``) and both sizes its
+248,320-row embedding. Sizes: ``tiny`` (both layer types, hidden size 64, seconds, for tests and
+the demo) and ``real-shape`` (the 0.8B text config with random weights, for speed). Everything
+is seeded: same bytes each run for the weights and configs. The LoRA touches DeltaNet, attention
+and MLP projections with non-zero B matrices, so a wrong merge shows. Thresholds are "calibrated" on a few generated
 prompts (per-label 90th percentile, rounded to 2 decimals) so that decisions are mixed, as with a
 real model.
 """
@@ -23,31 +24,31 @@ from pathlib import Path
 
 from opencc_cm_contract import HARM_CATEGORIES, JAILBREAK_LABELS
 
+from .qwen_tokenizer import EOS_TOKEN_ID, VOCAB_SIZE, save_qwen_tokenizer
+
 PUBLISHED_BASE_MODEL = "Qwen/Qwen3.5-0.8B"
 LORA_TARGETS = [
     "q_proj", "k_proj", "v_proj", "o_proj",                                    # full attention
     "in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a", "out_proj",          # Gated DeltaNet
     "gate_proj", "up_proj", "down_proj",                                       # MLP
 ]
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-EOS_TOKEN = "<|endoftext|>"
 
 REAL_TEXT_CONFIG = dict(  # Qwen3.5-0.8B text_config (reference-model.md)
-    vocab_size=248320, hidden_size=1024, intermediate_size=3584, num_hidden_layers=24,
+    vocab_size=VOCAB_SIZE, hidden_size=1024, intermediate_size=3584, num_hidden_layers=24,
     num_attention_heads=8, num_key_value_heads=2, head_dim=256,
     linear_num_key_heads=16, linear_num_value_heads=16, linear_key_head_dim=128,
     linear_value_head_dim=128, linear_conv_kernel_dim=4, max_position_embeddings=262144,
-    tie_word_embeddings=True, eos_token_id=248044, rms_norm_eps=1e-6,
+    tie_word_embeddings=True, eos_token_id=EOS_TOKEN_ID, rms_norm_eps=1e-6,
     rope_parameters={"rope_type": "default", "rope_theta": 10_000_000.0,
                      "partial_rotary_factor": 0.25, "mrope_section": [11, 11, 10],
                      "mrope_interleaved": True},
 )
-TINY_TEXT_CONFIG = dict(
-    vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+TINY_TEXT_CONFIG = dict(  # the real vocabulary and tokenizer, small everything else
+    vocab_size=VOCAB_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
     num_attention_heads=4, num_key_value_heads=2, head_dim=16,
     linear_num_key_heads=4, linear_num_value_heads=4, linear_key_head_dim=16,
     linear_value_head_dim=16, linear_conv_kernel_dim=4, max_position_embeddings=8192,
-    tie_word_embeddings=True, rms_norm_eps=1e-6, initializer_range=0.1,
+    tie_word_embeddings=True, eos_token_id=EOS_TOKEN_ID, rms_norm_eps=1e-6, initializer_range=0.1,
     rope_parameters={"rope_type": "default", "rope_theta": 10_000_000.0,
                      "partial_rotary_factor": 0.25, "mrope_section": [1, 1, 0],
                      "mrope_interleaved": True},
@@ -60,7 +61,6 @@ MINIMAL_VISION_CONFIG = dict(depth=1, hidden_size=32, intermediate_size=64, num_
 class SyntheticSize:
     name: str
     text_config: dict
-    tokenizer_vocab: int
     lora_r: int
     lora_alpha: int
     lora_b_std: float
@@ -68,11 +68,11 @@ class SyntheticSize:
 
 
 SIZES = {
-    "tiny": SyntheticSize("tiny", TINY_TEXT_CONFIG, 1000, 4, 8, 0.05, 1234),
-    "real-shape": SyntheticSize("real-shape", REAL_TEXT_CONFIG, 4000, 16, 32, 0.01, 5678),
+    "tiny": SyntheticSize("tiny", TINY_TEXT_CONFIG, 4, 8, 0.05, 1234),
+    "real-shape": SyntheticSize("real-shape", REAL_TEXT_CONFIG, 16, 32, 0.01, 5678),
 }
 
-# A deterministic corpus for the tokenizer and the threshold calibration prompts.
+# The threshold calibration prompts.
 _CORPUS_SEEDS = [
     "How do I bake sourdough bread at home with a cast iron pot?",
     "Write a short poem about the sea and the lighthouse keeper.",
@@ -97,51 +97,8 @@ _CORPUS_SEEDS = [
 ]
 
 
-def corpus(repeat: int = 20) -> list[str]:
-    """The tokenizer's training text: the seeds, with simple deterministic variations."""
-    lines = []
-    for i in range(repeat):
-        for j, s in enumerate(_CORPUS_SEEDS):
-            lines.append(s if (i + j) % 3 else s.upper())
-            lines.append(s.lower())
-    return lines
-
-
 def calibration_prompts() -> list[str]:
     return list(_CORPUS_SEEDS)
-
-
-def train_tokenizer(vocab_size: int):
-    """A byte-level BPE (Qwen-like: no BOS, nothing added around the text), deterministic."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(corpus(), trainer=trainer)
-    return tok
-
-
-def save_tokenizer(tok, folder: Path) -> None:
-    """Save so that ``AutoTokenizer.from_pretrained(folder)`` loads it (fast tokenizer)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tok.save(str(folder / "tokenizer.json"))
-    config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "eos_token": EOS_TOKEN,
-        "pad_token": EOS_TOKEN,
-        "bos_token": None,
-        "add_bos_token": False,
-        "model_max_length": 262144,
-        "clean_up_tokenization_spaces": False,
-    }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
 def _write_json(path: Path, data) -> None:
@@ -165,14 +122,10 @@ def write_synthetic_checkpoint(out: Path, size: str = "tiny", *, variant: str = 
     base_dir.mkdir(parents=True, exist_ok=True)
     clf_dir.mkdir(parents=True, exist_ok=True)
 
-    progress(f"[checkpoint] {size}: training tokenizer")
-    tok = train_tokenizer(spec.tokenizer_vocab)
-    eos_id = tok.token_to_id(EOS_TOKEN)
+    progress(f"[checkpoint] {size}: writing the Qwen3.5 tokenizer")
+    save_qwen_tokenizer(base_dir)
+    save_qwen_tokenizer(clf_dir)
     text_config = dict(spec.text_config)
-    if size == "tiny":
-        text_config["eos_token_id"] = eos_id
-    save_tokenizer(tok, base_dir)
-    save_tokenizer(tok, clf_dir)
 
     progress(f"[checkpoint] {size}: building base model (random weights, seed {spec.seed})")
     torch.manual_seed(spec.seed)

@@ -6,6 +6,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from opencc_cm_contract import HARM_CATEGORIES
+from opencc_cm_export.qwen_tokenizer import cached_tokenizer_file
 from opencc_cm_export.synthetic_checkpoint import write_synthetic_checkpoint
 
 
@@ -35,6 +36,19 @@ def test_base_model_is_saved_in_the_multimodal_layout(tiny_checkpoint):
         assert f.get_tensor(keys[0]).dtype == torch.bfloat16
     text_keys = [k for k in keys if ".layers." in k and "visual" not in k]
     assert text_keys and all(k.startswith("model.language_model.") for k in text_keys)
+
+
+def test_tiny_model_has_the_real_vocabulary_and_tokenizer(tiny_checkpoint):
+    from transformers import AutoTokenizer
+
+    text = json.loads((tiny_checkpoint["base_model"] / "config.json").read_text())["text_config"]
+    assert text["vocab_size"] == 248320 and text["eos_token_id"] == 248044 and text["hidden_size"] == 64
+    qwen = cached_tokenizer_file().read_bytes()
+    for folder in tiny_checkpoint.values():
+        assert (folder / "tokenizer.json").read_bytes() == qwen
+    tok = AutoTokenizer.from_pretrained(tiny_checkpoint["classifier"])
+    assert tok.eos_token == tok.pad_token == "<|endoftext|>" and tok.pad_token_id == 248044
+    assert tok("Hello world")["input_ids"] == [9419, 1814]  # Qwen3.5's ids, nothing added
 
 
 def test_lora_touches_deltanet_attention_and_mlp_with_nonzero_b(tiny_checkpoint):
