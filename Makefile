@@ -21,7 +21,7 @@ export HF_HUB_OFFLINE ?= 1
 # on disk; on an ordinary index that pin is the CUDA build. TORCH_INDEX_URL chooses where torch
 # comes from (e.g. https://download.pytorch.org/whl/cpu for the CPU build); empty = pip's default.
 TORCH_INDEX_URL ?=
-PACKAGES := contract client serving export benchmarks
+PACKAGES := contract client serving export benchmarks http_service
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.lock $(addsuffix /pyproject.toml,$(PACKAGES))
