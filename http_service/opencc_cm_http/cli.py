@@ -14,7 +14,7 @@ import asyncio
 import logging
 import sys
 
-from opencc_cm_client.cli import EXIT_ERROR, positive_float, positive_int
+from opencc_cm_client.cli import EXIT_ERROR, _Parser, positive_float, positive_int
 from opencc_cm_client.endpoints import EndpointError, grpc_target
 from opencc_cm_client.errors import InvalidRequestError, UnavailableError
 from opencc_cm_client.options import ConnectionOptions
@@ -46,7 +46,7 @@ def port_number(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", type=endpoints, default="127.0.0.1:8001",
                    help="Triton gRPC endpoint HOST:PORT, several IP:PORT separated by commas (replicas, balanced), "
                         "or dns:///NAME:PORT (default 127.0.0.1:8001)")
