@@ -10,7 +10,8 @@
 - Each request has ``deadline_s`` for all its stages; the gRPC calls carry the same deadline,
   so Triton drops a request that waited past it.
 - ``GET /health``: 200 ``{"status": "ok"}`` while Triton serves every configured classifier,
-  else 503 naming what is not ready. ``GET /config``: OpenCC's view of the stages.
+  else 503 naming what is not ready; ``GET /live``: 200 while the process answers (liveness).
+  ``GET /config``: OpenCC's view of the stages.
   ``GET /metrics``: Prometheus text.
 """
 from __future__ import annotations
@@ -196,6 +197,11 @@ def create_app(config: ServiceConfig, url: str | Sequence[str], *, options: Conn
         if missing:
             return JSONResponse({"status": "unavailable", "detail": f"Triton does not serve: {', '.join(missing)}"},
                                 status_code=503)
+        return {"status": "ok"}
+
+    @app.get("/live")
+    async def live():
+        """The process answers (a liveness probe: unlike /health, it does not depend on Triton)."""
         return {"status": "ok"}
 
     @app.get("/config")

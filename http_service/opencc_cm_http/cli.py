@@ -14,7 +14,7 @@ import asyncio
 import logging
 import sys
 
-from opencc_cm_client.cli import EXIT_ERROR, _Parser, positive_float, positive_int
+from opencc_cm_client.cli import EXIT_ERROR, _Parser, positive_float, positive_int, readable_file
 from opencc_cm_client.endpoints import EndpointError, grpc_target
 from opencc_cm_client.errors import InvalidRequestError, UnavailableError
 from opencc_cm_client.options import ConnectionOptions
@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"classifications at once; beyond, 503 (default {DEFAULT_MAX_IN_FLIGHT})")
     p.add_argument("--deadline", type=positive_float, default=DEFAULT_DEADLINE_S,
                    help=f"seconds per request for all its stages; past it, fail closed (default {DEFAULT_DEADLINE_S:g})")
+    p.add_argument("--ssl", action="store_true", help="TLS to Triton")
+    p.add_argument("--root-certificates", type=readable_file, help="TLS: CA certificate file (PEM)")
+    p.add_argument("--private-key", type=readable_file, help="mutual TLS: client private key (PEM)")
+    p.add_argument("--certificate-chain", type=readable_file, help="mutual TLS: client certificate (PEM)")
     p.add_argument("--access-log", action="store_true", help="log every request (off: it costs time per request)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return p
@@ -88,7 +92,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)
-        options = ConnectionOptions(timeout_s=args.deadline)
+        options = ConnectionOptions(timeout_s=args.deadline, ssl=args.ssl, root_certificates=args.root_certificates,
+                                    private_key=args.private_key, certificate_chain=args.certificate_chain)
         for warning in asyncio.run(check_stages(config, args.url, options)):
             print(f"{PROG}: warning: {warning}", file=sys.stderr)
     except (ConfigError, OSError) as exc:

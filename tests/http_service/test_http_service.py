@@ -198,11 +198,12 @@ def test_no_triton_fails_closed_and_health_says_so():
         app = create_app(config(CM_ONLY, default_action=action), dead, deadline_s=5)
         with TestClient(app) as client:
             answer = client.post("/check", json={"text": PROMPTS[0]}).json()
-            health = client.get("/health")
+            health, live = client.get("/health"), client.get("/live")
         check_answer(answer, action, PROMPTS[0], TERMINAL_NOTICE)
         assert [(e["stage"], e["outcome"]) for e in answer["trace"]] == [("content_moderation", "error")]
         assert health.status_code == 503 and health.json()["status"] == "unavailable"
         assert "classify_text" in health.json()["detail"]
+        assert live.status_code == 200, "liveness does not depend on Triton"
 
 
 def test_a_frozen_triton_hits_the_deadline_and_fails_closed(both):
