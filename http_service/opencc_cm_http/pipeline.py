@@ -34,6 +34,7 @@ ESCALATION_NOTICE = ("[Safety notice: content moderation flagged this input as p
                      "reviewed it. Proceed carefully and refuse anything that would cause real-world harm.]")
 
 Classify = Callable[[str], Awaitable[Classification]]
+_TIMEOUT_AT = getattr(asyncio, "timeout_at", None)
 
 
 def trace_entry(stage: str, outcome: str, scores: dict | None = None, detail: str | None = None,
@@ -87,10 +88,12 @@ class Pipeline:
         self.classifiers = classifiers
 
     async def _run_stage(self, stage: StageConfig, text: str, deadline: float) -> Classification:
-        remaining = deadline - asyncio.get_running_loop().time()
-        if remaining <= 0:
+        if deadline <= asyncio.get_running_loop().time():
             raise TimeoutError
-        return await asyncio.wait_for(self.classifiers[stage.stage](text), remaining)
+        if _TIMEOUT_AT is not None:  # Python 3.11+: no extra task per stage, unlike wait_for
+            async with _TIMEOUT_AT(deadline):
+                return await self.classifiers[stage.stage](text)
+        return await asyncio.wait_for(self.classifiers[stage.stage](text), deadline - asyncio.get_running_loop().time())
 
     async def check(self, text: str, mode: str | None, deadline: float) -> dict:
         """OpenCC's answer for ``text``; ``deadline`` is an event-loop time."""
