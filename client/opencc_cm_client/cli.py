@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_calibrate)
     h = sub.add_parser("serve-http", add_help=False, help="OpenCC's HTTP API (POST /check) in front of Triton "
                        "(needs the opencc-cm-http package; `opencc-cm serve-http --help` for its options)")
-    h.add_argument("args", nargs=argparse.REMAINDER)
+    h.add_argument("args", nargs=argparse.REMAINDER, help="serve-http's own options (opencc_cm_http)")
     h.set_defaults(func=cmd_serve_http)
     return p
 

@@ -3,9 +3,10 @@
     opencc-cm serve-http --url 127.0.0.1:8001 --config config.local.yaml --host 127.0.0.1 --port 8000
 
 Before it listens it reads the YAML strictly and asks Triton for each configured classifier:
-a bad file, an unknown threshold profile or a server that publishes no usable metadata exits 2
-with one line on stderr. A Triton that is not reachable yet is only a warning: the service
-starts, ``/health`` answers 503 and every request fails closed until Triton is ready.
+a bad file, an unknown threshold profile, a ready server that does not serve a configured
+classifier or one that publishes no usable metadata exits 2 with one line on stderr. A Triton
+that is not reachable yet is only a warning: the service starts, ``/health`` answers 503 and
+every request fails closed until Triton is ready.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import asyncio
 import logging
 import sys
 
-from opencc_cm_client.cli import EXIT_ERROR, _Parser, positive_float, positive_int, readable_file
+from opencc_cm_client.cli import EXIT_ERROR, _Formatter, _Parser, positive_float, positive_int, readable_file
 from opencc_cm_client.endpoints import EndpointError, grpc_target
 from opencc_cm_client.errors import InvalidRequestError, UnavailableError
 from opencc_cm_client.options import ConnectionOptions
@@ -46,23 +47,24 @@ def port_number(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog=PROG, description=__doc__, formatter_class=_Formatter)
     p.add_argument("--url", type=endpoints, default="127.0.0.1:8001",
                    help="Triton gRPC endpoint HOST:PORT, several IP:PORT separated by commas (replicas, balanced), "
-                        "or dns:///NAME:PORT (default 127.0.0.1:8001)")
+                        "or dns:///NAME:PORT")
     p.add_argument("--config", required=True, help="OpenCC pipeline YAML (config.cm-only.yaml, config.local.yaml, ...)")
     p.add_argument("--host", help="address to listen on (default: the YAML's host, else 127.0.0.1)")
     p.add_argument("--port", type=port_number, help="port to listen on (default: the YAML's port, else 8000)")
     p.add_argument("--max-in-flight", type=positive_int, default=DEFAULT_MAX_IN_FLIGHT,
-                   help=f"classifications at once; beyond, 503 (default {DEFAULT_MAX_IN_FLIGHT})")
+                   help="classifications at once; beyond, 503")
     p.add_argument("--deadline", type=positive_float, default=DEFAULT_DEADLINE_S,
-                   help=f"seconds per request for all its stages; past it, fail closed (default {DEFAULT_DEADLINE_S:g})")
+                   help="seconds per request for all its stages; past it, fail closed")
     p.add_argument("--ssl", action="store_true", help="TLS to Triton")
     p.add_argument("--root-certificates", type=readable_file, help="TLS: CA certificate file (PEM)")
     p.add_argument("--private-key", type=readable_file, help="mutual TLS: client private key (PEM)")
     p.add_argument("--certificate-chain", type=readable_file, help="mutual TLS: client certificate (PEM)")
     p.add_argument("--access-log", action="store_true", help="log every request (off: it costs time per request)")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's and the service's log level")
     return p
 
 
