@@ -138,6 +138,7 @@ def main(argv=None) -> int:
     from opencc_cm_client import ClassifierClient
     from opencc_cm_serving.launch import TritonServer
 
+    load_at_start = list(os.getloadavg())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base = prompts()
@@ -175,7 +176,8 @@ def main(argv=None) -> int:
                 service.terminate()
                 service.wait(30)
     report = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.machine(),
-              "cpus": os.cpu_count(), "bundle": args.bundle, "rounds": args.rounds, "clients": args.clients,
+              "cpus": os.cpu_count(), "loadavg_at_start": load_at_start, "loadavg_at_end": list(os.getloadavg()),
+              "bundle": args.bundle, "rounds": args.rounds, "clients": args.clients,
               "modes": {k: summary(v) for k, v in results.items()},
               "requests_per_s": {k: float(np.median(v)) for k, v in rates.items()},
               "cpu_ms_per_request_batch1": {k: float(np.median(v)) for k, v in cpu.items()}}
@@ -193,6 +195,7 @@ def main(argv=None) -> int:
                      + (f"{rate:.0f} |" if rate else "- |"))
     added = report["added_ms"]
     lines.append("")
+    lines.append(f"Load average at start / end: {load_at_start[0]:.1f} / {report['loadavg_at_end'][0]:.1f} on {os.cpu_count()} CPUs")
     lines.append("Added by the HTTP service (HTTP - gRPC): " + ", ".join(f"{k} {v:+.2f} ms" for k, v in added.items()))
     c = report["cpu_ms_per_request_batch1"]
     lines.append(f"CPU per request at batch 1 (median of rounds): gRPC caller {c['grpc_client']:.2f} ms; HTTP caller "
