@@ -12,9 +12,9 @@ and the rephraser on, the frontier judge off), ``default_action`` (``block`` | `
 
 (each field optional; the prefix defaults to the one OpenCC's model name is deployed with,
 ``opencc_backend.OPENCC_CLASSIFIERS``). Where OpenCC is lenient this is strict: an unknown key,
-a generative stage (rephraser, frontier judge: this service runs classifiers only), a model name
-it cannot map, a value of the wrong type, or a configuration that runs no classifier at all is a
-:class:`ConfigError` naming the file and the key.
+a key given twice, a generative stage (rephraser, frontier judge: this service runs classifiers
+only), a model name it cannot map, a value of the wrong type, or a configuration that runs no
+classifier at all is a :class:`ConfigError` naming the file and the key.
 """
 from __future__ import annotations
 
@@ -166,8 +166,20 @@ def load_config(path: str | Path) -> ServiceConfig:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (invalid byte at offset {exc.start})") from None
+    class StrictLoader(yaml.SafeLoader):
+        """A key given twice is an error (PyYAML would keep the last one silently)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise ConfigError(f"{path}: {key}: given twice (line {key_node.start_mark.line + 1})")
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
     return parse_config(data, str(path))

@@ -47,10 +47,9 @@ def test_openccs_configurations_map_onto_the_servers_classifiers(tmp_path):
 
 
 def test_per_stage_classifier_profile_and_overrides(tmp_path):
-    text = LOCAL + """
+    text = LOCAL.replace("default_action: block", "default_action: annotate") + """
 jailbreak_threshold: 0.34
 harm_threshold: 1
-default_action: annotate
 triton:
   jailbreak_detector: {model_prefix: jb2_, threshold_profile: strict}
   content_moderation: {threshold_profile: lenient}
@@ -110,6 +109,13 @@ def test_unreadable_files(tmp_path, text, words):
         load_config(path)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"content_moderation: given twice \(line 7\)"):
+        load(CM_ONLY + "content_moderation: null\n", tmp_path)
+    with pytest.raises(ConfigError, match="model_prefix: given twice"):
+        load(CM_ONLY + "triton: {content_moderation: {model_prefix: a_, model_prefix: b_}}\n", tmp_path)
 
 
 def test_the_cli_exits_2_with_one_line_naming_the_key(tmp_path, capsys):
