@@ -16,13 +16,13 @@ export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup test checkpoint export deploy serve demo bench bench-export bench-overhead bench-memory clean proto gpu-wheels gpu-check
+.PHONY: setup test checkpoint export deploy serve demo bench bench-export bench-overhead bench-memory bench-opencc-http clean proto gpu-wheels gpu-check
 
 # torch: requirements.lock pins torch==2.13.0. On this project's machines pip finds the CPU wheel
 # on disk; on an ordinary index that pin is the CUDA build. TORCH_INDEX_URL chooses where torch
 # comes from (e.g. https://download.pytorch.org/whl/cpu for the CPU build); empty = pip's default.
 TORCH_INDEX_URL ?=
-PACKAGES := contract client serving export benchmarks jobs
+PACKAGES := contract client serving export benchmarks jobs http_service
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.lock $(addsuffix /pyproject.toml,$(PACKAGES))
@@ -94,6 +94,11 @@ bench-memory:
 		--base-model $(ARTIFACTS)/checkpoints/real-shape/base-model --out $(OLD_BUNDLE)
 	$(PY) benchmarks/memory/bench_memory.py --bundle $(ARTIFACTS)/bundles/real-shape-fp32 \
 		--old-bundle $(OLD_BUNDLE) --out benchmarks/memory
+
+# The OpenCC-compatible HTTP service next to the gRPC path (BENCHMARKS.md): tiny bundle, batch 1
+# and 32 clients, wall and CPU time per request. benchmarks/opencc_http/. About 2 minutes.
+bench-opencc-http: export
+	$(PY) benchmarks/opencc_http/bench_opencc_http.py --bundle $(BUNDLE) --out benchmarks/opencc_http --requests 400 --rounds 5
 
 # The GPU proof (README "GPU"). gpu-wheels runs here (needs the registry): the wheels the GPU machine
 # lacks (scripts/gpu-carried-packages.txt) for CPython 3.12, checked to fit one device call with the

@@ -69,6 +69,16 @@ class AsyncClassifierClient:
                                                    self.threshold_profile, self.local_tokenizer)
         return self._info[model]
 
+    async def is_ready(self, model: str | None = None) -> bool:
+        """Whether the server is ready and serves ``model`` (default: this classifier's text
+        ensemble); ``model=""`` asks about the server alone. One try, no retry."""
+        kw = dict(headers=self.options.headers, client_timeout=self.options.timeout_s)
+        model = self.text_ensemble if model is None else model
+        try:
+            return bool(await self._client.is_server_ready(**kw) and (not model or await self._client.is_model_ready(model, **kw)))
+        except InferenceServerException:
+            return False
+
     async def _send_one(self, call: PreparedCall) -> Answer:
         inputs, kwargs = infer_arguments(call, self.options, self.threshold_profile, grpcclient.InferInput,
                                          grpcclient.InferRequestedOutput)

@@ -147,6 +147,22 @@ def cmd_calibrate(args) -> int:
     return EXIT_CLEAN
 
 
+def cmd_serve_http(args) -> int:
+    """Run ``opencc_cm_http``'s command line: the web stack is a package of its own (it depends on
+    this one), imported only here so that the client stays light."""
+    import importlib
+
+    try:
+        serve = importlib.import_module("opencc_cm_http.cli")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] not in ("opencc_cm_http", "fastapi", "uvicorn", "yaml", "prometheus_client"):
+            raise
+        raise CliError(f"serve-http needs the opencc-cm-http package ({exc.name} is not installed): "
+                       "pip install -e http_service (make setup installs it)") from None
+    rest = args.args[1:] if args.args[:1] == ["--"] else args.args
+    return serve.main(rest)
+
+
 class CliError(ValueError):
     """A problem with what the user asked for, found by the CLI itself."""
 
@@ -255,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="gRPC metadata sent with every call (repeatable), e.g. authorization=Bearer...")
     common.add_argument("--compression", choices=["gzip", "deflate"], help="compress requests")
     p = _Parser(prog="opencc-cm", description=__doc__, formatter_class=_Formatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{check,eval,calibrate}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{check,eval,calibrate,serve-http}")
     c = sub.add_parser("check", parents=[common], formatter_class=_Formatter,
                        help="classify texts (arguments or stdin lines)")
     c.add_argument("texts", nargs="*", help="texts to classify; none: one per line of stdin")
@@ -279,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="profile name (a letter, then letters, digits, _)")
     k.add_argument("--out", type=output_file, required=True, help="profiles JSON file for the server (deploy --profiles)")
     k.set_defaults(func=cmd_calibrate)
+    h = sub.add_parser("serve-http", add_help=False, help="OpenCC's HTTP API (POST /check) in front of Triton "
+                       "(needs the opencc-cm-http package; `opencc-cm serve-http --help` for its options)")
+    h.add_argument("args", nargs=argparse.REMAINDER, help="serve-http's own options (opencc_cm_http)")
+    h.set_defaults(func=cmd_serve_http)
     return p
 
 
@@ -287,6 +307,9 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve-http"]:  # its options belong to opencc_cm_http: hand them over untouched
+        argv = ["serve-http", "--", *argv[1:]]
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
