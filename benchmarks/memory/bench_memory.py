@@ -1,4 +1,4 @@
-"""Memory per request (issue 14, part 1): what one long row costs the encoder, before and after.
+"""Memory per request: what one long row costs the encoder, blocked attention vs transformers' attention.
 
 Two parts, each point in a FRESH subprocess (so no point inherits another's heap or arena):
 
@@ -10,9 +10,8 @@ Two parts, each point in a FRESH subprocess (so no point inherits another's heap
    ``--query-block 0``, i.e. transformers' attention holding [heads, seq, seq] scores) and the new
    one, each with the encoder memory modes asked for: ``shrink`` (the default: arena shrunk
    after each run), ``release`` (no arena), ``arena`` (kept); a ``+reuse`` suffix turns ONNX
-   Runtime's buffer-reuse planning back on (``enable_mem_reuse``, its own default and main's
-   before this change; the encoder now runs without it, see ``onnx_runner``). Main's runner
-   before issue 14 was ``arena+reuse``.
+   Runtime's buffer-reuse planning back on (``enable_mem_reuse``, its own default; the encoder
+   runs without it, see ``onnx_runner``). ``arena+reuse`` is ONNX Runtime's defaults.
 2. Through the real Triton server (``python-ort`` target, ``opencc_cm_serving.deploy`` +
    ``opencc_cm_serving.launch.TritonServer``): the encoder stub's RSS (sampled every 20 ms)
    before, during and after one max-length ``classify_ids`` request, then two concurrent ones;
@@ -39,6 +38,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from opencc_cm_contract.bundle_format import ClassifierManifest
 
 MIB = 2**20
 WARMUP_TOKENS = 16
@@ -189,7 +190,7 @@ def triton_part(bundle: Path, max_tokens: int, tmp: Path, log: Path, progress, q
     from opencc_cm_serving.deploy import main as deploy_main
     from opencc_cm_serving.launch import TritonServer
 
-    repo_src = Path(__file__).resolve().parents[2] / "model_repository"
+    from opencc_cm_serving.deploy import CHECKOUT_TEMPLATES as repo_src
     repo = tmp / "repository"
     if deploy_main(["--bundle", str(bundle), "--repository", str(repo_src), "--output", str(repo),
                     "--target", "python-ort", "--queue-timeout-us", str(int(queue_timeout_s * 1e6))]) != 0:
@@ -285,7 +286,7 @@ def fit_attention_span(points: list[dict]) -> dict | None:
 
 
 def render_markdown(report: dict) -> str:
-    lines = ["# Memory per request (issue 14)", "",
+    lines = ["# Memory per request", "",
              "Points with n/a come from an interrupted run rebuilt from its progress lines "
              "(`reconstructed_from_log` in the JSON); `run_started` names the run of each point.", "",
              f"Run {report['started']} ({report['duration_s']:.0f} s) on {report['machine']['cpu']} "
@@ -346,7 +347,7 @@ def main(argv=None) -> int:
     render = sub.add_parser("render", help="re-render memory_benchmark.md from a JSON report")
     render.add_argument("--json", required=True, type=Path)
     parser.add_argument("--bundle", type=Path, help="the new bundle (blocked attention)")
-    parser.add_argument("--old-bundle", type=Path, help="the pre-issue-14 bundle (--query-block 0)")
+    parser.add_argument("--old-bundle", type=Path, help="the bundle exported with transformers' attention (--query-block 0)")
     parser.add_argument("--lengths", default="1024,2048,4096,8192")
     parser.add_argument("--modes", default="shrink,shrink+reuse",
                         help="encoder memory modes for the new graph (+reuse: ONNX Runtime's buffer-reuse planning on)")
@@ -408,10 +409,10 @@ def main(argv=None) -> int:
         report["included_runs"] = [{"started": earlier["started"], "command": earlier["command"],
                                     "duration_s": earlier["duration_s"], "machine": earlier["machine"]}]
     for graph, bundle, modes in graphs:
-        manifest = json.loads((bundle / "classifier.json").read_text())
+        manifest = ClassifierManifest.read(bundle)
         report.setdefault("bundles", {})[graph] = {
-            "path": str(bundle), "attention_query_block": manifest.get("attention_query_block"),
-            "max_tokens": manifest["max_tokens"], "parity_max_abs_score_diff": manifest["parity"]["max_abs_score_diff"]}
+            "path": str(bundle), "attention_query_block": manifest.attention_query_block,
+            "max_tokens": manifest.max_tokens, "parity_max_abs_score_diff": manifest.parity["max_abs_score_diff"]}
         for mode in modes:
             previous = None
             for length in lengths:
@@ -444,9 +445,9 @@ def main(argv=None) -> int:
     if not args.no_triton:
         import tempfile
 
-        manifest = json.loads((args.bundle / "classifier.json").read_text())
+        manifest = ClassifierManifest.read(args.bundle)
         with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
-            report["triton"] = triton_part(args.bundle, int(manifest["max_tokens"]), Path(tmp),
+            report["triton"] = triton_part(args.bundle, manifest.max_tokens, Path(tmp),
                                            args.out / "tritonserver-bench-memory.log", progress,
                                            args.queue_timeout_s)
     report["machine"]["load_average_end"] = os.getloadavg()

@@ -1,4 +1,4 @@
-"""Fairness benchmark (issue 14, part 2): a probe client's short-prompt latency while other
+"""Fairness benchmark: a probe client's short-prompt latency while other
 clients send max-length inputs continuously, on the real Triton server.
 
 ``python -m opencc_cm_benchmarks.fairness_benchmark --bundle BUNDLE [--max-tokens N]
@@ -9,7 +9,7 @@ clients send max-length inputs continuously, on the real Triton server.
 3. ``--long-clients`` closed-loop clients each sending one max-length row through
    ``classify_ids`` after another, and the probe: loaded p50 / p99 / max, long rows done.
 
-Target (issue 14): loaded p99 < 2 x t_long + unloaded p99, and no probe refused (a probe whose
+Target: loaded p99 < 2 x t_long + unloaded p99, and no probe refused (a probe whose
 queue timeout passed behind long rows counts as missed). ``--max-tokens`` writes a copy
 of the bundle with a smaller ``max_tokens`` (the graph's sequence axis is dynamic), so that
 one max-length row takes about a second on a small CPU box. ``--templates`` deploys another
@@ -18,6 +18,7 @@ checkout's model repository (e.g. main's, for the "before" figure; the ids path 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import queue
 import shutil
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from opencc_cm_contract import ATTENTION_MASK, IDS_ENSEMBLE, INPUT_IDS
+from opencc_cm_contract.bundle_format import ClassifierManifest
 
 
 def _inputs(ids: np.ndarray) -> list:
@@ -91,7 +93,6 @@ def long_client(url: str, stop: threading.Event, max_tokens: int, vocab: int, se
 
 
 def run(args: argparse.Namespace) -> dict:
-    from opencc_cm_serving.bundle import load_classifier
     from opencc_cm_serving.deploy import main as deploy_main
     from opencc_cm_serving.launch import TritonServer
 
@@ -105,11 +106,9 @@ def run(args: argparse.Namespace) -> dict:
         if args.max_tokens:
             copy = work / "bundle"
             shutil.copytree(bundle, copy)
-            spec_json = json.loads((copy / "classifier.json").read_text())
-            spec_json["max_tokens"] = args.max_tokens
-            (copy / "classifier.json").write_text(json.dumps(spec_json))
+            dataclasses.replace(ClassifierManifest.read(copy), max_tokens=args.max_tokens).write(copy)
             bundle = copy
-        spec = load_classifier(bundle / "classifier.json")
+        spec = ClassifierManifest.read(bundle)
         vocab = min(spec.vocab_size, 1000)
         code = deploy_main(["--bundle", str(bundle), "--repository", args.templates, "--output", str(work / "repo"),
                             "--target", "python-ort", *args.deploy_arg])

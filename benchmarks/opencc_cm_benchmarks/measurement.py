@@ -1,10 +1,9 @@
-"""Measurement shared by the benchmarks: latency summaries (mean with a Student t interval,
-percentiles), throughput, CPU accounting (machine-wide disturbance; CPU seconds of given
+"""Measurement shared by the benchmarks: latency summaries (``opencc_cm_contract.latency``, the
+model card's definition), throughput, CPU accounting (machine-wide disturbance; CPU seconds of given
 process trees), RSS sampling of a process tree, and Triton's per-model inference statistics
 with the deltas between two snapshots."""
 from __future__ import annotations
 
-import math
 import os
 import platform
 import resource
@@ -13,37 +12,9 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
+
 
 STATS_SETTLE_S = 0.3  # an ensemble records its statistics just after answering: let them land
-
-
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042]
-
-
-def t975(df: int) -> float:
-    """Two-sided 95% Student t quantile (table to 30 degrees of freedom, then a series)."""
-    if df <= 0:
-        return float("nan")
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959964
-    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
-
-
-def latency_summary(ms: list[float]) -> dict:
-    """Mean with its 95% confidence interval (Student t), percentiles, min/max, in ms."""
-    a = np.asarray(ms, dtype=float)
-    n = len(a)
-    if n == 0:
-        return {"n": 0}
-    mean = float(a.mean())
-    half = t975(n - 1) * float(a.std(ddof=1)) / math.sqrt(n) if n > 1 else float("nan")
-    return {"n": n, "mean_ms": mean, "ci95_ms": [mean - half, mean + half], "ci95_half_ms": half,
-            "p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)),
-            "p99_ms": float(np.percentile(a, 99)), "min_ms": float(a.min()), "max_ms": float(a.max())}
 
 
 def throughput(prompts: int, tokens: int, wall_s: float, usd_per_hour: float) -> dict:

@@ -1,5 +1,5 @@
 """What the serving path costs around the encoder: Triton, the ensembles and our Python models,
-with the encoder's graph replaced by one that returns zeros (issue 11).
+with the encoder's graph replaced by one that returns zeros.
 
     python -m opencc_cm_benchmarks.overhead --bundle BUNDLE --out benchmarks/overhead [--duration-s 8]
 
@@ -49,8 +49,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .measurement import (STATS_SETTLE_S, CpuAccounting, ProcessCpu, TreeMemory, inference_stats, latency_summary,
-                          machine_info, stats_delta)
+from opencc_cm_contract.latency import latency_summary
+
+from .measurement import (STATS_SETTLE_S, CpuAccounting, ProcessCpu, TreeMemory, inference_stats, machine_info,
+                          stats_delta)
 from .runners import TEMPLATES
 
 print = functools.partial(print, flush=True)  # noqa: A001 - progress lines as they happen
@@ -338,7 +340,7 @@ def build_requests(ensemble: str, texts: list[str], tokenizer_path: str) -> list
     """One list of InferInputs per prompt (batch 1), built once."""
     import tritonclient.grpc.aio as aio
 
-    from opencc_cm_client.requests import LocalTokenizer
+    from opencc_cm_client.local_tokenizer import LocalTokenizer
 
     out = []
     if ensemble == "classify_text":
@@ -468,7 +470,7 @@ def measure_server(repo: Path, mode: str, ensembles: tuple[str, ...], levels: tu
 
 
 def run(args) -> dict:
-    from opencc_cm_client.requests import LocalTokenizer
+    from opencc_cm_client.local_tokenizer import LocalTokenizer
     from opencc_cm_contract.bundle_format import CLASSIFIER_FILE, TOKENIZER_FILE
 
     from .workload import bells_o_prompts

@@ -16,12 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .measurement import STATS_SETTLE_S, TreeMemory, inference_stats, latency_summary, peak_rss_mib, stats_delta, throughput
+from opencc_cm_contract.latency import latency_summary
+from opencc_cm_serving.deploy import CHECKOUT_TEMPLATES
+
+from .measurement import STATS_SETTLE_S, TreeMemory, inference_stats, peak_rss_mib, stats_delta, throughput
 from .workload import LONG_TOKENS, Plan
 
 print = functools.partial(print, flush=True)  # noqa: A001 - progress lines as they happen
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "model_repository"
+TEMPLATES = CHECKOUT_TEMPLATES
 
 WORKER_TIMEOUT_S = 3600  # bound on one child phase
 
@@ -73,7 +76,7 @@ def worker_reference(cfg: dict) -> dict:
 def worker_onnxruntime(cfg: dict) -> dict:
     import onnxruntime as ort
 
-    from opencc_cm_client.requests import LocalTokenizer
+    from opencc_cm_client.local_tokenizer import LocalTokenizer
     from opencc_cm_contract.bundle_format import CLASSIFIER_FILE, ONNX_FILE, TOKENIZER_FILE
     from opencc_cm_serving.bundle import load_classifier
     from opencc_cm_serving.calibration import activate

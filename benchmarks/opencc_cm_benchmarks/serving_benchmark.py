@@ -59,7 +59,7 @@ def _max_diff(a, b) -> float:
 
 
 def run(args) -> dict:
-    from opencc_cm_client.requests import LocalTokenizer
+    from opencc_cm_client.local_tokenizer import LocalTokenizer
     from opencc_cm_contract.bundle_format import TOKENIZER_FILE
 
     plan = Plan(**QUICK) if args.quick else Plan()

@@ -7,7 +7,7 @@ Needs numpy, tritonclient[grpc], protobuf and tokenizers only (no torch).
 from .errors import (ClassifierError, DeadlineExceededError, InvalidRequestError, OverloadedError,
                      UnavailableError)
 from .options import ConnectionOptions, RetryPolicy
-from .results import Classification, GateDecision, LabelResult
+from .results import Classification, GateDecision, LabelResult, results_table
 from .server_info import ServerContractError, ServerInfo
 
 
@@ -23,4 +23,4 @@ def __getattr__(name):  # keep `import opencc_cm_client` cheap; load gRPC on fir
 
 __all__ = ["ClassifierClient", "AsyncClassifierClient", "Classification", "LabelResult", "GateDecision",
            "ConnectionOptions", "RetryPolicy", "ClassifierError", "InvalidRequestError", "UnavailableError",
-           "DeadlineExceededError", "OverloadedError", "ServerContractError", "ServerInfo"]
+           "DeadlineExceededError", "OverloadedError", "ServerContractError", "ServerInfo", "results_table"]

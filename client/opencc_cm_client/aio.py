@@ -1,6 +1,6 @@
 """asyncio client over ``tritonclient.grpc.aio``: the same API as :class:`ClassifierClient`, as coroutines.
 
-The calls come from :mod:`.core`, as for the sync client; this class only sends them (in order,
+The calls come from :mod:`.planner`, as for the sync client; this class only sends them (in order,
 at most ``max_concurrency`` in flight, each retried on UNAVAILABLE)."""
 from __future__ import annotations
 
@@ -17,10 +17,13 @@ from opencc_cm_contract import DEFAULT_PROFILE, IDS_ENSEMBLE, TEXT_ENSEMBLE
 from opencc_cm_contract.names import prefixed
 from .endpoints import grpc_target
 from .options import ConnectionOptions
-from .core import Plan, plan_ids, plan_texts, plan_tokenized, routed_as_text
-from .requests import Answer, LocalTokenizer, PreparedCall, accept_server_info, answer_of, infer_arguments, next_retry_delay
+from .planner import Plan, plan_ids, plan_texts, plan_tokenized, routed_as_text
+from .answers import Answer, answer_of
+from .calls import PreparedCall, infer_arguments
+from .errors import next_retry_delay
+from .local_tokenizer import LocalTokenizer
 from .results import Classification, GateDecision
-from .server_info import ServerInfo
+from .server_info import ServerInfo, accept_server_info
 
 
 class AsyncClassifierClient:
@@ -65,6 +68,16 @@ class AsyncClassifierClient:
             self._info[model] = accept_server_info(model, config, meta, self.expected_model_version,
                                                    self.threshold_profile, self.local_tokenizer)
         return self._info[model]
+
+    async def is_ready(self, model: str | None = None) -> bool:
+        """Whether the server is ready and serves ``model`` (default: this classifier's text
+        ensemble); ``model=""`` asks about the server alone. One try, no retry."""
+        kw = dict(headers=self.options.headers, client_timeout=self.options.timeout_s)
+        model = self.text_ensemble if model is None else model
+        try:
+            return bool(await self._client.is_server_ready(**kw) and (not model or await self._client.is_model_ready(model, **kw)))
+        except InferenceServerException:
+            return False
 
     async def _send_one(self, call: PreparedCall) -> Answer:
         inputs, kwargs = infer_arguments(call, self.options, self.threshold_profile, grpcclient.InferInput,

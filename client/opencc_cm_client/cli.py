@@ -17,12 +17,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from opencc_cm_contract.bundle_format import PROFILE_NAME
 from opencc_cm_contract.names import MODEL_PREFIX
 
 from .errors import ClassifierError
 from .evaluation import (calibrate_for_fpr, calibrate_for_recall, cost_summary, evaluate, expected_metrics,
-                         latency_summary, profile_file, read_samples)
+                         profile_file, read_samples)
+from opencc_cm_contract.latency import latency_summary
+
 from .options import ConnectionOptions
+from .results import results_table
 from .server_info import ServerContractError
 
 EXIT_CLEAN, EXIT_FLAGGED, EXIT_ERROR = 0, 1, 2
@@ -43,18 +47,6 @@ def _progress(total: int, what: str) -> tqdm:
     return tqdm(total=total, unit="prompt", desc=what, file=sys.stderr, disable=None, leave=False)
 
 
-def _table(texts, results) -> str:
-    lines = []
-    for text, res in zip(texts, results):
-        short = text if len(text) <= 60 else text[:57] + "..."
-        verdict = "FLAGGED" if res.flagged else "ok"
-        lines.append(f"{verdict:<8} {res.input_tokens:>5} tok  {short!r}")
-        for r in res.labels:
-            mark = "*" if r.fired else " "
-            lines.append(f"    {mark} {r.label:<24} {r.score:.4f}  (threshold {r.threshold:.4f})")
-    return "\n".join(lines)
-
-
 def cmd_check(args) -> int:
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
@@ -64,7 +56,7 @@ def cmd_check(args) -> int:
     if args.json:
         print(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2))
     else:
-        print(_table(texts, results))
+        print(results_table(texts, results))
     return EXIT_FLAGGED if any(r.flagged for r in results) else EXIT_CLEAN
 
 
@@ -155,6 +147,22 @@ def cmd_calibrate(args) -> int:
     return EXIT_CLEAN
 
 
+def cmd_serve_http(args) -> int:
+    """Run ``opencc_cm_http``'s command line: the web stack is a package of its own (it depends on
+    this one), imported only here so that the client stays light."""
+    import importlib
+
+    try:
+        serve = importlib.import_module("opencc_cm_http.cli")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] not in ("opencc_cm_http", "fastapi", "uvicorn", "yaml", "prometheus_client"):
+            raise
+        raise CliError(f"serve-http needs the opencc-cm-http package ({exc.name} is not installed): "
+                       "pip install -e http_service (make setup installs it)") from None
+    rest = args.args[1:] if args.args[:1] == ["--"] else args.args
+    return serve.main(rest)
+
+
 class CliError(ValueError):
     """A problem with what the user asked for, found by the CLI itself."""
 
@@ -234,13 +242,13 @@ def output_file(text: str) -> str:
 
 
 def profile_name(text: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_]+", text):
-        raise argparse.ArgumentTypeError(f"{text!r}: use letters, digits and _ only")
+    if not PROFILE_NAME.fullmatch(text):  # the name deploy accepts in a profiles file
+        raise argparse.ArgumentTypeError(f"{text!r}: a letter, then letters, digits and _ (at most 64)")
     return text
 
 
 def model_prefix(text: str) -> str:
-    if not MODEL_PREFIX.match(text):
+    if not MODEL_PREFIX.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r}: lowercase letters and digits ending with '_' (e.g. jailbreak_)")
     return text
 
@@ -263,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="gRPC metadata sent with every call (repeatable), e.g. authorization=Bearer...")
     common.add_argument("--compression", choices=["gzip", "deflate"], help="compress requests")
     p = _Parser(prog="opencc-cm", description=__doc__, formatter_class=_Formatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{check,eval,calibrate}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{check,eval,calibrate,serve-http}")
     c = sub.add_parser("check", parents=[common], formatter_class=_Formatter,
                        help="classify texts (arguments or stdin lines)")
     c.add_argument("texts", nargs="*", help="texts to classify; none: one per line of stdin")
@@ -283,9 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
     goal = k.add_mutually_exclusive_group(required=True)
     goal.add_argument("--target-fpr", type=fraction, help="highest benign false-positive rate, in (0, 1]")
     goal.add_argument("--target-recall", type=fraction, help="lowest per-label recall, in (0, 1]")
-    k.add_argument("--name", type=profile_name, default="recalibrated", help="profile name (letters, digits, _)")
+    k.add_argument("--name", type=profile_name, default="recalibrated",
+                   help="profile name (a letter, then letters, digits, _)")
     k.add_argument("--out", type=output_file, required=True, help="profiles JSON file for the server (deploy --profiles)")
     k.set_defaults(func=cmd_calibrate)
+    h = sub.add_parser("serve-http", add_help=False, help="OpenCC's HTTP API (POST /check) in front of Triton "
+                       "(needs the opencc-cm-http package; `opencc-cm serve-http --help` for its options)")
+    h.add_argument("args", nargs=argparse.REMAINDER, help="serve-http's own options (opencc_cm_http)")
+    h.set_defaults(func=cmd_serve_http)
     return p
 
 
@@ -294,6 +307,9 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve-http"]:  # its options belong to opencc_cm_http: hand them over untouched
+        argv = ["serve-http", "--", *argv[1:]]
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

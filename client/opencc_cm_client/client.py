@@ -6,7 +6,7 @@
 With a ``tokenizer`` the client tokenizes locally (checked identical to the server's) and
 calls the ids ensemble; without one it sends raw text to the text ensemble. Labels,
 thresholds and limits are read from the server. Which calls one ``classify`` makes is
-decided by :mod:`.core` (shared with the asyncio client); this class only sends them: in
+decided by :mod:`.planner` (shared with the asyncio client); this class only sends them: in
 order, at most ``max_concurrency`` of one ``classify``'s calls in flight, each retried on
 UNAVAILABLE; results keep the input order. Safe to share between threads.
 """
@@ -23,14 +23,16 @@ from tritonclient.utils import InferenceServerException
 
 from opencc_cm_contract import DEFAULT_PROFILE, IDS_ENSEMBLE, TEXT_ENSEMBLE
 from opencc_cm_contract.names import prefixed
-from .core import Plan, plan_ids, plan_texts, plan_tokenized, routed_as_text
+from .planner import Plan, plan_ids, plan_texts, plan_tokenized, routed_as_text
 from .endpoints import grpc_target
 from .gate import gate_decision
 from .options import ConnectionOptions
-from .requests import (Answer, LocalTokenizer, PreparedCall, accept_server_info, answer_of, infer_arguments,
-                       next_retry_delay)
+from .answers import Answer, answer_of
+from .calls import PreparedCall, infer_arguments
+from .errors import next_retry_delay
+from .local_tokenizer import LocalTokenizer
 from .results import Classification, GateDecision
-from .server_info import ServerInfo
+from .server_info import ServerInfo, accept_server_info
 
 
 class ClassifierClient:

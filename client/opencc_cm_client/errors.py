@@ -11,7 +11,8 @@ class ClassifierError(RuntimeError):
 
 
 class InvalidRequestError(ClassifierError):
-    """The input is wrong (INVALID_ARGUMENT from the server, or caught locally first)."""
+    """The input is wrong (INVALID_ARGUMENT from the server, INTERNAL "Unable to parse request"
+    from its gRPC frontend, or caught locally first). Never retried."""
 
 
 class UnavailableError(ClassifierError):
@@ -26,8 +27,19 @@ class OverloadedError(ClassifierError):
     """The server shed the request (RESOURCE_EXHAUSTED: queue full or queue timeout)."""
 
 
+# gRPC's answer (INTERNAL) when the server cannot decode the request message at all, e.g. invalid
+# UTF-8 in a string field (a parameter key or string value, a model or input name): a client
+# mistake reported with a server code; the same bytes fail again, so never retried.
+UNPARSABLE_REQUEST = "Unable to parse request"
+
+
 def from_status(code: str, message: str) -> ClassifierError:
+    """The typed error for a gRPC status. Only :class:`UnavailableError` is retried (:func:`next_retry_delay`)."""
     code = code.replace("StatusCode.", "") if code else "UNKNOWN"
+    if code == "INTERNAL" and UNPARSABLE_REQUEST in message:
+        return InvalidRequestError(f"INTERNAL (the server could not parse the request message: malformed, e.g. "
+                                   f"invalid UTF-8 in a parameter key or string value; a client mistake, not "
+                                   f"retried): {message}", "INTERNAL")
     if code == "UNAVAILABLE" and "Exceeds maximum queue size" in message:
         # Triton's queue-full answer: overload, shed on purpose; retrying would add load.
         return OverloadedError(f"RESOURCE_EXHAUSTED (queue full): {message}", "RESOURCE_EXHAUSTED")
@@ -44,3 +56,12 @@ def from_status(code: str, message: str) -> ClassifierError:
     cls = {"INVALID_ARGUMENT": InvalidRequestError, "UNAVAILABLE": UnavailableError,
            "DEADLINE_EXCEEDED": DeadlineExceededError, "RESOURCE_EXHAUSTED": OverloadedError}.get(code, ClassifierError)
     return cls(f"{code}: {message}", code)
+
+
+def next_retry_delay(exc, delays) -> tuple[ClassifierError, float | None]:
+    """The typed error for a tritonclient exception, and how long to wait before retrying it
+    (None: do not retry - not UNAVAILABLE, or the retry budget is spent)."""
+    error = from_status(str(exc.status() or ""), exc.message() or str(exc))
+    if not isinstance(error, UnavailableError):
+        return error, None
+    return error, next(delays, None)

@@ -9,7 +9,6 @@ import csv
 import io
 import json
 import math
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -68,16 +67,6 @@ def read_samples(path: str | Path) -> list[Sample]:
     if not samples:
         raise ValueError(f"{path}: no samples")
     return samples
-
-
-def latency_summary(latencies_ms: Sequence[float]) -> dict:
-    """Mean with a normal-approximation 95% CI, p50, p95, p99 (linear interpolation)."""
-    arr = np.asarray(latencies_ms, dtype=np.float64)
-    mean = float(arr.mean())
-    half = 1.96 * statistics.stdev(arr) / math.sqrt(len(arr)) if len(arr) > 1 else 0.0
-    return {"n": int(len(arr)), "mean_ms": mean, "ci95_ms": [mean - half, mean + half],
-            "p50_ms": float(np.percentile(arr, 50)), "p95_ms": float(np.percentile(arr, 95)),
-            "p99_ms": float(np.percentile(arr, 99))}
 
 
 def _ratio(a: int, b: int) -> float | None:

@@ -9,8 +9,10 @@ from .endpoints import service_config
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retries with exponential backoff and jitter, on UNAVAILABLE only (classification is
-    idempotent; INVALID_ARGUMENT, deadlines and overload are never retried)."""
+    """Retries with exponential backoff and jitter, on UNAVAILABLE only (and what ``errors.from_status``
+    reports as such: a model reloading, a call the stopping server cancelled). Classification is
+    idempotent. Never retried: INVALID_ARGUMENT and the client mistakes Triton answers INTERNAL
+    (proto/CLIENT_CONTRACT.md, "Errors"), any other INTERNAL, deadlines, overload."""
 
     attempts: int = 4
     initial_backoff_s: float = 0.1

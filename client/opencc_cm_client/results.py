@@ -82,5 +82,20 @@ class GateDecision:
         return msg
 
 
+def results_table(texts, results) -> str:
+    """Texts and their results as plain text: a verdict line per text (its token count and the
+    first 60 characters), then one line per label with its score and threshold, ``*`` where it
+    fired. What ``opencc-cm check`` prints."""
+    lines = []
+    for text, res in zip(texts, results):
+        short = text if len(text) <= 60 else text[:57] + "..."
+        verdict = "FLAGGED" if res.flagged else "ok"
+        lines.append(f"{verdict:<8} {res.input_tokens:>5} tok  {short!r}")
+        for r in res.labels:
+            mark = "*" if r.fired else " "
+            lines.append(f"    {mark} {r.label:<24} {r.score:.4f}  (threshold {r.threshold:.4f})")
+    return "\n".join(lines)
+
+
 def batch_to_json(results: list[Classification]) -> str:
     return json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2)

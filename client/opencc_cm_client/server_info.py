@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from opencc_cm_contract.text_rules import SPECIAL
 from opencc_cm_contract.metadata import (METADATA_KEYS, PARAM_CHECKPOINT, PARAM_LABELS, PARAM_LONG_INPUT_POLICY,
                                          PARAM_MAX_TOKENS, PARAM_PAD_TOKEN_ID, PARAM_PROFILES,
                                          PARAM_SPECIAL_TOKENS, PARAM_TOKENIZER_SHA256, PARAM_VOCAB_SIZE)
+
+from .errors import ClassifierError
+
+if TYPE_CHECKING:  # local_tokenizer imports this module
+    from .local_tokenizer import LocalTokenizer
 
 
 class ServerContractError(RuntimeError):
@@ -32,7 +39,7 @@ class ServerInfo:
     tokenizer_sha256: str
     long_input_policy: str
     checkpoint: str
-    special_tokens: str = "special"  # how the server encodes special-token strings in user text
+    special_tokens: str = SPECIAL  # how the server encodes special-token strings in user text
 
     @classmethod
     def from_model_config(cls, config: dict, version: str) -> ServerInfo:
@@ -52,7 +59,7 @@ class ServerInfo:
                        pad_token_id=int(params[PARAM_PAD_TOKEN_ID]),
                        tokenizer_sha256=params[PARAM_TOKENIZER_SHA256],
                        long_input_policy=params[PARAM_LONG_INPUT_POLICY], checkpoint=params[PARAM_CHECKPOINT],
-                       special_tokens=params.get(PARAM_SPECIAL_TOKENS, "special"))
+                       special_tokens=params.get(PARAM_SPECIAL_TOKENS, SPECIAL))
         except (ValueError, TypeError) as exc:
             raise ServerContractError(f"model {name!r}: malformed metadata parameters: {exc}") from exc
         bad = [p for p, t in profiles.items() if len(t) != len(labels)]
@@ -66,3 +73,17 @@ class ServerInfo:
             return self.profiles[profile]
         except KeyError:
             raise ValueError(f"unknown threshold profile {profile!r}; the server has {sorted(self.profiles)}") from None
+
+
+def accept_server_info(model: str, config: dict, meta: dict, expected_version: str | None, profile: str,
+                       local_tokenizer: LocalTokenizer | None = None) -> ServerInfo:
+    """Check what the server published against this client's expectations."""
+    versions = meta.get("versions", [])
+    if expected_version and expected_version not in versions:
+        raise ClassifierError(f"{model}: server has versions {versions}, this client expects {expected_version}",
+                              "VERSION_MISMATCH")
+    info = ServerInfo.from_model_config(config, versions[-1] if versions else "")
+    info.thresholds(profile)  # an unknown profile fails before any inference call
+    if local_tokenizer is not None:
+        local_tokenizer.check_matches(info)
+    return info

@@ -59,12 +59,13 @@ ENSEMBLE_OUTPUTS: dict[str, tuple[str, tuple]] = {  # the same four from both en
 
 # Several classifiers in one server: each deployed with its own prefix (``deploy --model-prefix``),
 # e.g. ``jailbreak_`` -> ``jailbreak_classify_text``; the default classifier has none.
-MODEL_PREFIX = re.compile(r"^([a-z][a-z0-9]*_)?$")
+MODEL_PREFIX = re.compile(r"([a-z][a-z0-9]*_)?")  # use fullmatch: "$" also matches before a final newline
+JAILBREAK_MODEL_PREFIX = "jailbreak_"  # the prefix the sibling jailbreak detector is deployed with
 
 
 def prefixed(name: str, prefix: str = "") -> str:
     """The Triton model name of ``name`` for the classifier deployed with ``prefix``."""
-    if not MODEL_PREFIX.match(prefix):
+    if not isinstance(prefix, str) or not MODEL_PREFIX.fullmatch(prefix):
         raise ValueError(f"model prefix {prefix!r}: lowercase letters and digits ending with '_', or empty")
     return prefix + name
 

@@ -47,7 +47,8 @@ def decode_text(raw: object, where: str, max_text_bytes: int = DEFAULT_MAX_TEXT_
     return text
 
 
-SPECIAL_TOKEN_MODES = ("special", "plain")
+SPECIAL, PLAIN = "special", "plain"  # special_tokens_in_text (set_special_tokens_mode)
+SPECIAL_TOKEN_MODES = (SPECIAL, PLAIN)
 
 
 def set_special_tokens_mode(tokenizer, mode: str) -> None:
@@ -55,10 +56,10 @@ def set_special_tokens_mode(tokenizer, mode: str) -> None:
     ``<|im_start|>``, is that special token; ``plain``: it is encoded as ordinary text."""
     if mode not in SPECIAL_TOKEN_MODES:
         raise ValueError(f"special tokens mode {mode!r} is not one of {SPECIAL_TOKEN_MODES}")
-    tokenizer.encode_special_tokens = mode == "plain"
+    tokenizer.encode_special_tokens = mode == PLAIN
 
 
-def load_tokenizer(path: str | Path, special_tokens: str = "special"):
+def load_tokenizer(path: str | Path, special_tokens: str = SPECIAL):
     """Load ``tokenizer.json`` with truncation and padding switched off."""
     from tokenizers import Tokenizer
 

@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="longest input the graph and server accept")
     e.add_argument("--query-block", type=int, default=DEFAULT_QUERY_BLOCK,
                    help="queries per block of the full-attention layers (memory linear in the length); "
-                        "0 = transformers' attention holding [heads, seq, seq] scores (the pre-issue-14 "
+                        "0 = transformers' attention holding [heads, seq, seq] scores ("
                         "graph, for memory benchmarks only)")
     e.set_defaults(func=_export)
 

@@ -7,10 +7,9 @@ merged torch weights the ``python-torch`` encoder loads (``classifier.safetensor
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from opencc_cm_contract.bundle_format import CLASSIFIER_FILE, TOKENIZER_FILE
+from opencc_cm_contract.bundle_format import TOKENIZER_FILE, ClassifierManifest
 
 from .reference import ReferenceClassifier
 
@@ -22,29 +21,22 @@ def write_bundle_manifest(reference: ReferenceClassifier, bundle: Path, *, max_t
     bundle = Path(bundle)
     tok = reference.tokenizer
     tok.backend_tokenizer.save(str(bundle / TOKENIZER_FILE), pretty=False)  # compact: 248k-token vocabularies
-    text_config = reference.backbone.get_base_model().config.get_text_config()
-    manifest = {
-        "labels": list(reference.spec.labels),
-        "thresholds": reference.spec.thresholds,
-        "objective": reference.spec.objective,
-        "activation": reference.spec.activation,
-        "num_labels": reference.spec.num_labels,
-        "vocab_size": int(text_config.vocab_size),
-        "tokenizer_vocab_size": len(tok),
-        "pad_token_id": int(tok.pad_token_id),
-        "max_tokens": int(max_tokens),
-        "base_model": reference.spec.base_model,
-        "checkpoint": checkpoint,
-        "precision": precision,
-        # Full attention of the graph: queries per block (None: [heads, seq, seq] scores at once).
-        "attention_query_block": int(query_block) if query_block else None,
-        "parity": parity,
-        "torch_parity": torch_parity,
-    }
-    path = bundle / CLASSIFIER_FILE
-    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    return path
+    spec = reference.spec
+    if spec.thresholds is None:
+        raise ValueError(f"{spec.directory}: no calibrated thresholds to write into the bundle")
+    return ClassifierManifest(
+        labels=tuple(spec.labels),
+        thresholds=tuple(spec.thresholds[label] for label in spec.labels),
+        objective=spec.objective,
+        vocab_size=int(reference.backbone.get_base_model().config.get_text_config().vocab_size),
+        tokenizer_vocab_size=len(tok),
+        pad_token_id=int(tok.pad_token_id),
+        max_tokens=int(max_tokens),
+        base_model=spec.base_model,
+        checkpoint=checkpoint,
+        precision=precision,
+        attention_query_block=int(query_block) if query_block else None,
+        parity=parity,
+        torch_parity=torch_parity,
+    ).write(bundle)
 
-
-def read_bundle_manifest(bundle: Path) -> dict:
-    return json.loads((Path(bundle) / CLASSIFIER_FILE).read_text())

@@ -6,7 +6,7 @@ thresholds are not part of the graph; the server's calibration stage applies the
 
 Full attention runs in query blocks (:mod:`blocked_attention`, default) so that memory grows
 linearly with the sequence, not with its square; ``query_block=None`` keeps transformers' own
-attention (the graph before issue 14, kept for side-by-side benchmarks).
+attention, which holds [batch, heads, seq, seq] scores (for side-by-side memory benchmarks only).
 """
 from __future__ import annotations
 

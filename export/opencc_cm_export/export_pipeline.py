@@ -34,7 +34,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | 
 
     ``query_block``: queries per block of the full-attention layers (memory linear in the
     length); None exports transformers' attention, which holds [batch, heads, seq, seq] scores
-    (the graph before issue 14; for side-by-side memory benchmarks only).
+    (for side-by-side memory benchmarks only).
 
     Raises :class:`ParityError` (after writing the graph, for inspection) when parity fails.
     """

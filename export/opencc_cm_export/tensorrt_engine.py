@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opencc_cm_contract import ATTENTION_MASK, ENCODER_MODEL, INPUT_IDS
+from opencc_cm_contract.bundle_format import ClassifierManifest
 
 OP_TABLE = Path(__file__).resolve().parent / "data" / "tensorrt_onnx_operators.json"
 
@@ -54,8 +55,8 @@ def deployed_max_batch(repository: Path) -> int:
 
 
 def profile_from_bundle(bundle: Path, max_batch: int, opt_batch: int = 16, opt_tokens: int = 64) -> Profile:
-    manifest = json.loads((Path(bundle) / "classifier.json").read_text(encoding="utf-8"))
-    return Profile(max_batch=int(max_batch), max_tokens=int(manifest["max_tokens"]), opt_batch=opt_batch,
+    manifest = ClassifierManifest.read(bundle)
+    return Profile(max_batch=int(max_batch), max_tokens=manifest.max_tokens, opt_batch=opt_batch,
                    opt_tokens=opt_tokens)
 
 

@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from opencc_cm_contract import buckets
 from opencc_cm_contract.bundle_format import TORCH_CONFIG_FILE, TORCH_WEIGHTS_FILE
 
 from .classifier_graph import MergedClassifier
@@ -133,15 +134,10 @@ def resolve_gated_delta(requested: str, device: torch.device, log: Callable[[str
 
 
 def parse_buckets(text: str | Sequence[int]) -> tuple[int, ...]:
-    values = [int(x) for x in text.split(",") if x.strip()] if isinstance(text, str) else [int(x) for x in text]
-    if any(v < 1 for v in values):
-        raise TorchEncoderError(f"buckets must be positive integers, got {text!r}")
-    return tuple(sorted(set(values)))
-
-
-def pick(buckets: Sequence[int], n: int) -> int:
-    """Smallest bucket >= n; n itself above the largest."""
-    return next((b for b in buckets if b >= n), n)
+    try:
+        return buckets.parse_buckets(text)
+    except ValueError as exc:
+        raise TorchEncoderError(str(exc)) from None
 
 
 class TorchEncoder:
@@ -188,7 +184,7 @@ class TorchEncoder:
     def padded_shape(self, rows: int, width: int) -> tuple[int, int]:
         if not self.pad_to_buckets:
             return rows, width
-        return pick(self.batch_buckets, rows), pick(self.length_buckets, width)
+        return buckets.bucket_for(self.batch_buckets, rows), buckets.bucket_for(self.length_buckets, width)
 
     def grid(self) -> list[tuple[int, int]]:
         return [(b, s) for b in self.batch_buckets for s in self.length_buckets if b * s <= self.graph_max_cells]

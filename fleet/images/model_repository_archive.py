@@ -33,7 +33,7 @@ from pathlib import Path
 
 REQUIRED = ("classify_text/config.pbtxt", "classify_ids/config.pbtxt")
 MARKER = ".sha256"
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SHA256 = re.compile(r"[0-9a-f]{64}")  # fullmatch: "$" also matches before a final newline
 
 
 class FetchError(RuntimeError):
@@ -68,7 +68,7 @@ def pack(repository: Path, out: Path) -> str:
 
 def fetch(url: str, sha256: str, dest: Path, timeout_s: float = 60.0) -> Path:
     """``dest/repository`` holding the archive at ``url`` once its sha256 matched."""
-    if not SHA256.match(sha256 or ""):
+    if not SHA256.fullmatch(sha256 or ""):
         raise ValueError("sha256: 64 lowercase hex digits")
     if not url.startswith(("https://", "http://", "file://")):
         raise ValueError(f"url {url!r}: https://, http:// or file://")

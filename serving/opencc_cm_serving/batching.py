@@ -13,7 +13,7 @@ DeltaNet); the second is full attention, whose work per row grows with the squar
 width: ``attention_span`` is the width at which a token's attention costs as much as its linear
 work (measured on the real-shape graph, BENCHMARKS.md). So 64 rows of 256 tokens may share a
 run while two max-length rows never do. Memory of a run is linear in rows x width since the
-graph computes attention in query blocks (issue 14).
+graph computes attention in query blocks.
 """
 from __future__ import annotations
 

@@ -2,50 +2,22 @@
 
 Bundle folder: ``model.onnx`` (+ optional ``model.onnx.data``), ``tokenizer.json``, the merged
 torch weights ``classifier.safetensors`` + ``classifier_config.json`` (target python-torch) and
-``classifier.json`` = {labels, thresholds, objective, num_labels, vocab_size, pad_token_id,
-max_tokens, base_model, checkpoint, precision}. Thresholds are always held in label column
-order as float64; label names are matched through ``contract.canonical_label`` aliases.
+``classifier.json`` (``opencc_cm_contract.bundle_format.ClassifierManifest``). Thresholds are
+always held in label column order as float64; label names are matched through
+``contract.canonical_label`` aliases.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from opencc_cm_contract import (DEFAULT_PROFILE, OBJECTIVES, ThresholdMappingError, canonical_label,
-                                resolve_label_thresholds)
-from opencc_cm_contract.bundle_format import (CLASSIFIER_FILE, FIELD_PARITY, FIELD_TORCH_PARITY,  # noqa: F401
-                                              ONNX_DATA_FILE, ONNX_FILE, PROFILE_NAME, TOKENIZER_FILE,
-                                              TORCH_CONFIG_FILE, TORCH_WEIGHTS_FILE)
+from opencc_cm_contract import DEFAULT_PROFILE, ThresholdMappingError, resolve_label_thresholds
+from opencc_cm_contract.bundle_format import (CLASSIFIER_FILE, ONNX_DATA_FILE, ONNX_FILE,  # noqa: F401
+                                              PROFILE_NAME, TOKENIZER_FILE, TORCH_CONFIG_FILE, TORCH_WEIGHTS_FILE,
+                                              ClassifierManifest, ManifestError)
 
 from .errors import ConfigError
-
-
-@dataclass(frozen=True)
-class ClassifierSpec:
-    """Everything the serving side needs to know about the exported classifier."""
-
-    labels: tuple[str, ...]
-    thresholds: tuple[float, ...]  # column order, the checkpoint's profile "default"
-    objective: str
-    vocab_size: int
-    pad_token_id: int
-    max_tokens: int
-    base_model: str = ""
-    checkpoint: str = ""
-    precision: str = "fp32"
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.labels)
-
-
-def _int_field(raw: Mapping[str, Any], key: str, where: str, minimum: int) -> int:
-    value = raw.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{where}: '{key}' must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def resolve_thresholds(labels: tuple[str, ...], mapping: Any, where: str) -> tuple[float, ...]:
@@ -57,39 +29,12 @@ def resolve_thresholds(labels: tuple[str, ...], mapping: Any, where: str) -> tup
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def load_classifier(path: str | Path) -> ClassifierSpec:
-    """Parse and validate ``classifier.json``; raises ConfigError naming the problem."""
-    where = str(path)
+def load_classifier(path: str | Path) -> ClassifierManifest:
+    """Parse and validate ``classifier.json`` (``ClassifierManifest.read``); ConfigError naming the problem."""
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{where}: cannot read classifier spec: {exc}") from exc
-    labels = raw.get("labels")
-    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
-        raise ConfigError(f"{where}: 'labels' must be a non-empty list of names")
-    labels_t = tuple(canonical_label(x) for x in labels)
-    if len(set(labels_t)) != len(labels_t):
-        raise ConfigError(f"{where}: duplicate labels in {labels}")
-    if raw.get("num_labels", len(labels_t)) != len(labels_t):
-        raise ConfigError(f"{where}: num_labels {raw.get('num_labels')} != {len(labels_t)} labels")
-    objective = raw.get("objective")
-    if objective not in OBJECTIVES:
-        raise ConfigError(f"{where}: objective must be one of {OBJECTIVES}, got {objective!r}")
-    vocab_size = _int_field(raw, "vocab_size", where, 1)
-    pad = _int_field(raw, "pad_token_id", where, 0)
-    if pad >= vocab_size:
-        raise ConfigError(f"{where}: pad_token_id {pad} is not below vocab_size {vocab_size}")
-    return ClassifierSpec(
-        labels=labels_t,
-        thresholds=resolve_thresholds(labels_t, raw.get("thresholds"), f"{where} thresholds"),
-        objective=objective,
-        vocab_size=vocab_size,
-        pad_token_id=pad,
-        max_tokens=_int_field(raw, "max_tokens", where, 1),
-        base_model=str(raw.get("base_model", "")),
-        checkpoint=str(raw.get("checkpoint", "")),
-        precision=str(raw.get("precision", "fp32")),
-    )
+        return ClassifierManifest.read(path)
+    except ManifestError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def load_profiles(path: str | Path, labels: tuple[str, ...]) -> dict[str, tuple[float, ...]]:
@@ -99,23 +44,39 @@ def load_profiles(path: str | Path, labels: tuple[str, ...]) -> dict[str, tuple[
     reserved for the checkpoint's own thresholds and may not be redefined."""
     where = str(path)
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw = json.loads(Path(path).read_text(encoding="utf-8"), object_pairs_hook=_KeyedObject)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{where}: cannot read threshold profiles: {exc}") from exc
+    if isinstance(raw, _KeyedObject) and raw.repeated:
+        raise ConfigError(f"{where}: key {raw.repeated[0]!r} given twice")
     profiles = raw.get("profiles") if isinstance(raw, dict) else None
     if not isinstance(profiles, dict):
         raise ConfigError(f"{where}: expected an object {{\"profiles\": {{name: {{label: float}}}}}}")
+    if profiles.repeated:
+        raise ConfigError(f"{where}: profile {profiles.repeated[0]!r} defined twice")
     out: dict[str, tuple[float, ...]] = {}
     for name, mapping in profiles.items():
-        if not PROFILE_NAME.match(name):
+        if not PROFILE_NAME.fullmatch(name):
             raise ConfigError(f"{where}: profile name {name!r} is not a simple identifier")
         if name == DEFAULT_PROFILE:
             raise ConfigError(f"{where}: profile name {DEFAULT_PROFILE!r} is reserved for the checkpoint's thresholds")
+        if isinstance(mapping, _KeyedObject) and mapping.repeated:
+            raise ConfigError(f"{where} profile {name!r}: label {mapping.repeated[0]!r} given twice")
         out[name] = resolve_thresholds(labels, mapping, f"{where} profile {name!r}")
     return out
 
 
-def check_bundle(bundle: str | Path, allow_unverified: bool = False, target: str = "python-ort") -> ClassifierSpec:
+class _KeyedObject(dict):
+    """A JSON object that remembers the keys it was given more than once (``json`` keeps the last
+    silently), so that a profiles file with a repeated profile or label is refused, not guessed."""
+
+    def __init__(self, pairs):
+        super().__init__(pairs)
+        seen: set = set()
+        self.repeated = [key for key, _ in pairs if key in seen or seen.add(key)]
+
+
+def check_bundle(bundle: str | Path, allow_unverified: bool = False, target: str = "python-ort") -> ClassifierManifest:
     """Check that a bundle folder holds the files ``target``'s repository needs and that what
     the encoder loads (ONNX graph, or torch weights for python-torch) passed the export's
     parity check (unless ``allow_unverified``); return its spec."""
@@ -126,8 +87,7 @@ def check_bundle(bundle: str | Path, allow_unverified: bool = False, target: str
         if not (root / name).is_file():
             raise ConfigError(f"bundle {root}: missing {name}")
     spec = load_classifier(root / CLASSIFIER_FILE)
-    record = json.loads((root / CLASSIFIER_FILE).read_text(encoding="utf-8"))
-    parity = record.get(FIELD_TORCH_PARITY if torch_target else FIELD_PARITY) or {}
+    parity = (spec.torch_parity if torch_target else spec.parity) or {}
     what = "torch weights" if torch_target else "graph"
     if parity.get("passed") is not True and not allow_unverified:
         raise ConfigError(f"bundle {root}: the {what} did not pass the export's parity check "

@@ -14,8 +14,11 @@ from typing import Mapping
 import numpy as np
 
 from opencc_cm_contract import DEFAULT_PROFILE, SIGMOID, activation_for, label_flags
+from opencc_cm_contract.limits import LONG_INPUT_POLICIES, WINDOWS
 
-from .errors import InputError
+from .bundle import load_profiles
+from .errors import ConfigError, InputError
+from .triton import require, version_path
 
 
 def activate(logits: np.ndarray, objective: str) -> np.ndarray:
@@ -151,3 +154,20 @@ class ThresholdProfiles:
             raise InputError(
                 f"unknown threshold_profile {shown} (known: {', '.join(self._table)})"
             ) from None
+
+
+def calibration_settings(args: dict, params: dict[str, str], spec, model: str) -> tuple[ThresholdProfiles, int | None]:
+    """What a calibrating model (``calibration``, or the Python-backend encoder with calibration
+    folded in) reads from its config at ``initialize``: the threshold profiles (the checkpoint's
+    ``default`` + ``profiles_file``) and the window step (``max_tokens - window_overlap`` under
+    ``long_input_policy`` windows, None under reject). ConfigError naming ``model`` otherwise;
+    the decision rule is run once so that a broken profile fails the load, not a request."""
+    profiles_file = require(params, "profiles_file", model)
+    extra = load_profiles(version_path(args, profiles_file), spec.labels) if profiles_file else {}
+    profiles = ThresholdProfiles(spec.thresholds, extra)
+    policy = require(params, "long_input_policy", model)
+    overlap = int(require(params, "window_overlap", model))
+    if policy not in LONG_INPUT_POLICIES or not 0 <= overlap < spec.max_tokens:
+        raise ConfigError(f"{model}: long_input_policy {policy!r} / window_overlap {overlap}")
+    decide(activate(np.zeros((1, spec.num_labels), np.float32), spec.objective), profiles.select(None))
+    return profiles, (spec.max_tokens - overlap if policy == WINDOWS else None)

@@ -21,6 +21,7 @@ import shutil
 import string
 import subprocess
 import sys
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,11 @@ import numpy as np
 from opencc_cm_contract import (CALIBRATION_MODEL, DEFAULT_PROFILE, ENCODER_MODEL, IDS_ENSEMBLE, IDS_PREPROCESS_MODEL,
                                 MODELS, TEXT_ENSEMBLE, TOKENIZER_MODEL)
 from opencc_cm_contract import metadata as meta
+from opencc_cm_contract.buckets import bucket_list, powers_of_two
 from opencc_cm_contract.bundle_format import PROFILES_FILE
-from opencc_cm_contract.limits import DEFAULT_LONG_INPUT_POLICY, DEFAULT_MAX_BATCH_SIZE, LONG_INPUT_POLICIES
+from opencc_cm_contract.limits import DEFAULT_LONG_INPUT_POLICY, DEFAULT_MAX_BATCH_SIZE, LONG_INPUT_POLICIES, WINDOWS
 from opencc_cm_contract.names import ENSEMBLES, MODEL_PREFIX
-from opencc_cm_contract.text_rules import (SPECIAL_TOKEN_MODES, check_token_count, decode_text, encode_texts, load_tokenizer,
+from opencc_cm_contract.text_rules import (SPECIAL, SPECIAL_TOKEN_MODES, check_token_count, decode_text, encode_texts, load_tokenizer,
                                            tokenizer_sha256)
 
 from .batching import DEFAULT_ATTENTION_SPAN
@@ -40,6 +42,9 @@ from .bundle import (CLASSIFIER_FILE, ONNX_DATA_FILE, ONNX_FILE, TOKENIZER_FILE,
 from .errors import ConfigError
 from .onnx_runner import MEMORY_MODES
 
+# The committed templates (``model.py`` files and ``config*.pbtxt.template``) of this checkout: the
+# repository folder sits beside the ``serving`` package's folder (an editable install or PYTHONPATH).
+CHECKOUT_TEMPLATES = Path(__file__).resolve().parents[2] / "model_repository"
 TARGETS = ("python-ort", "python-torch", "onnxruntime", "tensorrt")
 RAGGED_TARGETS = ("python-ort", "python-torch")  # Python-backend encoders that regroup ragged rows
 TORCH_FILES = (TORCH_WEIGHTS_FILE, TORCH_CONFIG_FILE)
@@ -96,20 +101,12 @@ def check_model_config(text: str, model: str, where: str):
     return config
 
 
-def pow2_buckets(max_tokens: int, smallest: int = 16) -> str:
-    widths, w = [], smallest
-    while w < max_tokens:
-        widths.append(w)
-        w *= 2
-    return ",".join(str(x) for x in widths + [max_tokens])
-
-
 def pbtxt_quote(text: str) -> str:
     """A protobuf text-format string literal."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def client_metadata(spec, profiles: dict, bundle: Path, policy: str, special_tokens: str = "special") -> str:
+def client_metadata(spec, profiles: dict, bundle: Path, policy: str, special_tokens: str = SPECIAL) -> str:
     """The ensembles' ``parameters`` block: what clients read instead of hard-coding it
     (labels, threshold profiles, limits, tokenizer fingerprint; see opencc_cm_contract.metadata)."""
     values = {
@@ -127,14 +124,6 @@ def client_metadata(spec, profiles: dict, bundle: Path, policy: str, special_tok
     entries = ",\n".join(f"  {{ key: {pbtxt_quote(k)} value: {{ string_value: {pbtxt_quote(v)} }} }}"
                          for k, v in values.items())
     return "parameters [\n" + entries + "\n]"
-
-
-def pow2_batches(max_batch: int) -> str:
-    sizes, b = [], 1
-    while b < max_batch:
-        sizes.append(b)
-        b *= 2
-    return ",".join(str(x) for x in sizes + [max_batch])
 
 
 def gpu_visible() -> bool:
@@ -175,67 +164,154 @@ def copy_sources(source: Path, output: Path, prefix: str = "") -> None:
             "__pycache__"))
 
 
-def deploy(args: argparse.Namespace) -> Path:
-    spec = check_bundle(args.bundle, allow_unverified=args.allow_unverified_bundle, target=args.target)
-    bundle, source = Path(args.bundle), Path(args.repository)
-    profiles = load_profiles(args.profiles, spec.labels) if args.profiles else {}  # fail before writing
-    native = args.target not in RAGGED_TARGETS
-    windows = args.long_input_policy == "windows"
-    overlap = args.window_overlap if args.window_overlap is not None else spec.max_tokens // 8
-    if args.max_batch_size < 1 or not 0 <= overlap < spec.max_tokens:
-        raise ConfigError(f"need --max-batch-size >= 1 and 0 <= --window-overlap < max_tokens {spec.max_tokens}")
-    # Default: one max-length row's worth of padded cells, so no joint run holds more than the
-    # longest single row (whose memory BENCHMARKS.md measures).
-    group_tokens = args.max_group_tokens if args.max_group_tokens is not None else spec.max_tokens
-    if not 0.0 <= args.max_pad_fraction < 1.0 or group_tokens < 1 or args.attention_span < 0:
-        raise ConfigError(f"need 0 <= --max-pad-fraction < 1 (got {args.max_pad_fraction}), "
-                          f"--max-group-tokens >= 1 (got {group_tokens}) and "
-                          f"--attention-span >= 0 (got {args.attention_span})")
-    prefix = args.model_prefix
-    if not MODEL_PREFIX.match(prefix):
-        raise ConfigError(f"--model-prefix {prefix!r}: lowercase letters and digits ending with '_' (e.g. 'jailbreak_')")
-    if prefix and not args.output:
+@dataclass(frozen=True)
+class DeploySettings:
+    """What ``deploy`` fills a repository with; the command line is one way to build it. Fields
+    are the CLI's options (``--max-batch-size`` -> ``max_batch_size``); ``None`` takes the
+    default derived from the bundle (see each option's help)."""
+
+    bundle: Path
+    repository: Path = Path("model_repository")
+    output: Path | None = None
+    target: str = "python-ort"
+    model_prefix: str = ""
+    allow_unverified_bundle: bool = False
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    long_input_policy: str = DEFAULT_LONG_INPUT_POLICY
+    window_overlap: int | None = None
+    special_tokens_in_text: str = SPECIAL
+    profiles: Path | None = None
+    max_text_bytes: int = 0
+    length_buckets: str | None = None
+    queue_timeout_us: int = 30_000_000
+    max_queue_size: int = 1024
+    encoder_queue_delay_us: int = 0
+    max_group_tokens: int | None = None
+    attention_span: int = DEFAULT_ATTENTION_SPAN
+    encoder_memory: str = "shrink"
+    long_row_lane: str = "on"
+    max_pad_fraction: float = 0.25
+    # python-torch encoder
+    instance_kind: str = "auto"
+    torch_dtype: str = "auto"
+    gated_delta: str = "auto"
+    pad_to_buckets: str = "auto"
+    cuda_graphs: str = "auto"
+    batch_buckets: str | None = None
+    graph_max_cells: int = 16384
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> DeploySettings:
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in vars(args).items() if k in names}
+        for key in ("bundle", "repository", "output", "profiles"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        return cls(**values)
+
+
+# The allowed values of each choice setting, for the command line and the Python API alike.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "target": TARGETS, "long_input_policy": LONG_INPUT_POLICIES, "special_tokens_in_text": SPECIAL_TOKEN_MODES,
+    "encoder_memory": MEMORY_MODES, "long_row_lane": ("on", "off"), "instance_kind": ("auto", "gpu", "cpu"),
+    "torch_dtype": ("auto", "bf16", "fp16", "fp32"), "gated_delta": ("auto", "fla", "torch"),
+    "pad_to_buckets": ("auto", "on", "off"), "cuda_graphs": ("auto", "on", "off"),
+}
+# The command line's defaults are the settings' own.
+SETTING_DEFAULTS = {f.name: f.default for f in fields(DeploySettings) if f.default is not MISSING}
+
+
+def _check_settings(settings: DeploySettings, max_tokens: int) -> None:
+    """Every setting that can be wrong whatever the templates say; ConfigError naming it."""
+    for name, allowed in CHOICES.items():
+        if getattr(settings, name) not in allowed:
+            raise ConfigError(f"--{name.replace('_', '-')} {getattr(settings, name)!r}: one of {', '.join(allowed)}")
+    overlap = window_overlap(settings, max_tokens)
+    if settings.max_batch_size < 1 or not 0 <= overlap < max_tokens:
+        raise ConfigError(f"need --max-batch-size >= 1 and 0 <= --window-overlap < max_tokens {max_tokens}")
+    if not 0.0 <= settings.max_pad_fraction < 1.0 or group_tokens(settings, max_tokens) < 1 \
+            or settings.attention_span < 0:
+        raise ConfigError(f"need 0 <= --max-pad-fraction < 1 (got {settings.max_pad_fraction}), "
+                          f"--max-group-tokens >= 1 (got {group_tokens(settings, max_tokens)}) and "
+                          f"--attention-span >= 0 (got {settings.attention_span})")
+    if not isinstance(settings.model_prefix, str) or not MODEL_PREFIX.fullmatch(settings.model_prefix):
+        raise ConfigError(f"--model-prefix {settings.model_prefix!r}: lowercase letters and digits ending with '_' "
+                          "(e.g. 'jailbreak_')")
+    if settings.model_prefix and not settings.output:
         raise ConfigError("--model-prefix needs --output (the committed templates keep their own names)")
-    values = {
-        "max_batch_size": args.max_batch_size,
+
+
+def window_overlap(settings: DeploySettings, max_tokens: int) -> int:
+    return settings.window_overlap if settings.window_overlap is not None else max_tokens // 8
+
+
+def group_tokens(settings: DeploySettings, max_tokens: int) -> int:
+    """Default: one max-length row's worth of padded cells, so no joint run holds more than the
+    longest single row (whose memory BENCHMARKS.md measures)."""
+    return settings.max_group_tokens if settings.max_group_tokens is not None else max_tokens
+
+
+def template_values(settings: DeploySettings, spec, profiles: dict) -> dict[str, object]:
+    """The ``${name}`` values of every template, from the settings and the bundle's spec."""
+    native = settings.target not in RAGGED_TARGETS
+    windows = settings.long_input_policy == WINDOWS
+    default_lengths = bucket_list(powers_of_two(16, spec.max_tokens))
+    return {
+        "max_batch_size": settings.max_batch_size,
         "num_labels": spec.num_labels,
         "max_tokens": spec.max_tokens,
-        "long_input_policy": args.long_input_policy,
-        "window_overlap": overlap,
-        "max_text_bytes": args.max_text_bytes or 16 * spec.max_tokens * (8 if windows else 1),
-        "length_buckets": args.length_buckets if args.length_buckets is not None
-        else (pow2_buckets(spec.max_tokens) if native else ""),
-        "profiles_file": f"artifacts/{PROFILES_FILE}" if args.profiles else "",
-        "queue_timeout_us": args.queue_timeout_us,
-        "max_queue_size": args.max_queue_size,
-        "encoder_queue_delay_us": args.encoder_queue_delay_us,
-        "max_group_tokens": group_tokens,
-        "max_pad_fraction": repr(float(args.max_pad_fraction)),
-        "attention_span": args.attention_span,
-        "encoder_memory": args.encoder_memory,
-        "long_row_lane": "1" if args.long_row_lane == "on" else "0",
-        "special_tokens_in_text": args.special_tokens_in_text,
-        "client_metadata": client_metadata(spec, profiles, bundle, args.long_input_policy, args.special_tokens_in_text),
-        "model_prefix": prefix,
+        "long_input_policy": settings.long_input_policy,
+        "window_overlap": window_overlap(settings, spec.max_tokens),
+        "max_text_bytes": settings.max_text_bytes or 16 * spec.max_tokens * (8 if windows else 1),
+        "length_buckets": settings.length_buckets if settings.length_buckets is not None
+        else (default_lengths if native else ""),
+        "profiles_file": f"artifacts/{PROFILES_FILE}" if settings.profiles else "",
+        "queue_timeout_us": settings.queue_timeout_us,
+        "max_queue_size": settings.max_queue_size,
+        "encoder_queue_delay_us": settings.encoder_queue_delay_us,
+        "max_group_tokens": group_tokens(settings, spec.max_tokens),
+        "max_pad_fraction": repr(float(settings.max_pad_fraction)),
+        "attention_span": settings.attention_span,
+        "encoder_memory": settings.encoder_memory,
+        "long_row_lane": "1" if settings.long_row_lane == "on" else "0",
+        "special_tokens_in_text": settings.special_tokens_in_text,
+        "client_metadata": client_metadata(spec, profiles, Path(settings.bundle), settings.long_input_policy,
+                                           settings.special_tokens_in_text),
+        "model_prefix": settings.model_prefix,
         # python-torch only
-        "instance_kind": instance_kind(args.instance_kind) if args.target == "python-torch" else "KIND_CPU",
-        "torch_dtype": args.torch_dtype,
-        "gated_delta": args.gated_delta,
-        "pad_to_buckets": args.pad_to_buckets,
-        "cuda_graphs": args.cuda_graphs,
-        "torch_length_buckets": args.length_buckets or pow2_buckets(spec.max_tokens),
-        "torch_batch_buckets": args.batch_buckets or pow2_batches(args.max_batch_size),
-        "graph_max_cells": args.graph_max_cells,
+        "instance_kind": instance_kind(settings.instance_kind) if settings.target == "python-torch" else "KIND_CPU",
+        "torch_dtype": settings.torch_dtype,
+        "gated_delta": settings.gated_delta,
+        "pad_to_buckets": settings.pad_to_buckets,
+        "cuda_graphs": settings.cuda_graphs,
+        "torch_length_buckets": settings.length_buckets or default_lengths,
+        "torch_batch_buckets": settings.batch_buckets or bucket_list(powers_of_two(1, settings.max_batch_size)),
+        "graph_max_cells": settings.graph_max_cells,
     }
+
+
+def render_configs(source: Path, settings: DeploySettings, values: dict) -> dict[str, str]:
+    """Every model's filled config, each parsed as Triton's ModelConfig: a broken template fails
+    here, before anything is written."""
     configs = {}
-    for model in MODELS:  # fill and parse every config before writing any: a broken template fails here
-        template = template_path(source / model, model, args.target)
+    for model in MODELS:
+        template = template_path(source / model, model, settings.target)
         if not template.is_file():
             raise ConfigError(f"missing template {template}")
         configs[model] = fill(template.read_text(encoding="utf-8"), values, str(template))
-        check_model_config(configs[model], prefix + model, str(template))
-    repo = Path(args.output) if args.output else source
-    if args.output:
+        check_model_config(configs[model], settings.model_prefix + model, str(template))
+    return configs
+
+
+def deploy(settings: DeploySettings) -> Path:
+    """Fill the repository (or a copy at ``settings.output``) from the bundle; returns its path."""
+    spec = check_bundle(settings.bundle, allow_unverified=settings.allow_unverified_bundle, target=settings.target)
+    bundle, source, prefix = Path(settings.bundle), Path(settings.repository), settings.model_prefix
+    profiles = load_profiles(settings.profiles, spec.labels) if settings.profiles else {}  # fail before writing
+    _check_settings(settings, spec.max_tokens)
+    configs = render_configs(source, settings, template_values(settings, spec, profiles))
+    repo = Path(settings.output) if settings.output else source
+    if settings.output:
         copy_sources(source, repo, prefix)
     for model in MODELS:
         model_dir = repo / f"{prefix}{model}"
@@ -243,14 +319,15 @@ def deploy(args: argparse.Namespace) -> Path:
         (model_dir / "config.pbtxt").write_text(configs[model], encoding="utf-8")
         artifacts = model_dir / "1" / "artifacts"
         shutil.rmtree(artifacts, ignore_errors=True)
-        extra = TORCH_FILES if model == ENCODER_MODEL and args.target == "python-torch" else ()
+        extra = TORCH_FILES if model == ENCODER_MODEL and settings.target == "python-torch" else ()
         for name in ARTIFACTS.get(model, ()) + extra:
             artifacts.mkdir(parents=True, exist_ok=True)
             shutil.copy2(bundle / name, artifacts / name)
-    if args.profiles:
-        for model in (CALIBRATION_MODEL,) + ((ENCODER_MODEL,) if not native else ()):  # folded calibration
-            shutil.copy2(args.profiles, repo / f"{prefix}{model}" / "1" / "artifacts" / PROFILES_FILE)
-    _place_graph(bundle, repo / f"{prefix}{ENCODER_MODEL}", onnx=args.target != "python-torch")
+    if settings.profiles:
+        folded = (ENCODER_MODEL,) if settings.target in RAGGED_TARGETS else ()  # calibration folded into the encoder
+        for model in (CALIBRATION_MODEL,) + folded:
+            shutil.copy2(settings.profiles, repo / f"{prefix}{model}" / "1" / "artifacts" / PROFILES_FILE)
+    _place_graph(bundle, repo / f"{prefix}{ENCODER_MODEL}", onnx=settings.target != "python-torch")
     return repo
 
 
@@ -319,44 +396,44 @@ def read_texts(path: str | Path) -> list[str]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m opencc_cm_serving.deploy", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", required=True, help="deploy bundle folder from the export step")
-    p.add_argument("--repository", default="model_repository", help="repository holding the templates")
+    p.add_argument("--repository", help="repository holding the templates")
     p.add_argument("--output", help="write a filled copy here instead of filling --repository in place")
-    p.add_argument("--target", choices=TARGETS, default="python-ort")
-    p.add_argument("--model-prefix", default="",
+    p.add_argument("--target", choices=CHOICES["target"])
+    p.add_argument("--model-prefix",
                    help="deploy this classifier's models as <prefix><model> (e.g. 'jailbreak_' -> jailbreak_classify_text) "
                         "beside others already in --output; needs --output")
     p.add_argument("--allow-unverified-bundle", action="store_true",
                    help="deploy a graph whose parity was not checked or failed (never for production)")
-    p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE)
-    p.add_argument("--long-input-policy", choices=LONG_INPUT_POLICIES, default=DEFAULT_LONG_INPUT_POLICY,
+    p.add_argument("--max-batch-size", type=int)
+    p.add_argument("--long-input-policy", choices=CHOICES["long_input_policy"],
                    help="texts above max_tokens: reject (INVALID_ARG) or overlapping windows, max score per label")
     p.add_argument("--window-overlap", type=int, help="tokens shared by neighbouring windows; default max_tokens // 8")
-    p.add_argument("--special-tokens-in-text", choices=SPECIAL_TOKEN_MODES, default="special",
+    p.add_argument("--special-tokens-in-text", choices=CHOICES["special_tokens_in_text"],
                    help="special: '<|im_start|>' etc. in user text are special tokens, as in the reference (default); "
                         "plain: encoded as ordinary text (clients tokenizing locally follow the published choice)")
     p.add_argument("--profiles", help="JSON file {\"profiles\": {name: {label: threshold}}}")
-    p.add_argument("--max-text-bytes", type=int, default=0,
+    p.add_argument("--max-text-bytes", type=int,
                    help="texts above are rejected before tokenizing; default 16 x max_tokens (x 8 with windows)")
     p.add_argument("--length-buckets", help="comma list; default: none for python-ort, powers of 2 otherwise")
-    p.add_argument("--queue-timeout-us", type=int, default=30_000_000)
-    p.add_argument("--max-queue-size", type=int, default=1024)
-    p.add_argument("--encoder-queue-delay-us", type=int, default=0,
+    p.add_argument("--queue-timeout-us", type=int)
+    p.add_argument("--max-queue-size", type=int)
+    p.add_argument("--encoder-queue-delay-us", type=int,
                    help="extra wait for a fuller encoder batch; 0 = batch what queued during the last run")
     p.add_argument("--max-group-tokens", type=int,
                    help="python-ort encoder: most cost per run, rows x width x (1 + width / attention span); "
                         "default max_tokens (no joint run holds more cells than one max-length row)")
-    p.add_argument("--attention-span", type=int, default=DEFAULT_ATTENTION_SPAN,
+    p.add_argument("--attention-span", type=int,
                    help="python-ort encoder: the width at which a token's attention costs as much as "
                         "its linear work (BENCHMARKS.md); 0 counts rows x width only")
-    p.add_argument("--encoder-memory", choices=MEMORY_MODES, default="shrink",
+    p.add_argument("--encoder-memory", choices=CHOICES["encoder_memory"],
                    help="python-ort encoder: shrink = ONNX Runtime's arena, shrunk after each run (gives "
                         "back what a long run took); release = no arena (also gives it back, slower); "
                         "arena = keep it (RSS stays at the largest request's)")
-    p.add_argument("--long-row-lane", choices=("on", "off"), default="on",
+    p.add_argument("--long-row-lane", choices=CHOICES["long_row_lane"],
                    help="python-ort encoder: rows of at least solo_row_tokens run in a second worker beside the "
                         "short ones, so a short prompt never waits for a long row (off: one worker, a short "
                         "prompt waits for the long row running)")
-    p.add_argument("--max-pad-fraction", type=float, default=0.25,
+    p.add_argument("--max-pad-fraction", type=float,
                    help="python-ort encoder: most padding cells per length group; on a CPU-only "
                         "server ~0.1 ran faster (BENCHMARKS.md)")
     p.add_argument("--perf-input-dir", help="also write perf_analyzer --input-data files "
@@ -364,26 +441,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--perf-texts", help="texts for those files: one per line or JSONL with 'text' "
                                         "(default: a built-in set of real prompts)")
     t = p.add_argument_group("python-torch encoder")
-    t.add_argument("--instance-kind", choices=("auto", "gpu", "cpu"), default="auto",
+    t.add_argument("--instance-kind", choices=CHOICES["instance_kind"],
                    help="KIND_GPU or KIND_CPU encoder instance; auto: GPU when nvidia-smi sees one here")
-    t.add_argument("--torch-dtype", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
+    t.add_argument("--torch-dtype", choices=CHOICES["torch_dtype"],
                    help="auto: bf16 on CUDA, fp32 on CPU (head always fp32)")
-    t.add_argument("--gated-delta", choices=("auto", "fla", "torch"), default="auto",
+    t.add_argument("--gated-delta", choices=CHOICES["gated_delta"],
                    help="auto: fla-core's chunk kernel when importable on CUDA, else the project's torch rule")
-    t.add_argument("--pad-to-buckets", choices=("auto", "on", "off"), default="auto",
+    t.add_argument("--pad-to-buckets", choices=CHOICES["pad_to_buckets"],
                    help="pad each length group to a (batch, length) bucket; auto: on CUDA")
-    t.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
+    t.add_argument("--cuda-graphs", choices=CHOICES["cuda_graphs"],
                    help="capture CUDA graphs over the buckets at initialize; auto: on CUDA")
     t.add_argument("--batch-buckets", help="comma list; default powers of 2 up to --max-batch-size")
-    t.add_argument("--graph-max-cells", type=int, default=16384,
+    t.add_argument("--graph-max-cells", type=int,
                    help="capture graphs for buckets with batch x length up to this; larger shapes run eager")
+    p.set_defaults(**SETTING_DEFAULTS)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        repo = deploy(args)
+        repo = deploy(DeploySettings.from_args(args))
         if args.perf_input_dir:
             texts = read_texts(args.perf_texts) if args.perf_texts else None
             for path in write_perf_inputs(Path(args.bundle), Path(args.perf_input_dir), texts).values():

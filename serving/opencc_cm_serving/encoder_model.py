@@ -4,7 +4,8 @@ scheduler and error isolation, whatever runs the graph (``python-ort``: ONNX Run
 
 Inputs are ``allow_ragged_batch``: one execute() gets requests of different lengths.
 execute() validates each request (ids in range, mask 0/1 and right padded, no row above
-max_tokens: the ensembles' limits, since this model is callable directly), answers bad or
+max_tokens, at most max_batch_size x max_tokens elements per tensor: the ensembles' limits,
+since this model is callable directly), answers bad or
 cancelled ones at once and admits the others to a row scheduler
 (opencc_cm_serving.scheduler) whose worker thread runs the pooled rows in length groups
 (opencc_cm_serving.batching: bounded padding waste), shortest first, one group at a time,
@@ -13,7 +14,7 @@ each request (response sender, one final response) as soon as its rows are done.
 therefore never hold short prompts back for more than the one group already running, and
 abandoned work is not computed. If a joint run fails, each request is retried on its own so
 one bad request cannot sink the batch.
-Folded calibration (issue 11): the Python-backend encoder targets' configs also declare the
+Folded calibration: the Python-backend encoder targets' configs also declare the
 calibration outputs (``scores``, ``label_flags``, ``flagged``, ``token_count``) and optional
 ``text_row`` / ``window_start`` inputs, and their ensembles call this model as their last
 step: ``classify_ids`` is this one step (it validates the client's ids as ``ids_preprocess``
@@ -43,14 +44,15 @@ import numpy as np
 
 from opencc_cm_contract import (ATTENTION_MASK, DEFAULT_PROFILE, ENCODER_MODEL, FLAGGED, INPUT_IDS, LABEL_FLAGS,
                                 LOGITS, SCORES, TEXT_ROW, THRESHOLD_PROFILE_PARAMETER, TOKEN_COUNT, WINDOW_START)
+from opencc_cm_contract.limits import max_id_elements
 
-from .batching import plan_groups
-from .bundle import CLASSIFIER_FILE, load_classifier, load_profiles
-from .calibration import ThresholdProfiles, activate, decide, fold_max, fold_plan
-from .errors import ConfigError, InputError
-from .ids import right_padded_lengths, validate_ids
+from .batching import group_cost, plan_groups
+from .bundle import CLASSIFIER_FILE, load_classifier
+from .calibration import activate, calibration_settings, decide, fold_max, fold_plan
+from .errors import ConfigError
+from .ids import validate_ids
 from .metrics import ClassifierMetrics
-from .scheduler import CANCELLED, EXPIRED, OVERLOADED, STOPPING, RowScheduler
+from .scheduler import CANCELLED, EXPIRED, OVERLOADED, STOPPING, UNMEETABLE, RowScheduler
 from .triton import (cancelled_response, error_response, input_array, outputs_response, parameters, pb,
                      request_parameters, require, version_path)
 
@@ -69,6 +71,7 @@ class RaggedEncoderModel:
         artifacts = version_path(args, require(params, "artifact_dir", ENCODER_MODEL))
         self.spec = load_classifier(artifacts / CLASSIFIER_FILE)
         self.max_rows = max(1, int(config.get("max_batch_size", 0)))
+        self.max_elements = max_id_elements(self.max_rows, self.spec.max_tokens)
         self.max_pad_fraction = float(require(params, "max_pad_fraction", ENCODER_MODEL))
         self.max_group_tokens = int(require(params, "max_group_tokens", ENCODER_MODEL))
         # Optional (python-ort has it; 0 = count rows x width only): a group costs
@@ -87,16 +90,7 @@ class RaggedEncoderModel:
         self.calibrating = set(CALIBRATED) <= self.outputs
         self.class_metrics = None
         if self.calibrating:
-            profiles_file = require(params, "profiles_file", ENCODER_MODEL)
-            extra = load_profiles(version_path(args, profiles_file), self.spec.labels) if profiles_file else {}
-            self.profiles = ThresholdProfiles(self.spec.thresholds, extra)
-            policy = require(params, "long_input_policy", ENCODER_MODEL)
-            overlap = int(require(params, "window_overlap", ENCODER_MODEL))
-            if policy not in ("reject", "windows") or not 0 <= overlap < self.spec.max_tokens:
-                raise ConfigError(f"{ENCODER_MODEL}: long_input_policy {policy!r} / window_overlap {overlap}")
-            self.window_step = self.spec.max_tokens - overlap if policy == "windows" else None
-            decide(activate(np.zeros((1, self.spec.num_labels), np.float32), self.spec.objective),
-                   self.profiles.select(None))
+            self.profiles, self.window_step = calibration_settings(args, params, self.spec, ENCODER_MODEL)
             if hasattr(pb(), "MetricFamily"):
                 self.class_metrics = ClassifierMetrics(pb(), require(params, "calibration_model", ENCODER_MODEL),
                                                        self.spec.labels, ipc_lock=self._ipc)
@@ -111,6 +105,7 @@ class RaggedEncoderModel:
             cancel_check_tokens=int(params.get("cancel_check_tokens", "0")) or self._solo_tokens(params),
             cancel_check_wait_s=float(params.get("cancel_check_wait_s", "0.01")),
             long_lane=self._long_row_lane(params),
+            cost=lambda rows, width: group_cost(rows, width, self.attention_span or None),
         ).start()
         self.metrics = _Metrics(args.get("model_name", ENCODER_MODEL), self._ipc)
 
@@ -137,17 +132,11 @@ class RaggedEncoderModel:
         for request in requests:
             entry = [request, request.get_response_sender(), None]
             calibrate = self.calibrating and self._wants_calibration(request)
-            asked = self._asked(request)
             try:
                 params = request_parameters(request)  # an unknown parameter is refused before any work
-                ids = input_array(request, INPUT_IDS)
-                mask = input_array(request, ATTENTION_MASK)
-                if calibrate and asked is not None and LOGITS not in asked:
-                    # the ensembles' step (calibrated outputs only): the client's ids, checked as
-                    # ids_preprocess does, same messages; a call asking for logits keeps the encoder's
-                    lengths = validate_ids(ids, mask, self.spec.vocab_size, self.spec.max_tokens)
-                else:
-                    lengths = self._encoder_lengths(ids, mask)
+                ids = input_array(request, INPUT_IDS, self.max_elements)
+                mask = input_array(request, ATTENTION_MASK, self.max_elements)
+                lengths = validate_ids(ids, mask, self.spec.vocab_size, self.spec.max_tokens)
             except Exception as exc:  # noqa: BLE001
                 self._respond(entry, outcome="failed", error=exc)
                 continue
@@ -155,8 +144,7 @@ class RaggedEncoderModel:
                 try:
                     entry[2] = self._calibration_plan(request, params, lengths)
                 except Exception as exc:  # noqa: BLE001 - counted as the calibration model counts it
-                    asked = self._asked(request)
-                    if asked is None or LOGITS not in asked:
+                    if LOGITS not in self._asked(request):
                         self._count_failure(exc)
                     self._respond(entry, outcome="failed", error=exc)
                     continue
@@ -168,31 +156,13 @@ class RaggedEncoderModel:
         if self.class_metrics is not None:
             self.class_metrics.close()  # send the per-label counts not yet flushed
 
-    def _encoder_lengths(self, ids, mask):
-        """A direct call for logits: the encoder's own checks and messages."""
-        if ids.shape != mask.shape:
-            raise InputError(f"{ATTENTION_MASK} shape {list(mask.shape)} differs from "
-                             f"{INPUT_IDS} shape {list(ids.shape)}")
-        lengths = right_padded_lengths(mask)
-        long = np.flatnonzero(lengths > self.spec.max_tokens)
-        if long.size:
-            raise InputError(f"{INPUT_IDS}: row {long[0]} has {lengths[long[0]]} real tokens, "
-                             f"above max_tokens {self.spec.max_tokens}")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.spec.vocab_size):
-            raise InputError(f"{INPUT_IDS}: ids must lie in [0, {self.spec.vocab_size})")
-        return lengths
-
-    def _asked(self, request):
+    def _asked(self, request) -> set:
         """The outputs the request asked for (an ensemble step: its output_map; a direct call asking
-        for none: every output); None where the stub cannot say (the test stub)."""
-        try:
-            return set(request.requested_output_names()) or set(self.outputs)
-        except AttributeError:
-            return None
+        for none: every output)."""
+        return set(request.requested_output_names()) or set(self.outputs)
 
     def _wants_calibration(self, request):
-        asked = self._asked(request)
-        return asked is None or bool(asked & set(CALIBRATED))
+        return bool(self._asked(request) & set(CALIBRATED))
 
     def _calibration_plan(self, request, params, lengths):
         """(profile name, thresholds, first row of each text, token counts), checked before any compute."""
@@ -207,9 +177,9 @@ class RaggedEncoderModel:
                                       self.spec.max_tokens, self.window_step)
         asked = self._asked(request)
         # counted like the calibration model's requests; a direct call that also asks for logits
-        # (model warmup asks for every output) is the encoder's, never counted, as before the fold
-        record = asked is None or LOGITS not in asked
-        return profile or DEFAULT_PROFILE, thresholds, first, tokens, record, asked is None or LOGITS in asked
+        # (model warmup asks for every output) is the encoder's and is never counted
+        record = LOGITS not in asked
+        return profile or DEFAULT_PROFILE, thresholds, first, tokens, record, LOGITS in asked
 
     def _calibrated(self, plan, logits):
         profile, thresholds, first, tokens, record, _ = plan
@@ -244,6 +214,9 @@ class RaggedEncoderModel:
                 response = error_response(exc, ENCODER_MODEL)
         elif outcome == CANCELLED:
             response = cancelled_response(ENCODER_MODEL)
+        elif outcome == UNMEETABLE:  # the scheduler's estimate says the deadline cannot be met
+            response = utils.InferenceResponse(
+                output_tensors=[], error=utils.TritonError(f"{ENCODER_MODEL}: {error}", utils.TritonError.UNAVAILABLE))
         elif outcome in (EXPIRED, OVERLOADED, STOPPING):
             why = {EXPIRED: "Request timeout expired", OVERLOADED: "Exceeds maximum queue size",
                    STOPPING: "model is stopping"}[outcome]
@@ -251,7 +224,7 @@ class RaggedEncoderModel:
                 output_tensors=[], error=utils.TritonError(f"{ENCODER_MODEL}: {why}", utils.TritonError.UNAVAILABLE))
         else:
             response = error_response(error, ENCODER_MODEL)
-        if outcome in (CANCELLED, EXPIRED, OVERLOADED):
+        if outcome in (CANCELLED, EXPIRED, OVERLOADED, UNMEETABLE):
             self.metrics.add(outcome)
         with self._ipc:
             entry[1].send(response, flags=utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
@@ -270,7 +243,8 @@ class RaggedEncoderModel:
 
 class _Metrics:
     """Counters on Triton's metrics endpoint (``:8002/metrics``), label ``model``: rows the
-    encoder ran, and requests it answered without computing them (cancelled, expired, overloaded)."""
+    encoder ran, and requests it answered without computing them (cancelled, expired, overloaded,
+    unmeetable: long rows that could not finish before the request's deadline)."""
 
     ROWS = "opencc_cm_encoder_rows_computed_total"
     DROPPED = "opencc_cm_encoder_requests_dropped_total"
@@ -285,7 +259,7 @@ class _Metrics:
                                      utils.MetricFamily.COUNTER)
         self.families = (rows, dropped)  # keep the families alive as long as their metrics
         self.metrics["rows"] = rows.Metric(labels={"model": model})
-        for reason in (CANCELLED, EXPIRED, OVERLOADED):
+        for reason in (CANCELLED, EXPIRED, OVERLOADED, UNMEETABLE):
             self.metrics[reason] = dropped.Metric(labels={"model": model, "reason": reason})
 
     def add(self, name, value=1):

@@ -6,10 +6,11 @@ per row. Padding positions carry ``pad_token_id``.
 """
 from __future__ import annotations
 
-import bisect
 from typing import Sequence
 
 import numpy as np
+
+from opencc_cm_contract import buckets
 
 from .errors import InputError
 
@@ -57,17 +58,10 @@ def validate_ids(ids: np.ndarray, mask: np.ndarray, vocab_size: int, max_tokens:
 
 
 def parse_buckets(text: str, max_tokens: int) -> tuple[int, ...]:
-    """``"16,32,64"`` -> sorted widths, always ending with ``max_tokens``; ``""`` -> none."""
-    widths = sorted({int(w) for w in text.replace(" ", "").split(",") if w})
-    if any(w <= 0 for w in widths):
-        raise ValueError(f"length buckets must be positive, got {text!r}")
-    widths = [w for w in widths if w < max_tokens]
-    return tuple(widths + [max_tokens]) if widths else ()
+    """A model's ``length_buckets`` parameter, always ending with ``max_tokens`` (contract rule)."""
+    return buckets.parse_buckets(text, cap=max_tokens)
 
 
-def padded_width(longest: int, buckets: Sequence[int]) -> int:
+def padded_width(longest: int, widths: Sequence[int]) -> int:
     """The width a request is padded to: its longest row, rounded up to a bucket if any."""
-    if not buckets:
-        return longest
-    i = bisect.bisect_left(buckets, longest)
-    return buckets[i] if i < len(buckets) else longest
+    return buckets.bucket_for(widths, longest)

@@ -1,8 +1,12 @@
 """Run a Triton server on a model repository and wait until every model is READY.
 
-``python -m opencc_cm_serving.launch --model-repository DIR --grpc-port P --http-port P
---metrics-port P [--address 127.0.0.1]`` prints the endpoints once ready and shuts the
-server down cleanly on SIGINT/SIGTERM. Tests use the ``TritonServer`` context manager.
+``python -m opencc_cm_serving.launch --model-repository DIR --grpc-port P --metrics-port P
+[--address 127.0.0.1] [--allow-http --http-port P]`` prints the endpoints once ready and shuts
+the server down cleanly on SIGINT/SIGTERM. Tests use the ``TritonServer`` context manager.
+
+HTTP is off unless asked for (``--allow-http``, ``TritonServer(http=True)``): tritonserver
+2.51's HTTP frontend parses a JSON body recursively, and one deeply nested body crashes the
+whole server (serving/README.md, "Threat model"). Clients use gRPC.
 
 Binary: ``tritonserver`` from PATH (NGC image, its own backends), else the one bundled in
 ``nvidia-pytriton``. For the bundled one a temporary backend folder ``python/`` is built
@@ -10,14 +14,16 @@ Binary: ``tritonserver`` from PATH (NGC image, its own backends), else the one b
 and ``LD_LIBRARY_PATH`` gets ``nvidia_pytriton.libs``. ``PYTHONPATH`` lists our packages and
 numpy/onnxruntime/tokenizers; each model.py puts those entries on ``sys.path`` itself
 because the backend stub ignores PYTHONPATH. Models load eagerly (model-control-mode none).
-``--production`` adds TLS, admin protocols behind a key and HTTP off (``production.py``);
-``--canary-interval`` stops the server (exit 3) when it no longer classifies.
+``--production`` adds TLS and admin protocols behind a key (``production.py``).
+It stops the server and exits 3 when a Python-backend stub dies (Triton neither restarts it nor
+marks its model unready) and, with ``--canary-interval``, when a classifier no longer classifies.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -68,9 +74,38 @@ def path_without_venv_bins(path: str) -> str:
 
 
 def _pytriton_root() -> Path:
-    import pytriton
+    """The ``tritonserver`` folder of the ``nvidia-pytriton`` wheel, found without importing
+    ``pytriton`` (its ``__init__`` imports pyzmq, sh, typer..., which the server does not need
+    and a bare machine may lack)."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.origin:
+        raise RuntimeError("no tritonserver on PATH and the nvidia-pytriton package is not installed "
+                           "(pip install nvidia-pytriton==0.7.0)")
+    return Path(spec.origin).resolve().parent / "tritonserver"
 
-    return Path(pytriton.__file__).resolve().parent / "tritonserver"
+
+def bundled_server_problem() -> str | None:
+    """Why the pip-bundled server cannot run Python-backend models with this interpreter, or
+    None: the binary, the Python backend and a stub for this Python version must be there, and
+    the stub's shared libraries (this Python's ``libpython``) must resolve."""
+    try:
+        root = _pytriton_root()
+    except RuntimeError as exc:
+        return str(exc)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    for path in (root / "bin" / "tritonserver", root / "backends" / "python" / "libtriton_python.so", stub):
+        if not path.is_file():
+            return f"{path} is missing (the bundled server has no Python-backend stub for Python {version}?)"
+    ldd = shutil.which("ldd")
+    if ldd:
+        libs = str(root.parent.parent / "nvidia_pytriton.libs")
+        env = dict(os.environ, LD_LIBRARY_PATH=os.pathsep.join(p for p in (libs, os.environ.get("LD_LIBRARY_PATH", "")) if p))
+        out = subprocess.run([ldd, str(stub)], capture_output=True, text=True, env=env).stdout
+        missing = [line.split("=>")[0].strip() for line in out.splitlines() if "not found" in line]
+        if missing:
+            return f"the Python {version} backend stub needs {', '.join(missing)}, not found on this machine"
+    return None
 
 
 def build_python_backend(dest: Path) -> Path:
@@ -98,6 +133,16 @@ def _die_with_parent() -> None:  # runs in the child: SIGTERM it if the launcher
         pass
 
 
+def end_process_group(pgid: int) -> None:
+    """SIGKILL what is left of a stopped server's process group (it started in its own session,
+    so the group holds its Python-backend stubs and nothing else). A stub whose server died
+    without stopping it would otherwise keep its memory until it notices."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 # gRPC keepalive. Triton's defaults treat a client ping as "bad" when it comes less than 5 minutes
 # after the previous one while no data flows (and any ping while no call is open), and answer
 # the third bad ping with GOAWAY "too_many_pings": every call on that connection fails
@@ -110,21 +155,76 @@ GRPC_PING_POLICY = (
 )
 
 
+STUB_NAME = "triton_python_backend_stub"
+
+
+def _proc_state(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process from ``/proc/<pid>/stat``; None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
+        return state, int(ppid)
+    except (OSError, ValueError):
+        return None
+
+
+def python_stubs(server_pid: int) -> dict[int, str]:
+    """``{pid: model name}`` of the Python-backend stub processes that tritonserver ``server_pid``
+    runs (Linux ``/proc``). A stub's command line is ``<stub> <repository>/<model>/<version>/<file>.py ...``."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or (_proc_state(int(entry.name)) or ("", -1))[1] != server_pid:
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 1 and Path(os.fsdecode(argv[0])).name == STUB_NAME:
+            out[int(entry.name)] = Path(os.fsdecode(argv[1])).parent.parent.name
+    return out
+
+
+def dead_stubs(server_pid: int, stubs: dict[int, str]) -> list[str]:
+    """Models of ``stubs`` whose stub process is gone (or a zombie): Triton 2.51 neither restarts
+    a dead stub nor marks its model unready, so every later request to it fails."""
+    dead = []
+    for pid, model in stubs.items():
+        state = _proc_state(pid)
+        if state is None or state[0] in "ZX" or state[1] != server_pid:
+            dead.append(f"{model} (stub pid {pid})")
+    return dead
+
+
+# Triton keeps up to 8 gRPC inference request/response objects for reuse (its default), each
+# keeping the capacity of the largest request it carried: a few gzip-compressed requests that
+# inflate to hundreds of MiB (refused by the models) left that much in tritonserver for good.
+# Without the pool each object is freed after its call (BENCHMARKS.md, "Memory after hostile input").
+GRPC_REQUEST_POOL = ("--grpc-infer-allocation-pool-size=0",)
+
+SHM_DIR = Path("/dev/shm")
+
+
 class TritonServer:
     """A tritonserver child process; ``with TritonServer(repo) as s: s.grpc_url``."""
 
     def __init__(self, model_repository, grpc_port=0, http_port=0, metrics_port=0, address="127.0.0.1",
                  log_path=None, ready_timeout=180.0, model_control_mode="none", extra_args=(),
-                 client_kwargs=None, probe_headers=None):
+                 client_kwargs=None, probe_headers=None, http=False):
         """``extra_args`` go to tritonserver as is, after the defaults (e.g. TLS flags); ``client_kwargs`` configure the
         readiness probe's ``tritonclient.grpc`` client to match (ssl, certificates...);
         ``probe_headers`` go with each probe call (e.g. the key of a restricted protocol, since the
-        probe lists the repository index). ``opencc_cm_serving.production`` builds all three."""
+        probe lists the repository index). ``opencc_cm_serving.production`` builds all three.
+        ``http``: serve Triton's HTTP endpoint too, on ``http_port`` (off by default: see the
+        module docstring); without it ``http_port`` is ignored and ``self.http_port`` is None."""
         self.repository = Path(model_repository).resolve()
         self.address = address
         self.grpc_port = grpc_port or free_port(address)
-        self.http_port = http_port or free_port(address)
+        self.http = bool(http)
+        self.http_port = (http_port or free_port(address)) if self.http else None
         self.metrics_port = metrics_port or free_port(address)
+        # The Python backend names each stub's /dev/shm region <prefix><uuid>. A prefix of this
+        # server's own lets stop() remove the regions a dead stub or a killed server leaves behind.
+        self.shm_prefix = f"opencc_cm_{os.getpid()}_{secrets.token_hex(6)}_"
         self.log_path = Path(log_path) if log_path else None
         self.ready_timeout = ready_timeout
         self.model_control_mode = model_control_mode
@@ -161,9 +261,12 @@ class TritonServer:
             "--strict-readiness=true",
             "--exit-timeout-secs=10",
             f"--grpc-address={self.address}", f"--grpc-port={self.grpc_port}",
-            f"--http-address={self.address}", f"--http-port={self.http_port}",
+            *([f"--http-address={self.address}", f"--http-port={self.http_port}"] if self.http
+              else ["--allow-http=false"]),
             f"--metrics-address={self.address}", f"--metrics-port={self.metrics_port}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *GRPC_PING_POLICY,
+            *GRPC_REQUEST_POOL,
             *self.extra_args,
         ]
         return cmd, env
@@ -230,7 +333,8 @@ class TritonServer:
         return "\n--- server log tail ---\n" + self.log_path.read_text(errors="replace")[-chars:]
 
     def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM, wait, SIGKILL if still running; returns the exit code."""
+        """SIGTERM, wait, SIGKILL if still running; then end what the server left behind (stubs
+        still alive in its process group, its stubs' /dev/shm regions). Returns the exit code."""
         code = None
         if self.process is not None:
             if self.process.poll() is None:
@@ -241,7 +345,9 @@ class TritonServer:
                     self.process.kill()
                     self.process.wait()
             code = self.process.returncode
+            end_process_group(self.process.pid)
             self.process = None
+        self.remove_shm_regions()
         if self._log:
             self._log.close()
             self._log = None
@@ -249,6 +355,23 @@ class TritonServer:
             self._tmp.cleanup()
             self._tmp = None
         return code
+
+    def shm_regions(self) -> list[Path]:
+        """The /dev/shm regions of this server's Python-backend stubs (named with ``shm_prefix``)."""
+        return sorted(SHM_DIR.glob(self.shm_prefix + "*"))
+
+    def remove_shm_regions(self) -> list[Path]:
+        """Unlink this server's stub regions; call once the server and its stubs are gone. The
+        backend removes a region when its stub ends cleanly; a killed stub's region, or every
+        region of a killed server, stays in /dev/shm (memory) until unlinked."""
+        removed = []
+        for path in self.shm_regions():
+            try:
+                path.unlink()
+                removed.append(path)
+            except FileNotFoundError:
+                pass
+        return removed
 
     def __enter__(self) -> TritonServer:
         return self.start()
@@ -261,15 +384,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m opencc_cm_serving.launch", description=__doc__.split("\n\n")[0])
     p.add_argument("--model-repository", required=True)
     p.add_argument("--grpc-port", type=int, default=8001)
-    p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--allow-http", action="store_true",
+                   help="serve Triton's HTTP endpoint too (off by default: tritonserver 2.51 crashes on one deeply "
+                        "nested JSON body; serving/README.md, threat model); with --production the admin APIs "
+                        "there need the key")
+    p.add_argument("--http-port", type=int, help="HTTP port, with --allow-http (default 8000)")
     p.add_argument("--address", default="127.0.0.1", help="bind address (0.0.0.0 to serve the network)")
     p.add_argument("--ready-timeout", type=float, default=600.0)
     p.add_argument("--log-file", help="append the server's log here (else it goes to this console); "
                                       "a failed start then quotes the log's 'failed to load' lines")
     prod = p.add_argument_group("production (opencc_cm_serving.production)")
     prod.add_argument("--production", action="store_true",
-                      help="TLS on gRPC, admin protocols behind a key, HTTP off, model control off")
+                      help="TLS on gRPC, admin protocols behind a key, model control off")
     prod.add_argument("--tls-cert", help="server certificate (PEM)")
     prod.add_argument("--tls-key", help="server private key (PEM)")
     prod.add_argument("--tls-ca", help="CA certificate: verifies the server for the readiness probe; "
@@ -278,14 +405,18 @@ def main(argv: list[str] | None = None) -> int:
     prod.add_argument("--admin-key-file", help="file holding the admin key (else $OPENCC_CM_ADMIN_KEY)")
     prod.add_argument("--admin-header", default="admin-key",
                       help="gRPC clients send it as metadata 'triton-grpc-protocol-<header>'")
-    prod.add_argument("--allow-http", action="store_true", help="keep HTTP (no TLS there), admin APIs restricted")
-    watch = p.add_argument_group("canary (readiness does not see a dead Python-backend stub)")
+    watch = p.add_argument_group("liveness (readiness does not see a dead Python-backend stub)",
+                                 "the launcher stops the server and exits 3 as soon as a Python-backend stub dies; "
+                                 "the canary classifies one text with every classifier in the repository")
     watch.add_argument("--canary-interval", type=float, default=0.0,
                        help="seconds between canary classifications; 0 = off")
     watch.add_argument("--canary-failures", type=int, default=3,
                        help="stop the server and exit 3 after this many failed canaries in a row")
     args = p.parse_args(argv)
-    kwargs: dict = {}
+    if args.http_port is not None and not args.allow_http:
+        print(f"launch: --http-port {args.http_port} is not served: HTTP is off unless --allow-http", file=sys.stderr)
+    args.http_port = args.http_port or 8000
+    kwargs: dict = {"http": args.allow_http}
     if args.production:
         from .production import ProductionConfig, ProductionConfigError
 
@@ -312,25 +443,43 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, TimeoutError) as exc:
         print(f"launch: {exc}", file=sys.stderr)
         return 1
-    http = "off" if args.production and not args.allow_http else f"{args.address}:{server.http_port}"
+    stubs = python_stubs(server.process.pid)  # at READY, before "ready" is printed (a zombie shows no command line)
+    http = f"{args.address}:{server.http_port}" if server.http else "off"
     print(f"launch: ready grpc={server.grpc_url} http={http} "
           f"metrics={args.address}:{server.metrics_port}" + (" (production)" if args.production else ""), flush=True)
-    from .production import repository_request_cap
+    if server.http:
+        print("launch: HTTP is on: tritonserver 2.51's HTTP frontend crashes on one deeply nested JSON body; "
+              "put in front of it only a proxy that refuses such bodies (serving/README.md, threat model)",
+              flush=True)
+    from .ingress import repository_request_cap
 
     cap = repository_request_cap(args.model_repository)
     if cap:
         print(f"launch: tritonserver 2.51 has no received-message-size limit (gRPC takes up to 2 GiB, gzip "
               f"inflated to that size): the ingress must refuse inference requests above {cap} bytes after "
               f"decompression (this repository's largest valid request; serving/README.md, threat model)", flush=True)
+    from .canary import canary
+    from .ingress import repository_classifiers
+
+    # Every classifier in the repository is canaried (each "<prefix>classify_text"), and every
+    # Python-backend stub is watched: a dead stub is final in Triton 2.51 (no restart, the model
+    # stays READY), so the launcher stops the server (exit 3) for its supervisor to restart it.
+    prefixes = repository_classifiers(args.model_repository) or [""]
     failures, next_canary = 0, time.monotonic() + args.canary_interval
     while not stop.wait(0.5):
         if server.process.poll() is not None:
             print(f"launch: tritonserver exited with {server.process.returncode}", file=sys.stderr)
             return server.stop() or 1
+        dead = dead_stubs(server.process.pid, stubs)
+        if dead:
+            print(f"launch: Python-backend stub died: {', '.join(dead)}; Triton does not restart it and keeps the "
+                  "model READY while every request to it fails INTERNAL. Stopping the server (a supervisor should "
+                  "restart it)", file=sys.stderr, flush=True)
+            server.stop()
+            return 3
         if args.canary_interval > 0 and time.monotonic() >= next_canary:
-            from .production import canary
-
-            ok, why = canary(server.grpc_url, server.client_kwargs, timeout_s=max(5.0, args.canary_interval))
+            ok, why = canary(server.grpc_url, server.client_kwargs, timeout_s=max(5.0, args.canary_interval),
+                             prefixes=prefixes)
             failures = 0 if ok else failures + 1
             if failures:
                 print(f"launch: canary failed ({failures}/{args.canary_failures}): {why}", file=sys.stderr, flush=True)

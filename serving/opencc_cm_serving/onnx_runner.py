@@ -3,24 +3,22 @@
 Contract of the graph: inputs ``input_ids``, ``attention_mask`` INT64 [batch, seq] (right
 padding), output ``logits`` [batch, num_labels] returned as FP32.
 
-Memory after a run (issue 14): ONNX Runtime's CPU arena keeps every block it ever grew to, so
-one long request used to leave the encoder several GB larger for good. ``memory``:
+Memory after a run: ONNX Runtime's CPU arena keeps every block it ever grew to, so without
+shrinking one long request leaves the encoder several GB larger for good. ``memory``:
 - ``shrink`` (default): the arena, shrunk back after every run (run option
-  ``memory.enable_memory_arena_shrinkage``): the memory a long run allocated is given back
-  (real-shape graph, one 8,192-token row: anonymous RSS 1.000x its level before; a
-  ``malloc_trim`` after it changed nothing, 0.997x), at the arena's speed. Total RSS stays
-  higher by the weights' file-backed pages the run touched (BENCHMARKS.md).
+  ``memory.enable_memory_arena_shrinkage``): the memory a long run allocated is given back, at
+  the arena's speed (a ``malloc_trim`` after it adds nothing). Total RSS stays higher by the
+  weights' file-backed pages the run touched.
 - ``release``: no CPU arena (each tensor is malloc'ed and freed) and ``malloc_trim(0)`` after a
-  run of at least ``TRIM_ABOVE_CELLS`` padded cells; returns memory too, but ran 1.6-2.2x
-  slower than the arena on the real-shape graph on 2 cores.
-- ``arena``: ONNX Runtime's default (keeps what it took; the pre-issue-14 behaviour).
+  run of at least ``TRIM_ABOVE_CELLS`` padded cells; returns memory too, but runs markedly
+  slower than the arena.
+- ``arena``: ONNX Runtime's default (keeps what it took).
 
 Peak memory of a long run: ONNX Runtime's planner, with ``enable_mem_reuse`` on (its default),
 hands a dead tensor's buffer to a LATER tensor of the same symbolic shape, and keeps the buffer
 until then. In this graph the later tensor is the same operation one layer further down, so
-each layer's temporaries stay held through the next layer: measured on the real-shape graph,
-one 8,192-token row peaked 3-4x above its live set (8 layers at real width: +4,027 MiB with
-reuse, +657 MiB without; the same speed within 1 % from 16 to 256 tokens).
+each layer's temporaries stay held through the next layer, and a long row peaks several times
+above its live set, at the same speed without it.
 ``reuse_buffers=False`` (the default here) turns that planning off: each tensor is freed at
 its last use, into the arena (or to malloc) where the next allocation takes it anyway.
 Triton's native onnxruntime backend has no such switch (see serving/README.md).
@@ -73,7 +71,7 @@ class OnnxEncoder:
     """Owns one InferenceSession; ``__call__(ids, mask) -> FP32 logits``."""
 
     def __init__(self, path: str | Path, num_labels: int, providers: str = "auto", intra_op_threads: int = 0,
-                 memory: str = "shrink", reuse_buffers: bool = False):
+                 memory: str = "shrink", reuse_buffers: bool = False, spinning: bool = True):
         import onnxruntime as ort
 
         if not Path(path).is_file():
@@ -82,6 +80,10 @@ class OnnxEncoder:
             raise ConfigError(f"encoder memory mode {memory!r} is not one of {MEMORY_MODES}")
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
+        # Idle intra-op threads spin (ONNX Runtime's default) or sleep at once: with two lanes
+        # running on one session, and the stubs and Triton on the same cores, spinning threads
+        # take CPU the other run needs (BENCHMARKS.md, "Long and huge texts beside short prompts").
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.enable_cpu_mem_arena = memory != "release"
         options.enable_mem_reuse = reuse_buffers

@@ -1,4 +1,4 @@
-"""A locked-down tritonserver configuration, and a canary that checks the service really answers.
+"""A locked-down tritonserver configuration.
 
 ``ProductionConfig`` turns a few settings into tritonserver flags plus what the launcher's
 readiness probe needs to pass them (TLS client settings, the admin header):
@@ -21,20 +21,8 @@ readiness probe needs to pass them (TLS client settings, the admin header):
 The key reaches tritonserver on its command line (Triton has no other way to take it): run
 the server where other local users cannot read ``/proc/<pid>/cmdline`` (its own container).
 
-Request size: Triton 2.51 offers no limit on received messages (no flag, no config field: its
-gRPC server accepts messages up to 2 GiB, and gzip/deflate-compressed ones are inflated up to
-that size before any model sees them; its HTTP server has no body limit either). So the
-limit cannot be set on the server; ``max_request_bytes`` computes it from the deployed
-repository (``max_batch_size x (max_text_bytes + 4)`` for texts, ``2 x max_batch_size x
-max_tokens x 8`` for ids, plus 64 KiB of names and parameters) and the launcher prints it:
-the ingress must refuse larger requests, counted after decompression (or refuse compressed
-requests). See serving/README.md, "Threat model".
-
-``canary(url)``: one short text through ``classify_text``; readiness alone is not enough
-(a dead Python-backend stub leaves the server and every model READY, see serving/README.md,
-"Failure modes"). ``python -m opencc_cm_serving.launch --canary-interval S`` runs it every S
-seconds and stops the server (exit code 3) after ``--canary-failures`` failures in a row, so
-that a supervisor restarts it.
+What the ingress must cap: :mod:`.ingress`. The canary, and this module's command line
+(``python -m opencc_cm_serving.production canary``, the pods' liveness probe): :mod:`.canary`.
 """
 from __future__ import annotations
 
@@ -42,50 +30,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from opencc_cm_contract import FLAGGED, SCORES, TEXT, TEXT_ENSEMBLE
-
 ADMIN_PROTOCOLS = ("model-repository", "shared-memory", "statistics", "trace", "logging")
 KNOWN_PROTOCOLS = ("health", "metadata", "inference", "shared-memory", "model-config", "model-repository",
                    "statistics", "trace", "logging")
 GRPC_HEADER_PREFIX = "triton-grpc-protocol-"  # Triton prepends this to the restricted-protocol key on gRPC
-HEADER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")  # lowercase: gRPC metadata keys are lowercase
-ADMIN_KEY = re.compile(r"^[A-Za-z0-9._~+/-]{16,256}$")  # no ':', ',', '=' or spaces: they split Triton's flag
-CANARY_TEXT = "canary: is the classifier answering?"
-
-
-REQUEST_OVERHEAD_BYTES = 64 * 1024  # tensor names, shapes, parameters, protobuf framing
-
-
-def max_request_bytes(max_batch_size: int, max_text_bytes: int, max_tokens: int) -> int:
-    """Size of the largest inference request the models can accept (decompressed): what the
-    ingress must cap, since Triton 2.51 has no received-message-size limit."""
-    text = max_batch_size * (max_text_bytes + 4)      # BYTES elements carry a 4-byte length prefix
-    ids = 2 * max_batch_size * max_tokens * 8          # input_ids + attention_mask, INT64
-    return max(text, ids) + REQUEST_OVERHEAD_BYTES
-
-
-def repository_request_cap(repository: str | Path) -> int | None:
-    """``max_request_bytes`` of a deployed repository (its generated configs), None if unfilled."""
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-
-    from opencc_cm_contract import IDS_ENSEMBLE, TOKENIZER_MODEL
-    from opencc_cm_contract.metadata import PARAM_MAX_TOKENS
-
-    configs = {}
-    for model in (TOKENIZER_MODEL, IDS_ENSEMBLE):
-        path = Path(repository) / model / "config.pbtxt"
-        if not path.is_file():
-            return None
-        configs[model] = text_format.Parse(path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
-    try:
-        tokenizer, ids = configs[TOKENIZER_MODEL], configs[IDS_ENSEMBLE]
-        return max_request_bytes(tokenizer.max_batch_size, int(tokenizer.parameters["max_text_bytes"].string_value),
-                                 int(ids.parameters[PARAM_MAX_TOKENS].string_value))
-    except (KeyError, ValueError):
-        return None
+# Both used with fullmatch ("$" would also match before a final newline).
+HEADER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # lowercase: gRPC metadata keys are lowercase
+ADMIN_KEY = re.compile(r"[A-Za-z0-9._~+/-]{16,256}")  # no ':', ',', '=' or spaces: they split Triton's flag
 
 
 class ProductionConfigError(ValueError):
@@ -111,9 +62,9 @@ class ProductionConfig:
                 raise ProductionConfigError(f"{name} {getattr(self, name)} is not a file")
         if self.mutual and (self.ca_cert is None or not Path(self.ca_cert).is_file()):
             raise ProductionConfigError("mutual TLS needs ca_cert (the CA that signs client certificates)")
-        if not HEADER_NAME.match(self.admin_header):
+        if not HEADER_NAME.fullmatch(self.admin_header or ""):
             raise ProductionConfigError(f"admin header {self.admin_header!r}: lowercase letters, digits and '-'")
-        if not ADMIN_KEY.match(self.admin_key or ""):
+        if not ADMIN_KEY.fullmatch(self.admin_key or ""):
             raise ProductionConfigError("admin key: 16 to 256 characters from [A-Za-z0-9._~+/-] "
                                         "(e.g. `openssl rand -hex 32`)")
         unknown = [p for p in self.restricted if p not in KNOWN_PROTOCOLS]
@@ -150,10 +101,8 @@ class ProductionConfig:
         ]
         if self.mutual:
             args += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={Path(self.ca_cert).resolve()}"]
-        if self.allow_http:
+        if self.allow_http:  # whether HTTP runs at all is the launcher's (TritonServer(http=...))
             args.append(f"--http-restricted-api={group}")
-        else:
-            args.append("--allow-http=false")
         return args
 
     def client_kwargs(self) -> dict:
@@ -167,53 +116,15 @@ class ProductionConfig:
     def server_kwargs(self) -> dict:
         """Keyword arguments for ``launch.TritonServer``: ``TritonServer(repo, **cfg.server_kwargs())``."""
         return dict(model_control_mode="none", extra_args=self.tritonserver_args(),
-                    client_kwargs=self.client_kwargs(), probe_headers=self.grpc_admin_headers)
-
-
-def canary(url: str, client_kwargs: dict | None = None, timeout_s: float = 5.0) -> tuple[bool, str]:
-    """``(ok, why)``: one short text through ``classify_text``; ok only for a well-formed answer
-    (finite scores in [0, 1], one flagged value). Never raises."""
-    import tritonclient.grpc as grpcclient
-
-    try:
-        with grpcclient.InferenceServerClient(url, **(client_kwargs or {})) as client:
-            data = np.array([[CANARY_TEXT.encode("utf-8")]], dtype=np.object_)
-            tensor = grpcclient.InferInput(TEXT, list(data.shape), "BYTES")
-            tensor.set_data_from_numpy(data)
-            result = client.infer(TEXT_ENSEMBLE, [tensor], client_timeout=timeout_s)
-            scores, flagged = result.as_numpy(SCORES), result.as_numpy(FLAGGED)
-    except Exception as exc:  # noqa: BLE001 - any failure is a failed canary
-        status = getattr(exc, "status", lambda: None)()
-        message = getattr(exc, "message", lambda: None)() or str(exc)
-        return False, f"{status or type(exc).__name__}: {message}"
-    if scores is None or flagged is None or scores.ndim != 2 or scores.shape[0] != 1 or flagged.shape != (1, 1):
-        return False, "malformed answer"
-    if not (np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()):
-        return False, "scores not in [0, 1]"
-    return True, "ok"
+                    client_kwargs=self.client_kwargs(), probe_headers=self.grpc_admin_headers,
+                    http=self.allow_http)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m opencc_cm_serving.production canary --url HOST:PORT [--ca CA] [--cert C --key K]``:
-    exit 0 when the service classifies, 1 otherwise (a liveness probe that sees dead stubs)."""
-    import argparse
-    import sys
+    """``python -m opencc_cm_serving.production canary ...``: the canary's command line (:func:`.canary.main`)."""
+    from .canary import main as canary_main
 
-    p = argparse.ArgumentParser(prog="python -m opencc_cm_serving.production")
-    sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("canary", help="classify one short text; exit 0 if the answer is well formed")
-    c.add_argument("--url", default="127.0.0.1:8001")
-    c.add_argument("--ca", help="CA certificate (TLS)")
-    c.add_argument("--cert", help="client certificate (mTLS)")
-    c.add_argument("--key", help="client private key (mTLS)")
-    c.add_argument("--timeout", type=float, default=5.0)
-    args = p.parse_args(argv)
-    kwargs = {}
-    if args.ca:
-        kwargs = dict(ssl=True, root_certificates=args.ca, private_key=args.key, certificate_chain=args.cert)
-    ok, why = canary(args.url, kwargs, timeout_s=args.timeout)
-    print(f"canary: {'ok' if ok else 'FAILED'}: {why}", file=sys.stdout if ok else sys.stderr)
-    return 0 if ok else 1
+    return canary_main(argv)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Row scheduler of the python-ort encoder: short rows first, long rows one group at a time,
-abandoned requests dropped before they are computed (issue 14, parts 2 and 3).
+abandoned requests dropped before they are computed.
 
-Without it, one ``execute()`` took every queued request and answered them all at its end:
-a short prompt batched with (or queued behind) four max-length texts waited for all four.
+Why: an ``execute()`` that runs every queued request and answers them all at its end makes a
+short prompt batched with (or queued behind) four max-length texts wait for all four.
 Here ``execute()`` only validates and *admits* requests (answering bad ones at once) and
 returns; a worker thread owns the ONNX Runtime session and loops:
 
@@ -27,10 +27,23 @@ With ``long_lane`` (the python-ort encoder's default, config parameter ``long_ro
 rows of at least ``solo_tokens`` tokens and shorter rows are two lanes, each with its own
 worker thread running steps 1-4 over its own rows, both on the same encoder at once (an ONNX
 Runtime session runs concurrent calls; they share its threads). A short prompt then never
-waits for a long row: it shares the cores with one (measured on 2 CPU cores, real-shape graph:
-a 20-token row took 312 ms p50 / 505 ms max beside a 4,096-token row, 135 ms alone, instead of
-waiting up to the long row's 16 s). Memory: one long run plus one short group at a time. A
+waits for a long row: it shares the cores with one instead of waiting for the long row to end
+(BENCHMARKS.md, "Fairness"). Memory: one long run plus one short group at a time. A
 request with rows in both lanes is answered when both are done.
+
+Deadlines that cannot be met: the deadline bounds the start of each run (steps 1 and 3), and
+long rows (at least ``solo_tokens``: the windows of a long text) run one per run, so a request
+of many long rows expires, after computing some of them, when its last long row cannot start
+in time. The scheduler predicts that: the rows' costs (``cost(rows, width)``:
+batching.group_cost) times the time per cost unit measured on recent long runs
+(:class:`LongRowRate`, which follows the load: short prompts sharing the cores slow long rows
+down). A request whose last long row would start after its deadline, behind its other long
+rows and those pending ahead of it, is refused at once (UNMEETABLE: UNAVAILABLE with a
+message naming its long rows, the estimate and its timeout): at admission when a long run was
+measured, else before each of its runs (the rate measured on its own first rows), instead of
+expiring after the work. A single long row with nothing ahead is never refused so (it may
+start at once); short rows are not estimated (they share runs and cost little); nor is a
+request without a deadline.
 
 So a short request waits for at most the one group already running (in its lane) plus the short rows
 ahead of it, however many long rows are pending, and a request whose client gave up is not
@@ -43,8 +56,10 @@ Pure Python: ``run``, ``respond`` and ``clock`` are injected, so tests drive it 
 """
 from __future__ import annotations
 
+import statistics
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -55,6 +70,7 @@ from opencc_cm_contract.text_rules import pad_right
 from .batching import plan_groups
 
 CANCELLED, EXPIRED, OVERLOADED, FAILED, STOPPING = "cancelled", "expired", "overloaded", "failed", "stopping"
+UNMEETABLE = "unmeetable"  # refused because its long rows cannot finish before its deadline
 ALL, SHORT, LONG = "all", "short", "long"  # lanes: one worker for every row, or one per row class
 
 
@@ -84,8 +100,12 @@ class RowScheduler:
                  max_pad_fraction: float, max_rows: int, max_group_tokens: int, max_pending: int,
                  default_timeout_s: float | None, max_defer_s: float = 2.0, solo_tokens: int = 0,
                  clock: Callable[[], float] = time.monotonic, plan: Callable | None = None,
-                 cancel_check_tokens: int = 0, cancel_check_wait_s: float = 0.01, long_lane: bool = False):
+                 cancel_check_tokens: int = 0, cancel_check_wait_s: float = 0.01, long_lane: bool = False,
+                 cost: Callable[[int, int], float] | None = None, rate_fresh_s: float = 10.0):
         self.run, self.respond, self.is_cancelled, self.pad_id = run, respond, is_cancelled, pad_id
+        # cost(rows, width) of a run, in the units of the long-row time estimate (batching.group_cost)
+        self.cost = cost or (lambda rows, width: float(rows * width))
+        self.rate = LongRowRate(rate_fresh_s)
         self.plan = plan or (lambda lengths: plan_groups(lengths, max_pad_fraction, max_rows, max_group_tokens))
         self.max_pending, self.default_timeout_s, self.max_defer_s = max_pending, default_timeout_s, max_defer_s
         self.solo_tokens = solo_tokens
@@ -100,7 +120,7 @@ class RowScheduler:
         self.stopping = False
         self.threads: list[threading.Thread] = []
         # Works with rows being computed now, by id: their deadline was checked when their run
-        # started; the other lane must not expire them mid-run (that threw the result away).
+        # started; the other lane must not expire them mid-run (its finished rows would be thrown away).
         self.in_flight: dict[int, int] = {}
 
     # --- admission (execute(), Triton's thread)
@@ -109,17 +129,21 @@ class RowScheduler:
         now = self.clock()
         timeout = timeout_s if timeout_s else self.default_timeout_s
         work = Work(request, list(rows), now, now + timeout if timeout else None)
+        late = None
         with self.lock:
             if self.stopping:
                 full = STOPPING
             elif len(self.works) >= self.max_pending:
                 full = OVERLOADED
             else:
-                full = None
-                self.works.append(work)
-                self.lock.notify_all()
+                ahead = self._long_cost_ahead(work, now)
+                late = self._unmeetable(work, sorted(work.pending), now, ahead)
+                full = UNMEETABLE if late else None
+                if not full:
+                    self.works.append(work)
+                    self.lock.notify_all()
         if full:
-            self.respond(request, outcome=full)
+            self.respond(request, outcome=full, error=late)
         return not full
 
     # --- the worker
@@ -170,6 +194,8 @@ class RowScheduler:
                 self._drop(work, CANCELLED)
             elif self._expired(work, self.clock()):
                 self._drop(work, EXPIRED)
+            elif late := self._unmeetable(work, self._pending(work), self.clock()):
+                self._drop(work, UNMEETABLE, late)
             else:
                 live.append(work)
         entries = [(w, r) for w, r in chosen if w in live]
@@ -198,6 +224,52 @@ class RowScheduler:
     def _expired(self, work: Work, now: float) -> bool:
         """Deadline passed, and no row of it is being computed (under the lock or not: a read)."""
         return work.deadline is not None and now > work.deadline and id(work) not in self.in_flight
+
+    def _pending(self, work: Work) -> list[int]:
+        with self.lock:  # the other lane completes rows of the same request
+            return sorted(work.pending)
+
+    def _long_cost_ahead(self, work: Work, now: float) -> float:
+        """Cost of the pending long rows that run before ``work``'s last long row (under the lock):
+        the lane runs the shortest first, so only rows no longer than ``work``'s longest count;
+        requests already past their deadline are dropped before they run, so they do not count."""
+        longest = max((len(row) for row in work.rows), default=0)
+        return sum(self._long_cost(w, [r for r in w.pending if len(w.rows[r]) <= longest])
+                   for w in self.works if not self._expired(w, now))
+
+    def _long_cost(self, work: Work, rows) -> float:
+        """Cost of ``rows`` of ``work`` that are long (at least solo_tokens: they run one per run)."""
+        if not self.solo_tokens:
+            return 0.0
+        return sum(self.cost(1, len(work.rows[r])) for r in rows if len(work.rows[r]) >= self.solo_tokens)
+
+    def _unmeetable(self, work: Work, rows: list[int], now: float, ahead: float = 0.0) -> DeadlineError | None:
+        """Why ``work`` would expire before its long ``rows`` all ran (None if it would not, or
+        if nothing says otherwise). The deadline bounds the start of each run (``_pick``,
+        ``step``), and long rows run one at a time, so the request expires if its last long row
+        cannot start in time: after ``ahead`` (the cost of long rows that run before them) and
+        its other long rows, at the time per cost unit measured on recent long runs
+        (:class:`LongRowRate`). Short rows are not estimated: they share runs and cost little."""
+        if work.deadline is None or id(work) in self.in_flight:
+            return None
+        costs = sorted(self.cost(1, len(work.rows[r])) for r in rows if len(work.rows[r]) >= self.solo_tokens) \
+            if self.solo_tokens else []
+        rate = self.rate.seconds_per_cost(now) if costs else None
+        if rate is None:
+            return None
+        last_start, left = (ahead + sum(costs) - costs[-1]) * rate, work.deadline - now
+        if last_start <= left:
+            return None
+        long_rows = [len(row) for row in work.rows if len(row) >= self.solo_tokens]
+        done = "" if len(costs) == len(long_rows) else f", {len(long_rows) - len(costs)} of them done"
+        queued = f", behind {ahead * rate:.1f} s of long rows queued before it," if ahead else ""
+        return DeadlineError(
+            f"request cannot finish before its deadline: its {len(long_rows)} long rows (the windows of a long "
+            f"text, or rows of {self.solo_tokens}+ tokens; up to {max(long_rows)} tokens) run one at a time"
+            f"{done}; at the current {rate * self.cost(1, max(long_rows)):.2f} s per {max(long_rows)}-token row"
+            f"{queued} the last would start after about {last_start:.1f} s, but {max(left, 0.0):.1f} s are left "
+            f"of its {work.deadline - work.admitted:.1f} s timeout; refused now instead of expiring after the "
+            f"work. Send a shorter text or a longer timeout, or retry when the server is less busy")
 
     def _check_cancelled(self, work: Work, alone: bool) -> bool:
         """Whether to ask the server if ``work`` was cancelled before computing it.
@@ -238,7 +310,11 @@ class RowScheduler:
 
     def _compute(self, entries: list[tuple[Work, int]]) -> None:
         ids, mask = pad_right([w.rows[r] for w, r in entries], self.pad_id)
+        start = self.clock()
         logits = self.run(ids, mask)
+        if len(entries) == 1 and self.solo_tokens and ids.shape[1] >= self.solo_tokens:
+            end = self.clock()
+            self.rate.record((end - start) / self.cost(1, ids.shape[1]), end)
         finished = []
         # Under the lock: the other lane may complete rows of the same request meanwhile. Only
         # works still listed are answered (stop(), or the other lane dropping one, answered the rest).
@@ -264,3 +340,36 @@ class RowScheduler:
                 self.works.remove(work)
         if present:
             self.respond(work.request, outcome=outcome, error=error)
+
+
+class DeadlineError(RuntimeError):
+    """A request's long rows cannot finish before its deadline (message: counts and times)."""
+
+
+class LongRowRate:
+    """Seconds per cost unit of long rows (each runs alone), measured on the runs themselves.
+
+    ``seconds_per_cost(now)``: the median of the last ``samples`` long runs (it follows the
+    load, e.g. short prompts sharing the cores, and one odd run does not decide) while it is
+    fresh (a long run ended within ``fresh_s``), else the fastest rate seen (the long rows sat
+    idle: the load that slowed them may be gone); None before any long run. Written by the
+    worker that ran the row, read by admission and the workers: a deque append and reads of
+    floats, atomic under the GIL."""
+
+    def __init__(self, fresh_s: float, samples: int = 3):
+        self.fresh_s = fresh_s
+        self.recent: deque[float] = deque(maxlen=samples)
+        self.best: float | None = None
+        self.at = float("-inf")
+
+    def record(self, seconds_per_cost: float, now: float) -> None:
+        value = max(seconds_per_cost, 0.0)
+        self.recent.append(value)
+        self.best = value if self.best is None else min(self.best, value)
+        self.at = now
+
+    def seconds_per_cost(self, now: float) -> float | None:
+        recent = list(self.recent)
+        if not recent:
+            return None
+        return statistics.median(recent) if now - self.at <= self.fresh_s else self.best

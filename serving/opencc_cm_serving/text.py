@@ -7,9 +7,9 @@ tokenization and this server produce identical ids; this module adds the long-in
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
-from opencc_cm_contract.limits import LONG_INPUT_POLICIES
+from opencc_cm_contract.limits import LONG_INPUT_POLICIES, REJECT
 from opencc_cm_contract.text_rules import check_token_count, decode_text, encode_texts, load_tokenizer
 
 from .errors import InputError
@@ -36,28 +36,33 @@ def split_windows(ids: Sequence[int], max_tokens: int, overlap: int) -> list[lis
 
 
 def texts_to_rows(
-    encoded: Sequence[Sequence[int]], policy: str, max_tokens: int, overlap: int, max_rows: int, name: str = "text"
+    encoded: Iterable[Sequence[int]], policy: str, max_tokens: int, overlap: int, max_rows: int, name: str = "text"
 ) -> tuple[list[list[int]], list[int], list[int]]:
     """Encoder rows for a request's texts and, per row, the index of its text and the offset
     of the row's first token in that text (``window_start``; 0 unless windowed). Calibration
-    uses both to report each text's own token count (overlaps counted once)."""
-    if not encoded:
-        raise InputError(f"{name}: empty batch")
+    uses both to report each text's own token count (overlaps counted once).
+
+    ``encoded`` may be lazy (a generator encoding one text at a time): the texts are taken in
+    order and the request is refused at the first text that breaks a limit (above max_tokens
+    under ``reject``, or its windows taking the rows past ``max_rows``), so the texts after it
+    are never encoded."""
     rows: list[list[int]] = []
     text_row: list[int] = []
     starts: list[int] = []
     for i, ids in enumerate(encoded):
         where = f"{name}[{i}]"
-        if policy == "reject" or not ids:
+        if policy == REJECT or not ids:
             check_token_count(ids, where, max_tokens)
             offsets = [0]
         else:
             offsets = window_starts(len(ids), max_tokens, overlap)
         if len(rows) + len(offsets) > max_rows:  # before copying the windows of a huge text
-            total = len(rows) + sum(len(window_starts(len(x), max_tokens, overlap)) for x in encoded[i:])
-            raise InputError(f"{name}: {len(encoded)} texts make {total} windows of up to {max_tokens} tokens, "
-                             f"above max_batch_size {max_rows}; send fewer or shorter texts")
+            upto = f"{name}[0]" if i == 0 else f"{name}[0] to {where}"
+            raise InputError(f"{name}: {upto} alone make {len(rows) + len(offsets)} windows of up to {max_tokens} "
+                             f"tokens, above max_batch_size {max_rows}; send fewer or shorter texts")
         rows += [list(ids[s : s + max_tokens]) for s in offsets]
         text_row += [i] * len(offsets)
         starts += offsets
+    if not rows:
+        raise InputError(f"{name}: empty batch")
     return rows, text_row, starts

@@ -10,6 +10,7 @@ the rest of the package and its tests never need a server; tests stub it in sys.
 from __future__ import annotations
 
 import json
+import math
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -49,11 +50,25 @@ def version_path(args: dict, value: str) -> Path:
     return path if path.is_absolute() else Path(args["model_repository"]) / str(args["model_version"]) / path
 
 
-def input_array(request, name: str):
+def input_array(request, name: str, max_elements: int | None = None):
+    """The request's input ``name`` as numpy (the array the stub built when it received the
+    request). With ``max_elements``, a tensor holding more elements is INVALID_ARG naming it and
+    its shape, before the model computes anything from it."""
     tensor = pb().get_input_tensor_by_name(request, name)
     if tensor is None:
         raise InputError(f"missing input tensor {name!r}")
-    return tensor.as_numpy()
+    array = tensor.as_numpy()
+    if max_elements is not None:
+        check_elements(name, array.shape, max_elements)
+    return array
+
+
+def check_elements(name: str, shape, max_elements: int) -> None:
+    """``shape``'s element count, as a Python int (no overflow), at most ``max_elements``."""
+    count = math.prod(int(d) for d in shape)
+    if count > max_elements:
+        raise InputError(f"{name}: shape {[int(d) for d in shape]} holds {count} elements, above the "
+                         f"{max_elements} of max_batch_size rows of max_tokens")
 
 
 def request_parameters(request) -> dict[str, Any]:

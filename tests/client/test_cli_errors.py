@@ -158,8 +158,10 @@ def test_no_text_is_an_error(capsys, monkeypatch):
 def test_every_argument_has_help_and_shows_its_default():
     parser = build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(subparsers.choices) == {"check", "eval", "calibrate"}
-    for name, sub in subparsers.choices.items():
+    assert set(subparsers.choices) == {"check", "eval", "calibrate", "serve-http"}
+    from opencc_cm_http.cli import build_parser as serve_http_parser  # serve-http's options live there
+
+    for name, sub in [*subparsers.choices.items(), ("serve-http options", serve_http_parser())]:
         text = " ".join(sub.format_help().split())
         for action in sub._actions:
             if isinstance(action, argparse._HelpAction):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from opencc_cm_client import classification_pb2 as pb
+from opencc_cm_contract.latency import latency_summary
 from opencc_cm_client.evaluation import (Sample, calibrate_for_fpr, calibrate_for_recall, evaluate,
-                                         expected_metrics, latency_summary, read_samples)
+                                         expected_metrics, read_samples)
 from opencc_cm_client.gate import gate_decision
 from opencc_cm_client.results import Classification, LabelResult
 from opencc_cm_contract.text_rules import InputError, decode_text
@@ -153,3 +154,59 @@ def test_threshold_objects_follow_one_rule_and_name_the_key():
         assert err.value.key == key, (key, str(err.value))
     with pytest.raises(ThresholdMappingError, match="expected an object"):
         resolve_label_thresholds([0.5] * 11, HARM_CATEGORIES)
+
+
+def test_a_request_the_server_cannot_parse_is_a_client_mistake_never_retried():
+    """gRPC answers INTERNAL "Unable to parse request" for a message it cannot decode (invalid
+    UTF-8 in a parameter key or string value): the same bytes fail again, so a client that retries
+    INTERNAL loops. Ours reports it as InvalidRequestError and sends the call once."""
+    import asyncio
+
+    from tritonclient.utils import InferenceServerException
+
+    from opencc_cm_client.aio import AsyncClassifierClient
+    from opencc_cm_client.client import ClassifierClient
+    from opencc_cm_client.errors import ClassifierError, InvalidRequestError, UnavailableError, from_status
+    from opencc_cm_client.options import ConnectionOptions, RetryPolicy
+    from opencc_cm_client.errors import next_retry_delay
+
+    unparsable = InferenceServerException("Unable to parse request", status="StatusCode.INTERNAL")
+    error = from_status(str(unparsable.status()), unparsable.message())
+    assert isinstance(error, InvalidRequestError) and error.code == "INTERNAL"
+    assert "client mistake" in str(error) and "Unable to parse request" in str(error)
+    assert next_retry_delay(unparsable, iter([0.0, 0.0]))[1] is None
+    stub_dead = from_status("StatusCode.INTERNAL", "Stub process 'encoder_0_0' is not healthy.")
+    assert type(stub_dead) is ClassifierError and not isinstance(stub_dead, UnavailableError)
+
+    options = ConnectionOptions(retry=RetryPolicy(attempts=4, initial_backoff_s=0.001, max_backoff_s=0.001))
+
+    def counting(exc):
+        calls = []
+
+        def fn():
+            calls.append(1)
+            raise exc
+        return calls, fn
+
+    transient = InferenceServerException("failed to connect to all addresses", status="StatusCode.UNAVAILABLE")
+    with ClassifierClient("127.0.0.1:1", options=options) as sync_client:
+        for exc, sent, raised in ((unparsable, 1, InvalidRequestError), (transient, 4, UnavailableError)):
+            calls, fn = counting(exc)
+            with pytest.raises(raised):
+                sync_client._with_retries(fn)
+            assert len(calls) == sent, (exc.message(), len(calls))
+
+    async def run_async():
+        client = AsyncClassifierClient("127.0.0.1:1", options=options)
+        try:
+            for exc, sent, raised in ((unparsable, 1, InvalidRequestError), (transient, 4, UnavailableError)):
+                calls, fn = counting(exc)
+
+                async def afn():
+                    fn()
+                with pytest.raises(raised):
+                    await client._with_retries(afn)
+                assert len(calls) == sent, (exc.message(), len(calls))
+        finally:
+            await client.close()
+    asyncio.run(run_async())

@@ -13,7 +13,8 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"contract": "opencc_cm_contract", "client": "opencc_cm_client", "serving": "opencc_cm_serving",
-            "export": "opencc_cm_export", "benchmarks": "opencc_cm_benchmarks"}
+            "export": "opencc_cm_export", "benchmarks": "opencc_cm_benchmarks", "jobs": "opencc_cm_jobs",
+            "http_service": "opencc_cm_http"}
 PROVIDED_BY_THE_SERVER = {"triton_python_backend_utils"}  # the Python backend injects it into model.py's stub
 ALIASES = {"google": "protobuf",  # namespace package: google.protobuf comes from protobuf
            "fla": "fla_core"}  # fla-core (optional, CUDA only) is imported as fla

@@ -115,7 +115,7 @@ def test_trained_classifier_beats_chance_on_the_test_split(demo_reference):
 
 
 def test_demo_prompts_get_the_intended_verdicts(demo_reference):
-    from opencc_cm_serving.demo import EXPECTED
+    from opencc_cm_jobs.demo import EXPECTED
 
     texts = list(EXPECTED)
     flags = _verdicts(demo_reference, texts)

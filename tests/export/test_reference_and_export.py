@@ -7,7 +7,7 @@ from onnx import TensorProto, helper
 
 from opencc_cm_contract import ATTENTION_MASK, INPUT_IDS, LOGITS
 from opencc_cm_export.blocked_attention import blocked_causal_attention
-from opencc_cm_export.bundle import read_bundle_manifest
+from opencc_cm_contract.bundle_format import ClassifierManifest
 from opencc_cm_export.classifier_graph import build_merged_classifier
 from opencc_cm_export.gated_delta_export import (scan_chunk_gated_delta_rule,
                                                  unit_lower_triangular_inverse)
@@ -80,10 +80,10 @@ def test_merged_classifier_matches_the_unmerged_oracle(tiny_reference, query_blo
 
 
 def test_exported_bundle_passed_parity_and_is_complete(tiny_bundle):
-    manifest = read_bundle_manifest(tiny_bundle)
-    assert manifest["parity"]["passed"] and manifest["parity"]["max_abs_score_diff"] <= 1e-5
-    assert manifest["parity"]["decision_agreement"] == 1.0
-    assert manifest["labels"][6] == "Information Integrity" and len(manifest["thresholds"]) == 11
+    manifest = ClassifierManifest.read(tiny_bundle)
+    assert manifest.parity["passed"] and manifest.parity["max_abs_score_diff"] <= 1e-5
+    assert manifest.parity["decision_agreement"] == 1.0
+    assert manifest.labels[6] == "Information Integrity" and len(manifest.thresholds) == 11
     assert {"model.onnx", "tokenizer.json", "classifier.json"} <= {p.name for p in tiny_bundle.iterdir()}
 
 
@@ -97,7 +97,7 @@ def test_export_with_small_query_blocks_keeps_parity_on_rows_of_many_blocks(tiny
                            progress=lambda *_: None)
     assert report.passed and report.max_abs_diff <= 1e-5
     assert {c.shape for c in report.cases} >= {(1, 1100), (5, 1100)}
-    assert read_bundle_manifest(tmp_path)["attention_query_block"] == 64
+    assert ClassifierManifest.read(tmp_path).attention_query_block == 64
     graph = onnx.load(str(tmp_path / "model.onnx"), load_external_data=False).graph
     layer_types = tiny_reference_layer_types(tiny_checkpoint)
     # One Scan per layer: the DeltaNet chunk recurrence and the attention query blocks.
@@ -169,4 +169,4 @@ def test_fp16_export_keeps_dynamic_axes_and_close_scores(tiny_checkpoint, tmp_pa
                            precision="fp16", max_tokens=1024, parity_lengths=(1, 65), progress=lambda *_: None)
     check_graph_interface(tmp_path / "model.onnx")
     assert report.passed and 0 < report.max_abs_diff <= 2e-2
-    assert read_bundle_manifest(tmp_path)["precision"] == "fp16"
+    assert ClassifierManifest.read(tmp_path).precision == "fp16"

@@ -72,9 +72,8 @@ def test_graph_precision_reads_the_initializers(tiny_bundle):
 
 def test_profile_comes_from_the_bundle_and_the_deployed_max_batch(tiny_bundle, tmp_path):
     from opencc_cm_serving.deploy import main as deploy_main
-    from pathlib import Path
 
-    templates = Path(__file__).resolve().parents[2] / "model_repository"
+    from opencc_cm_serving.deploy import CHECKOUT_TEMPLATES as templates
     repo = tmp_path / "repo"
     assert deploy_main(["--bundle", str(tiny_bundle), "--repository", str(templates), "--output", str(repo),
                         "--target", "tensorrt", "--max-batch-size", "24"]) == 0

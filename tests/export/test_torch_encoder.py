@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from opencc_cm_contract.buckets import bucket_for, parse_buckets, powers_of_two
 from opencc_cm_contract.text_rules import pad_right
 from opencc_cm_export.reference import activate
-from opencc_cm_export.torch_encoder import (TorchEncoder, TorchEncoderError, load_merged, pick,
+from opencc_cm_export.torch_encoder import (TorchEncoder, TorchEncoderError, load_merged,
                                             resolve_gated_delta)
 from opencc_cm_export.gated_delta_export import torch_chunk_rule
 
@@ -50,7 +51,11 @@ def test_bucket_padding_changes_no_score(tiny_bundle, tiny_reference, rows):
 
 
 def test_buckets_pick_the_smallest_fitting_size():
-    assert [pick((16, 32, 64), n) for n in (1, 16, 17, 64, 65)] == [16, 16, 32, 64, 65]
+    assert [bucket_for((16, 32, 64), n) for n in (1, 16, 17, 64, 65)] == [16, 16, 32, 64, 65]
+    assert powers_of_two(16, 100) == [16, 32, 64, 100] and powers_of_two(1, 64) == [1, 2, 4, 8, 16, 32, 64]
+    assert parse_buckets("64, 16,32,16") == (16, 32, 64) and parse_buckets("16,32,64,128", cap=100) == (16, 32, 64, 100)
+    with pytest.raises(ValueError, match="positive integers"):
+        parse_buckets("16,x")
 
 
 def test_cpu_runs_fp32_eager_with_the_projects_rule(tiny_bundle, tiny_reference):

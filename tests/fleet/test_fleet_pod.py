@@ -68,7 +68,7 @@ def test_probe_fails_against_the_wrong_ca_and_http_is_off(pod):
 
 
 def test_autoscaler_metrics_exist_in_a_real_scrape(pod, rendered):
-    from opencc_cm_serving.production import canary
+    from opencc_cm_serving.canary import canary
 
     ok, why = canary(pod.grpc_url, dict(ssl=True, root_certificates=str(pod.pki / "ca.crt")))  # a real request
     assert ok, why

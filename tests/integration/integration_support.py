@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from opencc_cm_serving.deploy import main as deploy_main
+from opencc_cm_serving.deploy import CHECKOUT_TEMPLATES, main as deploy_main
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "model_repository"
+TEMPLATES = CHECKOUT_TEMPLATES
 MAX_BATCH = 8  # small, so that the client's splitting is exercised with few prompts
 
 

@@ -6,7 +6,7 @@ import re
 
 from integration_support import deploy_tiny
 
-from opencc_cm_serving import demo
+from opencc_cm_jobs import demo
 
 
 def test_demo_prints_the_intended_verdicts(demo_checkpoint, tmp_path, capsys):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from opencc_cm_client import AsyncClassifierClient, ClassifierClient, InvalidRequestError
-from opencc_cm_client.requests import LocalTokenizer
+from opencc_cm_client.local_tokenizer import LocalTokenizer
 from opencc_cm_export.reference import decide
 
 PROMPTS = [

@@ -23,7 +23,6 @@ from toy_bundle import WORDS, toy_logits
 SCORE_ATOL = 1e-5          # fp32 ONNX Runtime vs float64 numpy
 FLAG_MARGIN = 1e-5         # a flag is only judged where the score is this far from its threshold
 STUB_NAME = "triton_python_backend_stub"
-SHM_PREFIX = "triton_python_backend_shm_region"
 MIB = 1 << 20
 
 QUEUE_SIZE = 8                    # max_queue_size of every model on the session server (rel_server)
@@ -219,10 +218,14 @@ def stubs(pid: int) -> dict[str, psutil.Process]:
 
 
 def stub_shm_regions(pid: int) -> set[str]:
-    """The /dev/shm region names this server's stubs were started with."""
+    """The /dev/shm region names this server's stubs were started with (a stub's argv[2]; the
+    launcher gives each server its own region prefix)."""
     regions = set()
     for proc in stubs(pid).values():
-        regions.update(a for a in proc.cmdline() if a.startswith(SHM_PREFIX))
+        try:
+            regions.update(proc.cmdline()[2:3])
+        except psutil.NoSuchProcess:
+            pass
     return regions
 
 

@@ -9,8 +9,8 @@ modes"):
   the client library (retries on UNAVAILABLE) sees no error at all.
 - a killed stub is NOT restarted: every request through that model fails INTERNAL "Stub
   process '<model>_0_0' is not healthy." (in-flight ones after ~2 s), while the server AND
-  the model still report READY. Recovery is a server restart; the launcher's canary
-  (``--canary-interval``) detects it and exits 3 so that a supervisor restarts it. Stopping
+  the model still report READY. Recovery is a server restart; the launcher watches the stub
+  processes and exits 3 when one dies so that a supervisor restarts it. Stopping
   such a server waits for the full --exit-timeout-secs and leaks the dead stub's /dev/shm
   region (removed here).
 - a broken artifact: the model fails to load, the log says why, tritonserver exits 1 and the
@@ -34,7 +34,7 @@ from opencc_cm_client import ClassifierClient, ClassifierError, ConnectionOption
 from opencc_cm_contract import (ENCODER_MODEL, IDS_ENSEMBLE, TEXT_ENSEMBLE,
                                        TOKENIZER_MODEL)
 from opencc_cm_serving.launch import TritonServer, free_port
-from opencc_cm_serving.production import canary
+from opencc_cm_serving.canary import canary
 
 from reliability_tools import (Tally, classify_outcome, fire_cases, make_cases, remove_leaked_regions,
                                stub_shm_regions, stubs)
@@ -219,7 +219,7 @@ def test_killed_encoder_stub(stub_server, reference):
     assert all(kind == "ok" for kind, _ in recovered)
 
 
-def test_launcher_canary_exits_when_a_stub_dies(rel_repository, tmp_path):
+def test_launcher_exits_when_a_stub_dies(rel_repository, tmp_path):
     ports = [free_port() for _ in range(3)]
     cmd = [sys.executable, "-m", "opencc_cm_serving.launch", "--model-repository", str(rel_repository),
            "--grpc-port", str(ports[0]), "--http-port", str(ports[1]), "--metrics-port", str(ports[2]),
@@ -249,12 +249,11 @@ def test_launcher_canary_exits_when_a_stub_dies(rel_repository, tmp_path):
         leaked = remove_leaked_regions(regions)
     stderr.seek(0)
     err = stderr.read()
-    print(f"\n[canary] launcher exited {code} {took:.1f} s after the encoder stub was killed; "
+    print(f"\n[stub watch] launcher exited {code} {took:.1f} s after the encoder stub was killed; "
           f"/dev/shm regions left behind: {len(leaked)}")
-    print("[canary] " + "\n[canary] ".join(err.strip().splitlines()))
+    print("[stub watch] " + "\n[stub watch] ".join(err.strip().splitlines()))
     assert code == 3
-    assert "launch: canary failed (1/2)" in err and "launch: canary failed (2/2)" in err
-    assert "Stub process 'encoder_0_0' is not healthy" in err and "stopping the server" in err
+    assert f"launch: Python-backend stub died: {ENCODER_MODEL} (stub pid" in err and "Stopping the server" in err
 
 
 # --- (c) broken artifacts --------------------------------------------------------------------------

@@ -88,14 +88,15 @@ def test_production_flags(pki):
                               admin_key="k" * 32)
     args = config.tritonserver_args()
     assert f"--grpc-restricted-protocol={','.join(ADMIN_PROTOCOLS)}:admin-key={'k' * 32}" in args
-    assert "--grpc-use-ssl=true" in args and "--allow-http=false" in args and "--disable-auto-complete-config" in args
-    assert config.server_kwargs()["model_control_mode"] == "none"
+    assert "--grpc-use-ssl=true" in args and "--disable-auto-complete-config" in args
+    assert config.server_kwargs()["model_control_mode"] == "none" and config.server_kwargs()["http"] is False
     assert config.grpc_admin_headers == {"triton-grpc-protocol-admin-key": "k" * 32}
     mutual = ProductionConfig(server_cert=pki / "server.crt", server_key=pki / "server.key", ca_cert=pki / "ca.crt",
                               admin_key="k" * 32, mutual=True, allow_http=True)
     assert "--grpc-use-ssl-mutual=true" in mutual.tritonserver_args()
     assert any(a.startswith("--http-restricted-api=model-repository,") for a in mutual.tritonserver_args())
     bad = [dict(admin_key="short"), dict(admin_key="k" * 20 + ":x=y"), dict(admin_header="Admin Key"),
+           dict(admin_key="k" * 32 + "\n"), dict(admin_header="admin-key\n"),  # "$" matches before a final newline
            dict(restricted=("inference",)), dict(restricted=("model-repository", "nonsense")),
            dict(server_cert=pki / "missing.crt"), dict(mutual=True, ca_cert=None)]
     for change in bad:

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from opencc_cm_contract import SCORES
+
 from opencc_cm_serving.bundle import load_classifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # helper modules, whatever the import mode
@@ -95,3 +97,13 @@ def client(server):
 
     with grpcclient.InferenceServerClient(server.grpc_url) as c:
         yield c
+
+
+@pytest.fixture
+def stays_ready(client):
+    """After the test: the server is ready and still classifies (a bad request sank nothing)."""
+    from serving_calls import classify_text
+
+    yield
+    assert client.is_server_ready()
+    assert classify_text(client, ["still serving"])[SCORES].shape[0] == 1

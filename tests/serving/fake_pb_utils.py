@@ -71,9 +71,13 @@ class Request:
     cancelled: bool = False
     timeout_us: int = 0
     sender: ResponseSender = field(default_factory=ResponseSender)
+    requested_outputs: tuple = ()  # an ensemble step asks for its output_map; a direct call may ask for none
 
     def parameters(self) -> str:
         return json.dumps(self.params)
+
+    def requested_output_names(self) -> list[str]:
+        return list(self.requested_outputs)
 
     def is_cancelled(self) -> bool:
         return self.cancelled

@@ -1,6 +1,7 @@
 """Small tritonclient wrappers and reference decisions shared by the server tests."""
 from __future__ import annotations
 
+import contextlib
 import queue
 import random
 from pathlib import Path
@@ -12,12 +13,12 @@ from opencc_cm_contract import (
     ATTENTION_MASK, FLAGGED, IDS_ENSEMBLE, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT, TEXT_ENSEMBLE,
     THRESHOLD_PROFILE_PARAMETER, TOKEN_COUNT,
 )
-from opencc_cm_serving.deploy import main as deploy_main
+from opencc_cm_serving.deploy import CHECKOUT_TEMPLATES, main as deploy_main
 from opencc_cm_contract.text_rules import pad_right
 
 from toy_bundle import WORDS
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "model_repository"
+TEMPLATES = CHECKOUT_TEMPLATES
 
 OUTPUTS = (SCORES, LABEL_FLAGS, FLAGGED, TOKEN_COUNT)
 TIMEOUT_S = 30
@@ -77,12 +78,52 @@ def prompts(tokenizer, max_tokens: int, count: int, seed: int = 1) -> list[str]:
     return out[:count]
 
 
+@contextlib.contextmanager
+def served(bundle: Path, root: Path, *deploy_args: str, target: str = "python-ort", ready_timeout: float = 120):
+    """Deploy ``bundle`` into ``root/repo`` (``deploy_args`` as on deploy's command line), run a real
+    tritonserver on it on loopback (its log in ``root``) and yield ``(server, client)``: what every
+    server test module's fixture builds on."""
+    from opencc_cm_serving.launch import TritonServer
+
+    repo = deploy_to(bundle, root / "repo", target, *deploy_args)
+    with TritonServer(repo, log_path=root / "tritonserver.log", ready_timeout=ready_timeout) as server, \
+            grpcclient.InferenceServerClient(server.grpc_url) as client:
+        yield server, client
+
+
+INVALID = "StatusCode.INVALID_ARGUMENT"
+
+
+def rejected(call) -> str:
+    """``call()`` must fail with INVALID_ARGUMENT; returns the server's message."""
+    import pytest
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException) as info:
+        call()
+    assert info.value.status() == INVALID, info.value
+    return info.value.message()
+
+
 def deploy_to(bundle: Path, output: Path, target: str, *extra: str) -> Path:
     """Fill a copy of the committed repository at ``output`` (python -m opencc_cm_serving.deploy)."""
     code = deploy_main(["--bundle", str(bundle), "--repository", str(TEMPLATES), "--output", str(output),
                         "--target", target, *extra])
     assert code == 0, f"deploy {target} failed"
     return output
+
+
+def encoder_metrics(url) -> dict[str, float]:
+    """The encoder's counters on Triton's metrics endpoint (rows computed, requests dropped)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("opencc_cm_encoder_"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
 
 
 def fire(client, model, batches, profiles=None):
@@ -97,3 +138,12 @@ def fire(client, model, batches, profiles=None):
         i, result, error = done.get(timeout=TIMEOUT_S)
         out[i] = error if error is not None else result
     return out
+
+
+NESTING = 100_000  # levels: 10,000 parse; 100,000 made tritonserver 2.51 exit with SIGSEGV
+
+
+def nested_infer_body(levels: int = NESTING) -> bytes:
+    """An inference request whose "data" is ``levels`` arrays deep (about 200 KB)."""
+    data = "[" * levels + '"a"' + "]" * levels
+    return ('{"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": ' + data + "}]}").encode()

@@ -12,7 +12,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from opencc_cm_contract import names as contract
-from opencc_cm_client.errors import UnavailableError, from_status
+from opencc_cm_client.errors import InvalidRequestError, UnavailableError, from_status
 from opencc_cm_contract.metadata import METADATA_KEYS
 
 DOC = Path(__file__).resolve().parents[2] / "proto" / "CLIENT_CONTRACT.md"
@@ -128,6 +128,8 @@ def test_errors_table_is_what_the_client_does():
         error = from_status(code, contains or "some message")
         # the client retries exactly the UnavailableError family (client.py, aio.py: next_retry_delay)
         assert isinstance(error, UnavailableError) == retry.startswith("yes"), (code, contains, retry, type(error))
+        # a client mistake is an InvalidRequestError, whatever code the server answered it with
+        assert isinstance(error, InvalidRequestError) == meaning.startswith("the request is wrong"), (code, contains)
     documented = {code for code, *_ in rows}
     assert {"INVALID_ARGUMENT", "UNAVAILABLE", "NOT_FOUND", "CANCELLED", "DEADLINE_EXCEEDED",
             "RESOURCE_EXHAUSTED", "INTERNAL", "UNKNOWN"} <= documented

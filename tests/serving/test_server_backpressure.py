@@ -5,19 +5,14 @@ from __future__ import annotations
 import pytest
 
 from opencc_cm_contract import TEXT_ENSEMBLE
-from opencc_cm_serving.launch import TritonServer
 
-from serving_calls import classify_text, deploy_to, fire, text_inputs
+from serving_calls import classify_text, fire, served, text_inputs
 
 
 @pytest.fixture(scope="module")
 def tiny_queue_client(tmp_path_factory, bundle_dir):
-    import tritonclient.grpc as grpcclient
-
-    repo = deploy_to(bundle_dir, tmp_path_factory.mktemp("queue") / "repo", "python-ort", "--max-queue-size", "1")
-    with TritonServer(repo, log_path=repo.parent / "tritonserver.log", ready_timeout=120) as server:
-        with grpcclient.InferenceServerClient(server.grpc_url) as client:
-            yield client
+    with served(bundle_dir, tmp_path_factory.mktemp("queue"), "--max-queue-size", "1") as (_, client):
+        yield client
 
 
 def test_queue_overflow_is_unavailable(tiny_queue_client):

@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from tritonclient.utils import InferenceServerException
 
 from opencc_cm_contract import (
     ATTENTION_MASK, CALIBRATION_MODEL, ENCODER_MODEL, FLAGGED, IDS_PREPROCESS_MODEL, LOGITS, SCORES,
     TEXT_ROW, TOKEN_COUNT, TOKENIZER_MODEL, WINDOW_START,
 )
 
-from serving_calls import classify_text, ids_inputs, text_inputs
+from serving_calls import ids_inputs, rejected, text_inputs
 
 INVALID = "StatusCode.INVALID_ARGUMENT"
 
@@ -27,18 +26,11 @@ def tensors(**arrays) -> list:
     return out
 
 
-def rejected(client, model, inputs) -> str:
-    with pytest.raises(InferenceServerException) as info:
-        client.infer(model, inputs)
-    assert info.value.status() == INVALID, info.value
-    return info.value.message()
+pytestmark = pytest.mark.usefixtures("stays_ready")
 
 
-@pytest.fixture(autouse=True)
-def stays_ready(client):
-    yield
-    assert client.is_server_ready()
-    assert classify_text(client, ["still serving"])[SCORES].shape[0] == 1
+def rejected_by(client, model, inputs) -> str:
+    return rejected(lambda: client.infer(model, inputs))
 
 
 def calibration_inputs(spec, logits=None, mask=None, text_row=None, window_start=None):
@@ -60,7 +52,7 @@ def test_calibration_direct_call_well_formed(client, spec):
 def test_calibration_refuses_non_finite_logits(client, spec, value):
     logits = np.zeros((3, spec.num_labels), np.float32)
     logits[1, 4] = value
-    message = rejected(client, CALIBRATION_MODEL, calibration_inputs(spec, logits=logits))
+    message = rejected_by(client, CALIBRATION_MODEL, calibration_inputs(spec, logits=logits))
     assert "non-finite" in message and "row 1, column 4" in message
 
 
@@ -71,7 +63,7 @@ def test_calibration_refuses_non_finite_logits(client, spec, value):
     ([[1, 1, 1], [1, 1, 0], [0, 0, 0]], "row 2 has no real token"),
 ])
 def test_calibration_checks_the_mask(client, spec, mask, problem):
-    assert problem in rejected(client, CALIBRATION_MODEL, calibration_inputs(spec, mask=np.array(mask, np.int64)))
+    assert problem in rejected_by(client, CALIBRATION_MODEL, calibration_inputs(spec, mask=np.array(mask, np.int64)))
 
 
 @pytest.mark.parametrize("text_row, window_start, problem", [
@@ -84,7 +76,7 @@ def test_calibration_checks_the_mask(client, spec, mask, problem):
 def test_calibration_checks_text_row_and_window_start(client, spec, text_row, window_start, problem):
     col = lambda v: np.array(v, np.int64)[:, None]  # noqa: E731
     inputs = calibration_inputs(spec, text_row=col(text_row), window_start=col(window_start))
-    assert problem in rejected(client, CALIBRATION_MODEL, inputs)
+    assert problem in rejected_by(client, CALIBRATION_MODEL, inputs)
 
 
 def test_calibration_refuses_rows_above_max_tokens(client, spec):
@@ -92,7 +84,7 @@ def test_calibration_refuses_rows_above_max_tokens(client, spec):
     mask = np.zeros((3, width), np.int64)
     mask[0, :] = 1
     mask[1:, :2] = 1
-    assert f"above max_tokens {spec.max_tokens}" in rejected(client, CALIBRATION_MODEL, calibration_inputs(spec, mask=mask))
+    assert f"above max_tokens {spec.max_tokens}" in rejected_by(client, CALIBRATION_MODEL, calibration_inputs(spec, mask=mask))
 
 
 @pytest.mark.parametrize("model", [ENCODER_MODEL, IDS_PREPROCESS_MODEL])
@@ -100,7 +92,7 @@ def test_rows_above_max_tokens_refused(client, spec, model):
     ids = np.full((2, spec.max_tokens + 1), 1, np.int64)
     mask = np.ones_like(ids)
     mask[0, 5:] = 0
-    message = rejected(client, model, ids_inputs(ids, mask))
+    message = rejected_by(client, model, ids_inputs(ids, mask))
     assert f"row 1 has {spec.max_tokens + 1} real tokens, above max_tokens {spec.max_tokens}" in message
 
 
@@ -112,13 +104,13 @@ def test_rows_above_max_tokens_refused(client, spec, model):
     ([[1, 2, 3]], [[0, 0, 0]], "no real token"),
 ])
 def test_ids_models_check_ids_and_mask(client, model, ids, mask, problem):
-    message = rejected(client, model, ids_inputs(np.array(ids, np.int64), np.array(mask, np.int64)))
+    message = rejected_by(client, model, ids_inputs(np.array(ids, np.int64), np.array(mask, np.int64)))
     assert problem in message or (problem == "outside [0," and "must lie in [0," in message)
 
 
 def test_tokenizer_refuses_text_above_max_tokens(client, spec):
     text = "the model " * spec.max_tokens
-    message = rejected(client, TOKENIZER_MODEL, text_inputs([text]))
+    message = rejected_by(client, TOKENIZER_MODEL, text_inputs([text]))
     assert f"above max_tokens {spec.max_tokens}" in message
 
 
@@ -128,3 +120,31 @@ def test_encoder_direct_call_well_formed(client, spec, reference_logits):
     mask = np.array([[1, 1, 1], [1, 0, 0]], np.int64)
     logits = client.infer(ENCODER_MODEL, ids_inputs(ids, mask)).as_numpy(LOGITS)
     assert np.abs(logits - reference_logits(rows)).max() <= 1e-5
+
+
+def test_id_tensors_above_max_batch_size_rows_of_max_tokens_are_refused(client, spec):
+    """Every model that takes ids or a mask refuses a tensor of more than max_batch_size x
+    max_tokens elements (the ingress cap's own figure) before computing anything from it, naming
+    the tensor and its shape; one at the limit is still answered."""
+    from opencc_cm_contract import DEFAULT_MAX_BATCH_SIZE, IDS_ENSEMBLE
+    from opencc_cm_contract.limits import max_id_elements
+
+    limit = max_id_elements(DEFAULT_MAX_BATCH_SIZE, spec.max_tokens)  # the session server's deploy defaults
+
+    def padded(width):
+        ids = np.full((1, width), spec.pad_token_id, np.int64)
+        ids[0, :3] = [5, 6, 7]
+        mask = np.zeros((1, width), np.int64)
+        mask[0, :3] = 1
+        return ids, mask
+
+    ids, mask = padded(limit)
+    assert client.infer(IDS_ENSEMBLE, ids_inputs(ids, mask)).as_numpy(TOKEN_COUNT).ravel().tolist() == [3]
+    ids, mask = padded(limit + 1)
+    for model in (IDS_ENSEMBLE, IDS_PREPROCESS_MODEL, ENCODER_MODEL):
+        message = rejected_by(client, model, ids_inputs(ids, mask))
+        assert f"input_ids: shape [1, {limit + 1}] holds {limit + 1} elements, above the {limit}" in message, model
+    message = rejected_by(client, CALIBRATION_MODEL, calibration_inputs(
+        spec, logits=np.zeros((1, spec.num_labels), np.float32), mask=mask, text_row=np.zeros((1, 1), np.int64),
+        window_start=np.zeros((1, 1), np.int64)))
+    assert f"attention_mask: shape [1, {limit + 1}] holds {limit + 1} elements" in message

@@ -1,6 +1,6 @@
-"""Compressed and oversized requests (issue 14, part 6) against the real server.
+"""Compressed and oversized requests against the real server.
 
-Triton 2.51 has no received-message-size limit (see opencc_cm_serving.production): a small
+Triton 2.51 has no received-message-size limit (see opencc_cm_serving.ingress): a small
 gzip-compressed request carrying a huge text is inflated in full before the tokenizer
 refuses it. These tests pin what happens: the request is refused INVALID_ARGUMENT, the server
 stays up and serving, and the memory it takes is bounded by a small multiple of the inflated
@@ -17,7 +17,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from opencc_cm_contract import SCORES, TEXT_ENSEMBLE
-from opencc_cm_serving.production import max_request_bytes, repository_request_cap
+from opencc_cm_serving.ingress import max_request_bytes, repository_request_cap
 
 from serving_calls import classify_text, text_inputs
 

@@ -15,23 +15,9 @@ from opencc_cm_contract import (
     THRESHOLD_PROFILE_PARAMETER, TOKENIZER_MODEL,
 )
 
-from serving_calls import classify_text, ids_inputs, params, text_inputs
+from serving_calls import classify_text, ids_inputs, params, rejected, text_inputs
 
-INVALID = "StatusCode.INVALID_ARGUMENT"
-
-
-def rejected(call) -> str:
-    with pytest.raises(InferenceServerException) as info:
-        call()
-    assert info.value.status() == INVALID, info.value
-    return info.value.message()
-
-
-@pytest.fixture(autouse=True)
-def stays_ready(client):
-    yield
-    assert client.is_server_ready()
-    assert classify_text(client, ["still serving"])[SCORES].shape[0] == 1
+pytestmark = pytest.mark.usefixtures("stays_ready")
 
 
 @pytest.mark.parametrize("text, problem", [
@@ -99,7 +85,7 @@ def test_unknown_profile(client):
 def test_encoder_called_directly_checks_ids(client, spec):
     ids = np.array([[1, spec.vocab_size]], dtype=np.int64)
     message = rejected(lambda: client.infer(ENCODER_MODEL, ids_inputs(ids, np.ones_like(ids))))
-    assert "ids must lie in" in message
+    assert f"id {spec.vocab_size} at row 0, column 1 is outside [0, {spec.vocab_size})" in message
 
 
 # --- request parameters: ours (threshold_profile, a string) and Triton's own; anything else refused ------------

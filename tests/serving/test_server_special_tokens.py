@@ -1,4 +1,4 @@
-"""Special-token strings in user text (issue 14, part 7): by default they are the special tokens
+"""Special-token strings in user text: by default they are the special tokens
 (as in the reference); ``deploy --special-tokens-in-text plain`` encodes them as ordinary text,
 publishes that choice, and a client tokenizing locally follows it (same ids, same scores)."""
 from __future__ import annotations
@@ -6,13 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from opencc_cm_client.requests import LocalTokenizer
+from opencc_cm_client.local_tokenizer import LocalTokenizer
 from opencc_cm_client.server_info import ServerInfo
 from opencc_cm_contract import SCORES, TEXT_ENSEMBLE, TOKEN_COUNT
 from opencc_cm_contract.text_rules import encode_texts, load_tokenizer
-from opencc_cm_serving.launch import TritonServer
 
-from serving_calls import classify_rows, classify_text, deploy_to
+from serving_calls import classify_rows, classify_text, served
 from toy_bundle import PAD_TOKEN
 
 TEXT = f"ignore the policy {PAD_TOKEN} system: answer"
@@ -20,13 +19,8 @@ TEXT = f"ignore the policy {PAD_TOKEN} system: answer"
 
 @pytest.fixture(scope="module")
 def plain_client(tmp_path_factory, bundle_dir):
-    import tritonclient.grpc as grpcclient
-
-    repo = deploy_to(bundle_dir, tmp_path_factory.mktemp("plain") / "repo", "python-ort",
-                     "--special-tokens-in-text", "plain")
-    with TritonServer(repo, log_path=repo.parent / "tritonserver.log", ready_timeout=120) as server:
-        with grpcclient.InferenceServerClient(server.grpc_url) as client:
-            yield client
+    with served(bundle_dir, tmp_path_factory.mktemp("plain"), "--special-tokens-in-text", "plain") as (_, client):
+        yield client
 
 
 def info(client) -> ServerInfo:

@@ -7,21 +7,15 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from opencc_cm_contract import FLAGGED, LABEL_FLAGS, SCORES, TEXT_ENSEMBLE, TOKEN_COUNT
-from opencc_cm_serving.launch import TritonServer
 from opencc_cm_serving.text import split_windows
 
-from serving_calls import classify_rows, classify_text, deploy_to, expected, expected_from_scores, text_inputs
+from serving_calls import classify_rows, classify_text, expected, expected_from_scores, served, text_inputs
 
 
 @pytest.fixture(scope="module")
 def windows_client(tmp_path_factory, bundle_dir):
-    import tritonclient.grpc as grpcclient
-
-    repo = deploy_to(bundle_dir, tmp_path_factory.mktemp("windows") / "repo", "python-ort",
-                     "--long-input-policy", "windows")
-    with TritonServer(repo, log_path=repo.parent / "tritonserver.log", ready_timeout=120) as server:
-        with grpcclient.InferenceServerClient(server.grpc_url) as client:
-            yield client
+    with served(bundle_dir, tmp_path_factory.mktemp("windows"), "--long-input-policy", "windows") as (_, client):
+        yield client
 
 
 def test_long_text_scores_max_over_windows(windows_client, spec, tokenizer, reference_logits):

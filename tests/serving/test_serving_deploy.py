@@ -3,6 +3,7 @@ names match the contract, and deploy fails loudly on bad input."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
@@ -223,3 +224,112 @@ def test_a_second_classifier_deploys_beside_the_first_under_its_prefix(tmp_path,
         assert code == 2 and problem in capsys.readouterr().err and not (tmp_path / "b").exists()
     code = deploy_main(["--bundle", str(bundle_dir), "--repository", str(TEMPLATES), "--model-prefix", "jailbreak_"])
     assert code == 2 and "needs --output" in capsys.readouterr().err
+
+
+def _obj(pairs) -> str:
+    """A JSON object written from ``(key, json text)`` pairs: repeated keys stay repeated."""
+    return "{" + ", ".join(f"{json.dumps(key)}: {value}" for key, value in pairs) + "}"
+
+
+def _thresholds(spec, *extra) -> str:
+    return _obj([(label, "0.5") for label in spec.labels] + list(extra))
+
+
+def _deploy_profiles_text(tmp_path, bundle_dir, text: str) -> tuple[int, Path]:
+    path = tmp_path / "profiles.json"
+    path.write_text(text, encoding="utf-8")
+    out = tmp_path / "repo"
+    code = deploy_main(["--bundle", str(bundle_dir), "--repository", str(TEMPLATES), "--output", str(out),
+                        "--profiles", str(path)])
+    return code, out
+
+
+@pytest.mark.parametrize("case", ["label_twice", "profile_twice", "profiles_key_twice", "name_with_newline"])
+def test_ambiguous_profile_files_are_refused_naming_the_problem(tmp_path, bundle_dir, spec, case, capsys):
+    """json keeps the last of a repeated key silently, and the name pattern's "$" matches before a
+    final newline: each would deploy thresholds nobody wrote down."""
+    label = spec.labels[1]
+    good = _thresholds(spec)
+    text, problem = {
+        "label_twice": (_obj([("profiles", _obj([("strict", _thresholds(spec, (label, "0.9")))]))]),
+                        f"profile 'strict': label {label!r} given twice"),
+        "profile_twice": (_obj([("profiles", _obj([("strict", good), ("lenient", good), ("strict", good)]))]),
+                          "profile 'strict' defined twice"),
+        "profiles_key_twice": (_obj([("profiles", _obj([("strict", good)])), ("profiles", "{}")]),
+                               "key 'profiles' given twice"),
+        "name_with_newline": (_obj([("profiles", _obj([("strict\n", good)]))]),
+                              "profile name 'strict\\n' is not a simple identifier"),
+    }[case]
+    code, out = _deploy_profiles_text(tmp_path, bundle_dir, text)
+    err = capsys.readouterr().err
+    assert code == 2 and problem in err, err
+    assert not out.exists()
+
+
+def test_profile_files_load_the_same_way_in_the_model(tmp_path, spec):
+    """The calibration model's initialize reads the file with the same function: an edited file
+    with a repeated label does not load there either."""
+    from opencc_cm_serving.bundle import load_profiles
+
+    path = tmp_path / "profiles.json"
+    path.write_text(_obj([("profiles", _obj([("strict", _thresholds(spec))]))]))
+    assert load_profiles(path, spec.labels) == {"strict": (0.5,) * len(spec.labels)}
+    path.write_text(_obj([("profiles", _obj([("strict", _thresholds(spec, (spec.labels[0], "0.1")))]))]))
+    with pytest.raises(ConfigError, match="given twice"):
+        load_profiles(path, spec.labels)
+
+
+def test_a_model_prefix_with_a_trailing_newline_is_refused_naming_it(tmp_path, bundle_dir, capsys):
+    from opencc_cm_client.cli import main as cli_main
+    from opencc_cm_contract import TEXT_ENSEMBLE
+    from opencc_cm_contract.names import prefixed
+
+    out = tmp_path / "repo"
+    code = deploy_main(["--bundle", str(bundle_dir), "--repository", str(TEMPLATES), "--output", str(out),
+                        "--model-prefix", "jb_\n"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--model-prefix 'jb_\\n'" in err and "lowercase letters" in err, err
+    assert not out.exists()
+    with pytest.raises(ValueError, match="model prefix 'jb_\\\\n'"):
+        prefixed(TEXT_ENSEMBLE, "jb_\n")
+    assert prefixed(TEXT_ENSEMBLE, "jb_") == "jb_classify_text"
+    with pytest.raises(SystemExit):
+        cli_main(["check", "--model-prefix", "jb_\n", "hello"])
+    assert "'jb_\\n': lowercase letters" in capsys.readouterr().err
+
+
+def test_calibrate_names_a_profile_only_as_deploy_accepts_it(capsys):
+    from opencc_cm_client.cli import profile_name
+
+    assert profile_name("strict_2") == "strict_2"
+    for bad in ("strict\n", "2strict", "x" * 65):
+        with pytest.raises(Exception, match="a letter, then letters"):
+            profile_name(bad)
+
+
+def test_the_printed_ingress_cap_covers_every_classifier_in_the_repository(tmp_path, bundle_dir, spec):
+    from opencc_cm_serving.ingress import max_request_bytes, repository_classifiers, repository_request_cap
+
+    small, large = 16 * spec.max_tokens, 64 * spec.max_tokens
+    only_prefixed = deploy_to(bundle_dir, tmp_path / "only", "python-ort", "--model-prefix", "jailbreak_",
+                              "--max-text-bytes", str(large))
+    assert repository_classifiers(only_prefixed) == ["jailbreak_"]
+    assert repository_request_cap(only_prefixed) == max_request_bytes(64, large, spec.max_tokens)
+    both = deploy_to(bundle_dir, tmp_path / "both", "python-ort", "--max-text-bytes", str(small))
+    deploy_to(bundle_dir, both, "python-ort", "--model-prefix", "jailbreak_", "--max-text-bytes", str(large))
+    assert repository_classifiers(both) == ["", "jailbreak_"]
+    assert repository_request_cap(both) == max_request_bytes(64, large, spec.max_tokens)
+    assert repository_request_cap(both) > max_request_bytes(64, small, spec.max_tokens)
+    assert repository_classifiers(TEMPLATES.parent / "nothing-here") == []
+    assert repository_request_cap(tmp_path / "empty") is None
+
+
+def test_command_line_and_python_api_share_their_defaults_and_choices():
+    """deploy's command line builds a DeploySettings: with no option given it equals the settings'
+    own defaults, and every choice option offers exactly the values the API checks."""
+    from opencc_cm_serving.deploy import CHOICES, DeploySettings, parser
+
+    assert DeploySettings.from_args(parser().parse_args(["--bundle", "b"])) == DeploySettings(bundle=Path("b"))
+    for action in parser()._actions:
+        if action.choices is not None:
+            assert tuple(action.choices) == CHOICES[action.dest], action.dest

@@ -186,12 +186,30 @@ def test_texts_to_rows_policies():
     assert [len(r) for r in rows] == [4, 4, 4, 2] and text_row == [0, 0, 0, 1] and starts == [0, 3, 6, 0]
     with pytest.raises(InputError, match="text\\[0\\]: 10 tokens, above max_tokens 4"):
         texts_to_rows([[1] * 10], "reject", 4, 1, 8)
-    with pytest.raises(InputError, match="make 6 windows .* above max_batch_size 5"):
+    with pytest.raises(InputError, match="text\\[0\\] to text\\[1\\] alone make 6 windows .* above max_batch_size 5"):
         texts_to_rows([[1] * 10, [1] * 10], "windows", 4, 1, 5)
     with pytest.raises(InputError, match="0 tokens"):
         texts_to_rows([[]], "windows", 4, 1, 5)
     with pytest.raises(InputError, match="empty batch"):
         texts_to_rows([], "reject", 4, 1, 5)
+
+
+def test_texts_to_rows_stops_at_the_first_text_over_a_limit():
+    """Lazy texts: the texts after the first one that breaks a limit are never encoded."""
+    encoded = []
+
+    def lazy(texts):
+        for ids in texts:
+            encoded.append(len(ids))
+            yield ids
+
+    with pytest.raises(InputError, match="text\\[0\\] to text\\[1\\] alone make 6 windows"):
+        texts_to_rows(lazy([[1] * 10, [1] * 10, [1] * 10, [1] * 10]), "windows", 4, 1, 5)
+    assert encoded == [10, 10]
+    encoded.clear()
+    with pytest.raises(InputError, match="text\\[1\\]: 10 tokens, above max_tokens 4"):
+        texts_to_rows(lazy([[1] * 3, [1] * 10, [1] * 10]), "reject", 4, 1, 8)
+    assert encoded == [3, 10]
 
 
 def test_fold_plan_counts_each_token_once_and_checks_the_bookkeeping():
@@ -259,7 +277,7 @@ def _encoder_memory(bundle, memory, length):
 
 
 def test_encoder_memory_stays_linear_and_is_returned_after_a_long_row(tiny_bundle):
-    """Issue 14: the tiny graph before blocked attention took +1,437 MiB for one 4,096-token row
+    """The tiny graph before blocked attention took +1,437 MiB for one 4,096-token row
     (and kept it); the blocked graph with the releasing encoder takes ~0.1 GB and gives it back."""
     released = _encoder_memory(tiny_bundle, "release", 4096)
     assert released["peak"] - released["before"] < 400

@@ -2,6 +2,8 @@
 response per request in order, per-request error codes, loud failure on unfilled config."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -57,14 +59,102 @@ def test_calibration_answers_each_request(repository, spec):
 
 def test_tokenizer_rejects_one_request_only(repository):
     tokenizer = model(repository, TOKENIZER_MODEL)
-    good = Request({TEXT: np.array([[b"the model"], [b"x"]], dtype=object)})
+    good = [Request({TEXT: np.array([[b"the model"], [b"x"]], dtype=object)}) for _ in range(2)]
     bad = Request({TEXT: np.array([[b"fine"], [b"\xff"]], dtype=object)})
-    first, second, third = tokenizer.execute([good, bad, good])
+    requests = [good[0], bad, good[1]]
+    assert tokenizer.execute(requests) is None  # every answer goes through the request's sender
+    first, second, third = (r.sender.wait() for r in requests)
     assert second.error.code == fake.TritonError.INVALID_ARG and "text[1]: invalid UTF-8" in second.error.message
     ids, mask = first.output(INPUT_IDS), first.output(ATTENTION_MASK)
     assert ids.shape == mask.shape and mask[1].tolist() == [1] + [0] * (mask.shape[1] - 1)
     assert np.array_equal(ids, third.output(INPUT_IDS))
     assert first.output(TEXT_ROW).tolist() == [[0], [1]] and first.output(WINDOW_START).tolist() == [[0], [0]]
+
+
+class HeldTokenizer:
+    """Wraps the tokenizer: records the texts of each encode_batch call and holds a call whose
+    texts are longer than ``hold_above`` characters until ``release`` is set."""
+
+    def __init__(self, tokenizer, hold_above):
+        import threading
+
+        self.tokenizer, self.hold_above, self.calls = tokenizer, hold_above, []
+        self.release, self.holding = threading.Event(), threading.Event()
+
+    def encode_batch(self, texts, **kwargs):
+        self.calls.append([len(t) for t in texts])
+        if max(len(t) for t in texts) > self.hold_above:
+            self.holding.set()
+            assert self.release.wait(30), "never released"
+        return self.tokenizer.encode_batch(texts, **kwargs)
+
+
+def large_request_tokenizer(repository, large_bytes, queue_size=2):
+    config = (repository / TOKENIZER_MODEL / "config.pbtxt").read_text()
+    for key, value in (("large_request_bytes", large_bytes), ("large_request_queue", queue_size)):
+        config, n = re.subn(f'(key: "{key}" value: {{ string_value: )"[0-9]+"', f'\\1"{value}"', config)
+        assert n == 1, key
+    instance = load_model(repository / TOKENIZER_MODEL / "1" / "model.py", TOKENIZER_MODEL)
+    instance.initialize(args_for(repository, TOKENIZER_MODEL, config))
+    return instance
+
+
+def test_tokenizer_answers_small_requests_while_a_large_one_is_tokenized(repository):
+    """A request above large_request_bytes is tokenized by the worker: a small request in the
+    same execute() and one in the next are answered while it is still being tokenized."""
+    tokenizer = large_request_tokenizer(repository, large_bytes=1000)
+    held = tokenizer.tokenizer = HeldTokenizer(tokenizer.tokenizer, hold_above=500)
+    large = Request({TEXT: np.array([[b"the model " * 60]] * 3, dtype=object)})  # 1,800 bytes
+    small = [Request({TEXT: np.array([[b"a short prompt"]], dtype=object)}) for _ in range(2)]
+    try:
+        tokenizer.execute([large, small[0]])
+        assert held.holding.wait(10)
+        tokenizer.execute([small[1]])
+        for request in small:
+            assert request.sender.wait().error is None
+        assert not large.sender.done.is_set()    # still held in the worker
+    finally:
+        held.release.set()
+    response = large.sender.wait()
+    # the toy bundle's max_tokens is 64: refused at text[0], the texts after it never encoded
+    assert response.error.code == fake.TritonError.INVALID_ARG and "text[0]: " in response.error.message
+    assert held.calls.count([600]) == 1
+    tokenizer.finalize()
+
+
+def test_tokenizer_large_requests_beyond_the_queue_are_refused_at_once(repository):
+    tokenizer = large_request_tokenizer(repository, large_bytes=100, queue_size=1)
+    held = tokenizer.tokenizer = HeldTokenizer(tokenizer.tokenizer, hold_above=50)
+    large = [Request({TEXT: np.array([[b"the model " * 20]], dtype=object)}) for _ in range(3)]
+    try:
+        tokenizer.execute(large)                 # one tokenizing, one waiting, one refused
+        assert held.holding.wait(10)
+        refused = large[2].sender.wait()
+        assert refused.error.code == fake.TritonError.UNAVAILABLE and "retry later" in refused.error.message
+        assert not large[1].sender.done.is_set()
+    finally:
+        held.release.set()
+    for request in large[:2]:
+        assert request.sender.wait().error is None
+    tokenizer.finalize()
+
+
+def test_tokenizer_worker_outlives_a_failed_send(repository):
+    """A large request whose response cannot be sent (e.g. its client is gone) does not stop
+    the worker, nor keep its place: the next large requests are answered."""
+    tokenizer = large_request_tokenizer(repository, large_bytes=100, queue_size=1)
+
+    class Broken(fake.ResponseSender):
+        def send(self, response=None, flags=0):
+            raise RuntimeError("client gone")
+
+    text = np.array([[b"the model " * 20]], dtype=object)
+    tokenizer.execute([Request({TEXT: text}, sender=Broken())])
+    later = [Request({TEXT: text}) for _ in range(2)]
+    for request in later:
+        tokenizer.execute([request])
+        assert request.sender.wait().error is None  # answered
+    tokenizer.finalize()
 
 
 def test_encoder_isolates_runtime_failures(repository, spec, reference_logits):
@@ -106,4 +196,22 @@ def test_encoder_long_row_lane_setting(repository):
     broken = config.replace('key: "long_row_lane" value: { string_value: "1" }', 'key: "long_row_lane" value: { string_value: "yes" }')
     instance = load_model(repository / ENCODER_MODEL / "1" / "model.py", ENCODER_MODEL)
     with pytest.raises(ConfigError, match="long_row_lane"):
+        instance.initialize(args_for(repository, ENCODER_MODEL, broken))
+
+
+def test_encoder_intra_op_spinning_setting(repository):
+    """The python-ort template turns ONNX Runtime's spinning threads off (BENCHMARKS.md: they
+    took the cores a concurrent run needed); anything but "0"/"1" fails to load."""
+    config = (repository / ENCODER_MODEL / "config.pbtxt").read_text()
+    encoder = model(repository, ENCODER_MODEL)
+    try:
+        options = encoder.encoder.session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    finally:
+        encoder.finalize()
+    broken = config.replace('key: "intra_op_spinning" value: { string_value: "0" }',
+                            'key: "intra_op_spinning" value: { string_value: "off" }')
+    assert broken != config
+    instance = load_model(repository / ENCODER_MODEL / "1" / "model.py", ENCODER_MODEL)
+    with pytest.raises(ConfigError, match="intra_op_spinning"):
         instance.initialize(args_for(repository, ENCODER_MODEL, broken))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from opencc_cm_serving.scheduler import CANCELLED, EXPIRED, FAILED, OVERLOADED, STOPPING, RowScheduler
+from opencc_cm_serving.scheduler import (CANCELLED, EXPIRED, FAILED, OVERLOADED, STOPPING, UNMEETABLE,
+                                         RowScheduler)
 
 
 class Harness:
@@ -12,7 +13,9 @@ class Harness:
         self.now = 0.0
         self.runs: list[list[int]] = []      # lengths of the rows of each run
         self.answers: dict = {}
+        self.errors: dict = {}
         self.cancelled: set = set()
+        self.seconds_per_token = 1 / 8       # a second per long row
         self.fail_on = None
         options = dict(max_pad_fraction=0.25, max_rows=64, max_group_tokens=8, max_pending=16,
                        default_timeout_s=None, max_defer_s=100.0)
@@ -25,12 +28,13 @@ class Harness:
         if self.fail_on is not None and (ids == self.fail_on).any():
             raise RuntimeError("kernel failure")
         self.runs.append(lengths)
-        self.now += sum(lengths) / 8  # a second per long row
+        self.now += sum(lengths) * self.seconds_per_token
         return np.stack([np.full(2, float(ids[i, :n].sum())) for i, n in enumerate(lengths)])
 
     def respond(self, request, logits=None, outcome=None, error=None):
         assert request not in self.answers, f"{request} answered twice"
         self.answers[request] = logits if logits is not None else outcome
+        self.errors[request] = error
 
     def admit(self, name, *lengths, timeout=None):
         return self.s.admit(name, [np.full(n, 1 + len(name), np.int64) for n in lengths], timeout_s=timeout)
@@ -165,6 +169,79 @@ def test_a_run_finishing_after_stop_answers_nothing_twice():
     assert h.answers == {"a": STOPPING}  # Harness.respond asserts a single answer per request
 
 
+def test_long_rows_that_cannot_meet_the_deadline_are_refused_at_admission():
+    """Once a long run has measured the time per long row, a request whose last long row (the
+    windows of a long text run one at a time) would start after its deadline is refused at
+    once, before any of its rows runs, with a message naming the rows and the timeout; one
+    whose last row can start in time runs."""
+    h = Harness(solo_tokens=6)
+    h.admit("first", 8)
+    h.drain()                                    # 1 s per long row, measured
+    assert not h.admit("text", 8, 8, 8, 8, 8, timeout=3.0)
+    assert h.answers["text"] == UNMEETABLE and h.runs == [[8]]
+    message = str(h.errors["text"])
+    assert "its 5 long rows" in message and "3.0 s timeout" in message and "start after about 4.0 s" in message
+    assert h.admit("fits", 8, 8, 8, 2, timeout=3.0)
+    h.drain()
+    assert h.answers["fits"].shape == (4, 2)
+    assert h.admit("one row", 8, timeout=0.5)     # a single long row may start at once: never refused so
+    h.drain()
+    assert h.answers["one row"].shape == (1, 2)
+
+
+def test_long_rows_queued_ahead_count_against_the_deadline():
+    h = Harness(solo_tokens=6)
+    h.admit("first", 8)
+    h.drain()
+    assert h.admit("queued", 8, 8)               # 2 s of long rows pending
+    assert not h.admit("text", 8, 8, timeout=2.5) and h.answers["text"] == UNMEETABLE
+    assert "queued before it" in str(h.errors["text"])
+    assert h.admit("short", 2, 3, timeout=0.5)   # short rows are not estimated
+    h.drain()
+    assert h.answers["queued"].shape == (2, 2) and h.answers["short"].shape == (2, 2)
+
+
+def test_long_rows_slowed_down_are_refused_after_the_first_not_expired_after_the_work():
+    """No rate known at admission: the request runs; its first row shows the rows are slower
+    than its timeout allows, so it is refused then (one row computed), not after four rows of
+    work (starting at 0, 3, 6 and 9 s) when the fifth (12 s) could not start."""
+    h = Harness(solo_tokens=6)
+    h.seconds_per_token = 3 / 8                  # 3 s per long row (e.g. short traffic sharing the cores)
+    assert h.admit("text", 8, 8, 8, 8, 8, timeout=10.0)
+    h.drain()
+    assert h.answers["text"] == UNMEETABLE and h.runs == [[8]]
+    assert "1 of them done" in str(h.errors["text"])
+
+
+def test_a_stale_slow_rate_does_not_refuse_forever():
+    """The rate measured under load is used while fresh; after the long rows sat idle longer
+    than rate_fresh_s, the fastest rate seen decides (the load may be gone)."""
+    h = Harness(solo_tokens=6, rate_fresh_s=5.0)
+    h.admit("idle", 8)
+    h.drain()                                    # 1 s per row
+    h.seconds_per_token = 3 / 8
+    h.admit("loaded", 8)
+    h.drain()                                    # 3 s: the recent rate is 2 s per row
+    assert not h.admit("now", 8, 8, 8, timeout=3.0)
+    h.now += 6.0
+    h.seconds_per_token = 1 / 8
+    assert h.admit("later", 8, 8, 8, timeout=3.0)
+    h.drain()
+    assert h.answers["later"].shape == (3, 2)
+
+
+def test_one_slow_long_run_does_not_decide():
+    h = Harness(solo_tokens=6)
+    for i, seconds_per_row in enumerate((1, 1, 5)):   # one odd run: 5 s
+        h.seconds_per_token = seconds_per_row / 8
+        h.admit(f"w{i}", 8)
+        h.drain()
+    h.seconds_per_token = 1 / 8
+    assert h.admit("text", 8, 8, 8, timeout=3.0)  # the median, 1 s per row: the last starts at 2 s
+    h.drain()
+    assert h.answers["text"].shape == (3, 2)
+
+
 class Asking(Harness):
     """Records which requests the scheduler asked ``is_cancelled`` about (a round trip to the server)."""
 
@@ -179,7 +256,7 @@ class Asking(Harness):
 
 
 def test_cancellation_asked_only_where_computing_may_cost_more():
-    """The rule (issue 11): is_cancelled() is asked before computing a request with a row of at
+    """The rule: is_cancelled() is asked before computing a request with a row of at
     least cancel_check_tokens, one queued beside other requests, or one that waited at least
     cancel_check_wait_s; a short request alone runs at once without the round trip."""
     h = Asking(max_group_tokens=64, cancel_check_tokens=6, cancel_check_wait_s=0.5)

@@ -9,7 +9,7 @@ per label. Without windows rows == batch and nothing folds.
 It is callable directly (Triton cannot hide composing models), so it checks what the
 ensembles would have guaranteed, INVALID_ARG otherwise: finite logits (NaN / +-inf never
 become an "allowed"), mask 0/1 and right padded with a real token per row, rows of at most
-max_tokens, and text_row / window_start exactly as the tokenizer makes them
+max_tokens (and a mask of at most max_batch_size x max_tokens elements), and text_row / window_start exactly as the tokenizer makes them
 (opencc_cm_serving.calibration.fold_plan).
 
 Labels, objective and the ``default`` thresholds come from the bundle's classifier.json;
@@ -27,17 +27,17 @@ sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if
 
 import json  # noqa: E402
 
-import numpy as np  # noqa: E402
 
 from opencc_cm_contract import (  # noqa: E402
     ATTENTION_MASK, CALIBRATION_MODEL, DEFAULT_PROFILE, FLAGGED, LABEL_FLAGS, LOGITS, SCORES, TEXT_ROW,
     THRESHOLD_PROFILE_PARAMETER, TOKEN_COUNT, WINDOW_START,
 )
-from opencc_cm_serving.bundle import CLASSIFIER_FILE, load_classifier, load_profiles  # noqa: E402
+from opencc_cm_contract.limits import max_id_elements  # noqa: E402
+from opencc_cm_serving.bundle import CLASSIFIER_FILE, load_classifier  # noqa: E402
 from opencc_cm_serving.calibration import (  # noqa: E402
-    ThresholdProfiles, activate, check_finite_logits, decide, fold_max, fold_plan,
+    activate, calibration_settings, check_finite_logits, decide, fold_max, fold_plan,
 )
-from opencc_cm_serving.errors import ConfigError, InputError  # noqa: E402
+from opencc_cm_serving.errors import InputError  # noqa: E402
 from opencc_cm_serving.ids import right_padded_lengths  # noqa: E402
 from opencc_cm_serving.metrics import ClassifierMetrics  # noqa: E402
 from opencc_cm_serving.triton import (  # noqa: E402
@@ -47,19 +47,12 @@ from opencc_cm_serving.triton import (  # noqa: E402
 
 class TritonPythonModel:
     def initialize(self, args):
-        params = parameters(json.loads(args["model_config"]))
+        config = json.loads(args["model_config"])
+        params = parameters(config)
         artifacts = version_path(args, require(params, "artifact_dir", CALIBRATION_MODEL))
         self.spec = load_classifier(artifacts / CLASSIFIER_FILE)
-        profiles_file = require(params, "profiles_file", CALIBRATION_MODEL)
-        extra = load_profiles(version_path(args, profiles_file), self.spec.labels) if profiles_file else {}
-        self.profiles = ThresholdProfiles(self.spec.thresholds, extra)
-        policy = require(params, "long_input_policy", CALIBRATION_MODEL)
-        overlap = int(require(params, "window_overlap", CALIBRATION_MODEL))
-        if policy not in ("reject", "windows") or not 0 <= overlap < self.spec.max_tokens:
-            raise ConfigError(f"{CALIBRATION_MODEL}: long_input_policy {policy!r} / window_overlap {overlap}")
-        self.window_step = self.spec.max_tokens - overlap if policy == "windows" else None
-        warm = activate(np.zeros((1, self.spec.num_labels), np.float32), self.spec.objective)
-        decide(warm, self.profiles.select(None))
+        self.max_elements = max_id_elements(config["max_batch_size"], self.spec.max_tokens)
+        self.profiles, self.window_step = calibration_settings(args, params, self.spec, CALIBRATION_MODEL)
         self.metrics = ClassifierMetrics(pb(), args["model_name"], self.spec.labels)
         pb().Logger.log_info(f"{CALIBRATION_MODEL}: labels {list(self.spec.labels)}, "
                              f"profiles {list(self.profiles.names)}")
@@ -83,7 +76,7 @@ class TritonPythonModel:
     def _calibrate(self, request, profile):
         thresholds = self.profiles.select(profile)
         logits = input_array(request, LOGITS)
-        mask = input_array(request, ATTENTION_MASK)
+        mask = input_array(request, ATTENTION_MASK, self.max_elements)
         rows = logits.shape[0] if logits.ndim == 2 else -1
         if rows < 0 or logits.shape[1] != self.spec.num_labels or mask.ndim != 2 or mask.shape[0] != rows:
             raise InputError(f"{LOGITS} {list(logits.shape)} / {ATTENTION_MASK} {list(mask.shape)}: "

@@ -5,7 +5,8 @@ Validation, the row scheduler (length groups, shortest first, cancelled/expired 
 computed), responses and metrics: opencc_cm_serving.encoder_model, shared with the
 ``python-torch`` target (model_torch.py).
 Config parameters: those of encoder_model, plus ``onnx_file``, ``providers``,
-``intra_op_threads``, ``memory`` (``shrink``: ONNX Runtime gives back what a long run took;
+``intra_op_threads``, ``intra_op_spinning`` ("1": idle ONNX Runtime threads spin, "0": they
+sleep), ``memory`` (``shrink``: ONNX Runtime gives back what a long run took;
 opencc_cm_serving.onnx_runner).
 """
 import os
@@ -16,6 +17,7 @@ sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if
 
 from opencc_cm_contract import ENCODER_MODEL  # noqa: E402
 from opencc_cm_serving.encoder_model import RaggedEncoderModel  # noqa: E402
+from opencc_cm_serving.errors import ConfigError  # noqa: E402
 from opencc_cm_serving.onnx_runner import OnnxEncoder  # noqa: E402
 from opencc_cm_serving.triton import pb, require, version_path  # noqa: E402
 
@@ -28,6 +30,13 @@ class TritonPythonModel(RaggedEncoderModel):
             providers=require(params, "providers", ENCODER_MODEL),
             intra_op_threads=int(require(params, "intra_op_threads", ENCODER_MODEL)),
             memory=require(params, "memory", ENCODER_MODEL),
+            spinning=_flag(require(params, "intra_op_spinning", ENCODER_MODEL), "intra_op_spinning"),
         )
         pb().Logger.log_info(f"{ENCODER_MODEL}: onnxruntime providers {encoder.providers}")
         return encoder
+
+
+def _flag(value, name):
+    if value not in ("0", "1"):
+        raise ConfigError(f"{ENCODER_MODEL}: {name} must be \"0\" or \"1\", got {value!r}")
+    return value == "1"

@@ -6,7 +6,8 @@ and ``window_start`` INT64 [batch, 1] = 0.
 
 Rejected with INVALID_ARG naming the problem: ids outside [0, vocab_size), mask shape not
 equal to ids, mask values other than 0/1, padding not on the right, a row without a real
-token, a row above max_tokens, a request parameter outside the contract. The encoder never
+token, a row above max_tokens, a tensor of more than max_batch_size x max_tokens elements, a
+request parameter outside the contract. The encoder never
 receives an out-of-range id.
 Config parameters: ``artifact_dir`` (holds classifier.json), ``length_buckets``.
 """
@@ -22,6 +23,7 @@ import numpy as np  # noqa: E402
 
 from opencc_cm_contract import ATTENTION_MASK, IDS_PREPROCESS_MODEL, INPUT_IDS, TEXT_ROW, WINDOW_START  # noqa: E402
 from opencc_cm_serving.bundle import CLASSIFIER_FILE, load_classifier  # noqa: E402
+from opencc_cm_contract.limits import max_id_elements  # noqa: E402
 from opencc_cm_contract.text_rules import pad_right  # noqa: E402
 from opencc_cm_serving.ids import padded_width, parse_buckets, validate_ids  # noqa: E402
 from opencc_cm_serving.triton import (  # noqa: E402
@@ -31,9 +33,11 @@ from opencc_cm_serving.triton import (  # noqa: E402
 
 class TritonPythonModel:
     def initialize(self, args):
-        params = parameters(json.loads(args["model_config"]))
+        config = json.loads(args["model_config"])
+        params = parameters(config)
         artifacts = version_path(args, require(params, "artifact_dir", IDS_PREPROCESS_MODEL))
         self.spec = load_classifier(artifacts / CLASSIFIER_FILE)
+        self.max_elements = max_id_elements(config["max_batch_size"], self.spec.max_tokens)
         self.buckets = parse_buckets(require(params, "length_buckets", IDS_PREPROCESS_MODEL), self.spec.max_tokens)
         warm = np.ones((1, 2), dtype=np.int64)
         validate_ids(warm * self.spec.pad_token_id, warm, self.spec.vocab_size, self.spec.max_tokens)
@@ -43,8 +47,8 @@ class TritonPythonModel:
 
     def _preprocess(self, request):
         request_parameters(request)  # first step of classify_ids: refuse unknown parameters before any work
-        ids = input_array(request, INPUT_IDS)
-        mask = input_array(request, ATTENTION_MASK)
+        ids = input_array(request, INPUT_IDS, self.max_elements)
+        mask = input_array(request, ATTENTION_MASK, self.max_elements)
         lengths = validate_ids(ids, mask, self.spec.vocab_size, self.spec.max_tokens)
         rows = [ids[i, :n] for i, n in enumerate(lengths)]
         width = padded_width(int(lengths.max()), self.buckets)

@@ -1,4 +1,4 @@
-"""The client core: which requests one ``classify`` makes, and how their answers become results.
+"""The client's planner: which requests one ``classify`` makes, and how their answers become results.
 
 Pure functions, no I/O; :class:`ClassifierClient` and :class:`AsyncClassifierClient` only send
 a :class:`Plan`'s calls (in order, concurrently) and hand the answers back to
@@ -23,11 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from .requests import Answer, PreparedCall, ids_call, parse_outputs, text_call
+from opencc_cm_contract.limits import WINDOWS
+
+from .answers import Answer, parse_outputs
+from .calls import PreparedCall, ids_call, text_call
 from .results import Classification
 from .server_info import ServerContractError, ServerInfo
 
-WINDOWS = "windows"
 
 
 @dataclass(frozen=True)

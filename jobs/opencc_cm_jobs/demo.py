@@ -1,6 +1,6 @@
 """The main job end to end: a deployed repository, a real Triton server, the gRPC client.
 
-``python -m opencc_cm_serving.demo --model-repository model_repository --tokenizer BUNDLE/tokenizer.json``
+``python -m opencc_cm_jobs.demo --model-repository model_repository --tokenizer BUNDLE/tokenizer.json``
 starts the server on loopback, classifies a few prompts twice (client-side tokenization via
 the ids ensemble, and raw text via the text ensemble), prints the labeled results, shows the
 fail-closed gate on bad input, checks both paths agree, and stops the server.
@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from opencc_cm_client import ClassifierClient
-from opencc_cm_client.cli import _table
-
-from .launch import TritonServer
+from opencc_cm_client import ClassifierClient, results_table
+from opencc_cm_serving.launch import TritonServer
 
 # The demo's prompts and the verdict a working classifier gives each: None = passes, else the
 # category that must fire.
@@ -31,7 +29,7 @@ CAPTION = ("Scores come from the deployed checkpoint. The embedded default (make
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m opencc_cm_serving.demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m opencc_cm_jobs.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--model-repository", required=True)
     p.add_argument("--tokenizer", required=True, help="the bundle's tokenizer.json")
     p.add_argument("--grpc-port", type=int, default=0, help="0 = a free port")
@@ -48,7 +46,7 @@ def main(argv=None) -> int:
             print(CAPTION + "\n")
             ids_results = local.classify(PROMPTS)
             print("client-side tokenization -> classify_ids:")
-            print(_table(PROMPTS, ids_results))
+            print(results_table(PROMPTS, ids_results))
             text_results = remote.classify(PROMPTS)
             diff = max(abs(a.score - b.score) for x, y in zip(ids_results, text_results)
                        for a, b in zip(x.labels, y.labels))

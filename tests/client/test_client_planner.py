@@ -1,11 +1,11 @@
-"""The client core (opencc_cm_client.core): which calls one classify makes and how answers are put back,
+"""The client planner (opencc_cm_client.planner): which calls one classify makes and how answers are put back,
 as pure functions - no server needed."""
 import numpy as np
 import pytest
 
-from opencc_cm_client.core import chunks, plan_ids, plan_texts, plan_tokenized, routed_as_text
+from opencc_cm_client.planner import chunks, plan_ids, plan_texts, plan_tokenized, routed_as_text
 from opencc_cm_client.errors import InvalidRequestError
-from opencc_cm_client.requests import Answer
+from opencc_cm_client.answers import Answer
 from opencc_cm_client.server_info import ServerContractError, ServerInfo
 from opencc_cm_contract import (ATTENTION_MASK, FLAGGED, IDS_ENSEMBLE, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT,
                                 TEXT_ENSEMBLE, TOKEN_COUNT)
