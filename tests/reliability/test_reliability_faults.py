@@ -222,7 +222,7 @@ def test_killed_encoder_stub(stub_server, reference):
 def test_launcher_exits_when_a_stub_dies(rel_repository, tmp_path):
     ports = [free_port() for _ in range(3)]
     cmd = [sys.executable, "-m", "opencc_cm_serving.launch", "--model-repository", str(rel_repository),
-           "--grpc-port", str(ports[0]), "--http-port", str(ports[1]), "--metrics-port", str(ports[2]),
+           "--grpc-port", str(ports[0]), "--metrics-port", str(ports[2]),
            "--ready-timeout", "90", "--canary-interval", "0.5", "--canary-failures", "2",
            "--log-file", str(tmp_path / "server.log")]
     stderr = open(tmp_path / "launch.err", "w+")
@@ -335,7 +335,7 @@ def test_launcher_reports_a_broken_artifact(rel_repository, tmp_path):
     shutil.copytree(rel_repository, repo)
     _truncate(repo / ENCODER_MODEL / "1" / "model.onnx")
     cmd = [sys.executable, "-m", "opencc_cm_serving.launch", "--model-repository", str(repo),
-           "--grpc-port", str(free_port()), "--http-port", str(free_port()), "--metrics-port", str(free_port()),
+           "--grpc-port", str(free_port()), "--metrics-port", str(free_port()),
            "--ready-timeout", "60", "--log-file", str(tmp_path / "server.log")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     print(f"\n[artifact:cli] exit {done.returncode}; stderr starts: {done.stderr[:300]!r}")

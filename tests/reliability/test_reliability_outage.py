@@ -130,7 +130,7 @@ def test_impossible_shapes_kill_stubs_and_only_supervision_sees_it(two_classifie
 def _launch(repository, tmp_path, *extra):
     ports = [free_port() for _ in range(3)]
     cmd = [sys.executable, "-m", "opencc_cm_serving.launch", "--model-repository", str(repository),
-           "--grpc-port", str(ports[0]), "--http-port", str(ports[1]), "--metrics-port", str(ports[2]),
+           "--grpc-port", str(ports[0]), "--metrics-port", str(ports[2]),
            "--ready-timeout", "240", "--log-file", str(tmp_path / "server.log"), *extra]
     stderr = open(tmp_path / "launch.err", "w+")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True)
