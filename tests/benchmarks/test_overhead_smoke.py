@@ -55,7 +55,7 @@ def test_overhead_benchmark_writes_sane_reports(tiny_bundle, tmp_path):
             assert {(mode, ensemble, 1), (mode, ensemble, 4)} <= seen
     assert ("floor", ONE_HOP_ENSEMBLE, 1) in seen and ("null", ONE_HOP_ENSEMBLE, 1) not in seen
     # the null server runs the real models, the floor the empty ones: the ids ensemble's steps (python-ort:
-    # validation and calibration folded into the encoder, one Python-backend hop; issue 11)
+    # validation and calibration folded into the encoder, one Python-backend hop)
     null_ids = next(lv for lv in report["modes"]["null"]["levels"] if lv["ensemble"] == "classify_ids")
     assert set(null_ids["triton"]) == {"classify_ids", "encoder"}
     one_hop = next(lv for lv in report["modes"]["floor"]["levels"] if lv["ensemble"] == ONE_HOP_ENSEMBLE)

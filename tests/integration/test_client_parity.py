@@ -1,4 +1,4 @@
-"""The sync and asyncio clients make the same requests and give the same results (issue 13, part 3).
+"""The sync and asyncio clients make the same requests and give the same results.
 
 A real server (the tiny bundle, ``long_input_policy=windows``, max batch 8) answers every call;
 the test only records, below tritonclient, the ``ModelInferRequest`` protobufs that go on the

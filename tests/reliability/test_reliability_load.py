@@ -27,7 +27,7 @@ CAPACITY = 2 * QUEUE_SIZE
 BURST = 10 * CAPACITY
 ROUNDS = 5
 OVERLOAD = {"UNAVAILABLE": "Exceeds maximum queue size", "RESOURCE_EXHAUSTED": "", "DEADLINE_EXCEEDED": ""}
-SOAK_S = float(os.environ.get("OPENCC_CM_SOAK_S", "180"))  # "a few minutes" (issue 6)
+SOAK_S = float(os.environ.get("OPENCC_CM_SOAK_S", "180"))  # a few minutes
 SOAK_WORKERS = 4              # closed loop; below QUEUE_SIZE, so a steady load never overflows
 SOAK_MAX_REQUESTS = 50_000    # per worker, a bound besides time
 
