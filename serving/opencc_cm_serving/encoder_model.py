@@ -49,12 +49,11 @@ from opencc_cm_contract.limits import max_id_elements
 from .batching import group_cost, plan_groups
 from .bundle import CLASSIFIER_FILE, load_classifier
 from .calibration import activate, calibration_settings, decide, fold_max, fold_plan
-from .errors import ConfigError
 from .ids import validate_ids
 from .metrics import ClassifierMetrics
 from .scheduler import CANCELLED, EXPIRED, OVERLOADED, STOPPING, UNMEETABLE, RowScheduler
-from .triton import (cancelled_response, error_response, input_array, outputs_response, parameters, pb,
-                     request_parameters, require, version_path)
+from .triton import (cancelled_response, error_response, flag_parameter, input_array, outputs_response, parameters,
+                     pb, request_parameters, require, unavailable_response, version_path)
 
 CALIBRATED = (SCORES, LABEL_FLAGS, FLAGGED, TOKEN_COUNT)
 
@@ -118,10 +117,7 @@ class RaggedEncoderModel:
         """``long_row_lane`` "1": long rows in their own worker, beside the short ones (the
         python-ort default); "0" or absent: one worker (python-torch: CUDA graphs share one memory
         pool, so two runs must never overlap)."""
-        value = params.get("long_row_lane", "0")
-        if value not in ("0", "1"):
-            raise ConfigError(f"{ENCODER_MODEL}: long_row_lane must be \"0\" or \"1\", got {value!r}")
-        return value == "1"
+        return flag_parameter(params, "long_row_lane", ENCODER_MODEL)
 
     def _solo_tokens(self, params):
         return int(params.get("solo_row_tokens", "0")) or max(1, self.spec.max_tokens // 4)
@@ -215,13 +211,11 @@ class RaggedEncoderModel:
         elif outcome == CANCELLED:
             response = cancelled_response(ENCODER_MODEL)
         elif outcome == UNMEETABLE:  # the scheduler's estimate says the deadline cannot be met
-            response = utils.InferenceResponse(
-                output_tensors=[], error=utils.TritonError(f"{ENCODER_MODEL}: {error}", utils.TritonError.UNAVAILABLE))
+            response = unavailable_response(ENCODER_MODEL, str(error))
         elif outcome in (EXPIRED, OVERLOADED, STOPPING):
-            why = {EXPIRED: "Request timeout expired", OVERLOADED: "Exceeds maximum queue size",
-                   STOPPING: "model is stopping"}[outcome]
-            response = utils.InferenceResponse(
-                output_tensors=[], error=utils.TritonError(f"{ENCODER_MODEL}: {why}", utils.TritonError.UNAVAILABLE))
+            response = unavailable_response(ENCODER_MODEL, {EXPIRED: "Request timeout expired",
+                                                            OVERLOADED: "Exceeds maximum queue size",
+                                                            STOPPING: "model is stopping"}[outcome])
         else:
             response = error_response(error, ENCODER_MODEL)
         if outcome in (CANCELLED, EXPIRED, OVERLOADED, UNMEETABLE):

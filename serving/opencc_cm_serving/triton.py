@@ -112,6 +112,24 @@ def respond_each(requests: Sequence, handle: Callable[[Any], dict[str, Any]], mo
     return responses
 
 
+def unavailable_response(model: str, why: str):
+    """UNAVAILABLE for a request the model could not take or finish now (queue full, stopping,
+    deadline out of reach): a client may retry it later."""
+    utils = pb()
+    return utils.InferenceResponse(output_tensors=[], error=utils.TritonError(f"{model}: {why}", utils.TritonError.UNAVAILABLE))
+
+
+def flag_parameter(params: dict[str, str], key: str, model: str, default: str | None = "0") -> bool:
+    """A ``"0"``/``"1"`` config parameter (``default`` None: it must be there); anything else is a
+    ConfigError naming it."""
+    value = params.get(key, default)
+    if value is None:
+        raise ConfigError(f"{model}: config parameter {key!r} is missing")
+    if value not in ("0", "1"):
+        raise ConfigError(f"{model}: {key} must be \"0\" or \"1\", got {value!r}")
+    return value == "1"
+
+
 def cancelled_response(model: str):
     utils = pb()
     return utils.InferenceResponse(

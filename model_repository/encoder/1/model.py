@@ -17,9 +17,8 @@ sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if
 
 from opencc_cm_contract import ENCODER_MODEL  # noqa: E402
 from opencc_cm_serving.encoder_model import RaggedEncoderModel  # noqa: E402
-from opencc_cm_serving.errors import ConfigError  # noqa: E402
 from opencc_cm_serving.onnx_runner import OnnxEncoder  # noqa: E402
-from opencc_cm_serving.triton import pb, require, version_path  # noqa: E402
+from opencc_cm_serving.triton import flag_parameter, pb, require, version_path  # noqa: E402
 
 
 class TritonPythonModel(RaggedEncoderModel):
@@ -30,13 +29,8 @@ class TritonPythonModel(RaggedEncoderModel):
             providers=require(params, "providers", ENCODER_MODEL),
             intra_op_threads=int(require(params, "intra_op_threads", ENCODER_MODEL)),
             memory=require(params, "memory", ENCODER_MODEL),
-            spinning=_flag(require(params, "intra_op_spinning", ENCODER_MODEL), "intra_op_spinning"),
+            spinning=flag_parameter(params, "intra_op_spinning", ENCODER_MODEL, default=None),
         )
         pb().Logger.log_info(f"{ENCODER_MODEL}: onnxruntime providers {encoder.providers}")
         return encoder
 
-
-def _flag(value, name):
-    if value not in ("0", "1"):
-        raise ConfigError(f"{ENCODER_MODEL}: {name} must be \"0\" or \"1\", got {value!r}")
-    return value == "1"

@@ -44,7 +44,8 @@ from opencc_cm_serving.errors import ConfigError, InputError  # noqa: E402
 from opencc_cm_serving.ids import padded_width, parse_buckets  # noqa: E402
 from opencc_cm_serving.text import POLICIES, decode_text, encode_texts, load_tokenizer, texts_to_rows  # noqa: E402
 from opencc_cm_serving.triton import (  # noqa: E402
-    cancelled_response, error_response, input_array, outputs_response, parameters, pb, request_parameters, require, version_path,
+    cancelled_response, error_response, input_array, outputs_response, parameters, pb, request_parameters, require,
+    unavailable_response, version_path,
 )
 
 
@@ -116,14 +117,12 @@ class TritonPythonModel:
         return None
 
     def finalize(self):
-        utils = pb()
         while True:  # the large requests not started yet are answered, then the worker stops
             try:
                 _, sender, _ = self._large.get_nowait()
             except queue.Empty:
                 break
-            error = utils.TritonError(f"{TOKENIZER_MODEL}: model is stopping", utils.TritonError.UNAVAILABLE)
-            self._send(sender, utils.InferenceResponse(output_tensors=[], error=error))
+            self._send(sender, unavailable_response(TOKENIZER_MODEL, "model is stopping"))
         self._large.put(None)
         self._worker.join(timeout=10)
 
@@ -158,10 +157,9 @@ class TritonPythonModel:
             utils.Logger.log_error(f"{TOKENIZER_MODEL}: sending a response failed: {exc!r}")
 
     def _busy(self, size):
-        utils = pb()
-        message = (f"{TOKENIZER_MODEL}: {self.large_queue} large requests (above {self.large_bytes} bytes of "
-                   f"text) already wait to be tokenized; this one has {size} bytes: retry later or send less text")
-        return utils.InferenceResponse(output_tensors=[], error=utils.TritonError(message, utils.TritonError.UNAVAILABLE))
+        return unavailable_response(TOKENIZER_MODEL, f"{self.large_queue} large requests (above {self.large_bytes} "
+                                    f"bytes of text) already wait to be tokenized; this one has {size} bytes: "
+                                    "retry later or send less text")
 
     def _decode(self, request):
         """The request's texts, checked, and their total size in bytes."""
