@@ -205,7 +205,9 @@ class RssSampler:
 
 
 def stubs(pid: int) -> dict[str, psutil.Process]:
-    """Python-backend stub processes of a tritonserver, by model name (from the stub's command line)."""
+    """Python-backend stub processes of a tritonserver, by model name (from the stub's command line),
+    found through psutil: independent of the launcher's ``python_stubs``, which the outage test checks
+    against it."""
     out = {}
     for proc in process_tree(pid)[1:]:
         try:

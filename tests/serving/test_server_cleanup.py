@@ -16,26 +16,16 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from opencc_cm_contract import ENCODER_MODEL, SCORES, TEXT_ENSEMBLE
-from opencc_cm_serving.launch import TritonServer
+from opencc_cm_serving.launch import TritonServer, python_stubs
 
 from serving_calls import classify_text, nested_infer_body, text_inputs
 
 MIB = 1 << 20
 
 SHM = Path("/dev/shm")
-STUB_NAME = "triton_python_backend_stub"
-
-
 def stubs_of(pid: int) -> dict[str, psutil.Process]:
-    """The server's Python-backend stubs by model name (a stub's argv[1] is <repo>/<model>/<version>/model.py)."""
-    out = {}
-    for proc in psutil.Process(pid).children(recursive=True):
-        try:
-            if proc.name() == STUB_NAME:
-                out[Path(proc.cmdline()[1]).parent.parent.name] = proc
-        except (psutil.NoSuchProcess, IndexError):
-            pass
-    return out
+    """The server's Python-backend stubs by model name (the launcher's rule, ``launch.python_stubs``)."""
+    return {model: psutil.Process(stub) for stub, model in python_stubs(pid).items()}
 
 
 def dead_or_zombie(proc: psutil.Process) -> bool:
