@@ -34,7 +34,8 @@ from opencc_cm_contract import HARM_CATEGORIES
 
 from . import demo_corpus
 from .qwen_tokenizer import EOS_TOKEN, save_qwen_tokenizer
-from .synthetic_checkpoint import LORA_TARGETS, MINIMAL_VISION_CONFIG, PUBLISHED_BASE_MODEL, TINY_TEXT_CONFIG
+from .synthetic_checkpoint import (LORA_TARGETS, MINIMAL_VISION_CONFIG, PUBLISHED_BASE_MODEL, TINY_TEXT_CONFIG,
+                                   checkpoint_paths)
 
 THRESHOLD_ALIAS = {"Information Integrity": "Integrity & Quality violations"}  # the sidecar's published name
 
@@ -213,7 +214,8 @@ def train_demo_checkpoint(out: Path, cfg: DemoTraining = DemoTraining(), *, prog
 
     started = time.perf_counter()
     out = Path(out)
-    base_dir, clf_dir, data_dir = out / "base-model", out / "classifier", out / "data"
+    base_dir, clf_dir = checkpoint_paths(out).values()
+    data_dir = out / "data"
     for d in (base_dir, clf_dir, data_dir):
         d.mkdir(parents=True, exist_ok=True)
 

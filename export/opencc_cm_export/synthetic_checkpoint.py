@@ -105,6 +105,11 @@ def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def checkpoint_paths(out: Path) -> dict[str, Path]:
+    """Where a generated checkpoint folder keeps its two parts: ``base_model`` and ``classifier``."""
+    return {"base_model": Path(out) / "base-model", "classifier": Path(out) / "classifier"}
+
+
 def write_synthetic_checkpoint(out: Path, size: str = "tiny", *, variant: str = "cm",
                                progress=print) -> dict[str, Path]:
     """Write ``out/base-model`` and ``out/classifier``; return both paths.
@@ -118,7 +123,7 @@ def write_synthetic_checkpoint(out: Path, size: str = "tiny", *, variant: str = 
 
     spec = SIZES[size]
     out = Path(out)
-    base_dir, clf_dir = out / "base-model", out / "classifier"
+    base_dir, clf_dir = checkpoint_paths(out).values()
     base_dir.mkdir(parents=True, exist_ok=True)
     clf_dir.mkdir(parents=True, exist_ok=True)
 

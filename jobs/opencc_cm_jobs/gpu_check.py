@@ -53,7 +53,7 @@ from opencc_cm_export.classifier_graph import build_merged_classifier
 from opencc_cm_export.gated_delta_export import gated_delta_rule
 from opencc_cm_export.parity import check_parity
 from opencc_cm_export.reference import ReferenceClassifier, activate
-from opencc_cm_export.synthetic_checkpoint import calibration_prompts, write_synthetic_checkpoint
+from opencc_cm_export.synthetic_checkpoint import calibration_prompts, checkpoint_paths, write_synthetic_checkpoint
 from opencc_cm_export.torch_encoder import TorchEncoder, load_merged, save_merged
 
 THROUGHPUT_BATCHES = (1, 8, 16, 32, 64)
@@ -435,7 +435,7 @@ def checkpoint(folder: Path, size: str) -> dict[str, Path]:
     """The seeded synthetic checkpoint (same bytes every run): reused when a complete one is
     already in ``folder`` (a rerun in the same loan skips the slowest CPU phase), else written."""
     done = folder / "complete"
-    paths = {"base_model": folder / "base-model", "classifier": folder / "classifier"}
+    paths = checkpoint_paths(folder)
     if done.is_file():
         print(f"[checkpoint] {size}: reusing {folder}", flush=True)
         return paths
