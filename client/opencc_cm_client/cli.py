@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from opencc_cm_contract import label_flags
 from opencc_cm_contract.bundle_format import PROFILE_NAME
 from opencc_cm_contract.names import MODEL_PREFIX
 
 from .errors import ClassifierError
-from .evaluation import (calibrate_for_fpr, calibrate_for_recall, cost_summary, evaluate, expected_metrics,
-                         profile_file, read_samples)
+from .evaluation import (calibrate_for_fpr, calibrate_for_recall, calibrate_to_match, cost_summary, decision_agreement,
+                         evaluate, expected_metrics, profile_file, read_samples)
 from opencc_cm_contract.latency import latency_summary
 
 from .options import ConnectionOptions
@@ -32,14 +33,16 @@ from .server_info import ServerContractError
 EXIT_CLEAN, EXIT_FLAGGED, EXIT_ERROR = 0, 1, 2
 
 
-def _client(args):
+def _client(args, *, url: str | None = None, model_prefix: str | None = None, profile: str | None = None):
+    """The client the common options describe; ``url``, ``model_prefix`` and ``profile`` override
+    theirs (a second deployment, e.g. calibrate's reference)."""
     from .client import ClassifierClient
 
     options = ConnectionOptions(timeout_s=args.timeout, ssl=args.ssl, root_certificates=args.root_certificates,
                                 private_key=args.private_key, certificate_chain=args.certificate_chain,
                                 headers=dict(args.header) if args.header else None, compression=args.compression)
-    return ClassifierClient(args.url, tokenizer=args.tokenizer, threshold_profile=args.profile, options=options,
-                            model_prefix=args.model_prefix)
+    return ClassifierClient(url or args.url, tokenizer=args.tokenizer, threshold_profile=profile or args.profile,
+                            options=options, model_prefix=args.model_prefix if model_prefix is None else model_prefix)
 
 
 def _progress(total: int, what: str) -> tqdm:
@@ -115,33 +118,57 @@ def format_eval(report: dict) -> str:
     return "\n".join(lines)
 
 
-def cmd_calibrate(args) -> int:
-    samples = read_samples(args.data)
-    with _client(args) as client:
-        info = client.server_info()
-        results = []
-        with _progress(len(samples), "calibrate") as bar:
-            for i in range(0, len(samples), info.max_batch_size):
-                chunk = [s.text for s in samples[i:i + info.max_batch_size]]
-                results.extend(client.classify(chunk))
-                bar.update(len(chunk))
+def _scores_of(client, texts, what: str):
+    """``(server info, (texts, labels) scores, fired flags)`` for ``texts``, in server-sized batches."""
+    info = client.server_info()
+    results = []
+    with _progress(len(texts), what) as bar:
+        for i in range(0, len(texts), info.max_batch_size):
+            chunk = texts[i:i + info.max_batch_size]
+            results.extend(client.classify(chunk))
+            bar.update(len(chunk))
     scores = np.array([[r.score for r in res.labels] for res in results], dtype=np.float32)
-    harmful = np.array([s.harmful for s in samples])
+    fired = np.array([[r.fired for r in res.labels] for res in results], dtype=bool)
+    return info, scores, fired
+
+
+def cmd_calibrate(args) -> int:
+    matching = args.match_url is not None
+    samples = read_samples(args.data, labeled=not matching)
+    texts = [s.text for s in samples]
+    with _client(args) as client:
+        info, scores, _ = _scores_of(client, texts, "calibrate")
     current = np.array(info.thresholds(args.profile))
-    if args.target_fpr is not None:
-        thresholds = calibrate_for_fpr(info.labels, scores, harmful, args.target_fpr)
+    if matching:
+        with _client(args, url=args.match_url, model_prefix=args.match_model_prefix, profile=args.match_profile) as ref:
+            ref_info, _, ref_fired = _scores_of(ref, texts, "reference")
+        if tuple(ref_info.labels) != tuple(info.labels):
+            raise CliError(f"--match-url serves labels {list(ref_info.labels)}, this server {list(info.labels)}: "
+                           "not the same classifier")
+        thresholds = calibrate_to_match(scores, ref_fired, ref_info.thresholds(args.match_profile))
+        goal = f"the decisions of {args.match_url} (profile {args.match_profile!r})"
+    elif args.target_fpr is not None:
+        thresholds = calibrate_for_fpr(info.labels, scores, np.array([s.harmful for s in samples]), args.target_fpr)
         goal = f"benign FPR <= {args.target_fpr}"
     else:
         thresholds = calibrate_for_recall(info.labels, scores, [s.category for s in samples], args.target_recall, current)
         goal = f"per-label recall >= {args.target_recall}"
-    before, after = expected_metrics(scores, harmful, current), expected_metrics(scores, harmful, thresholds)
     Path(args.out).write_text(json.dumps(profile_file(args.name, info.labels, thresholds), indent=2) + "\n")
     print(f"profile {args.name!r} ({goal}) written to {args.out}")
     print(f"{'label':<24} {'current':>9} {'new':>9}")
     for label, a, b in zip(info.labels, current, thresholds):
         print(f"{label:<24} {a:>9.4f} {b:>9.4f}")
-    print(f"on these {len(samples)} samples: detection {_fmt(before['detection'])} -> {_fmt(after['detection'])}, "
-          f"FPR {_fmt(before['fpr'])} -> {_fmt(after['fpr'])}")
+    if matching:
+        before = decision_agreement(label_flags(scores, current), ref_fired)
+        after = decision_agreement(label_flags(scores, thresholds), ref_fired)
+        print(f"on these {len(samples)} texts, against the reference: labels that disagree "
+              f"{before['label_disagreements']} -> {after['label_disagreements']}, texts whose decision differs "
+              f"{before['text_decisions_flipped']} -> {after['text_decisions_flipped']}")
+    if all(s.category is not None for s in samples):
+        harmful = np.array([s.harmful for s in samples])
+        before, after = expected_metrics(scores, harmful, current), expected_metrics(scores, harmful, thresholds)
+        print(f"on these {len(samples)} samples: detection {_fmt(before['detection'])} -> {_fmt(after['detection'])}, "
+              f"FPR {_fmt(before['fpr'])} -> {_fmt(after['fpr'])}")
     print(f"deploy it with: python -m opencc_cm_serving.deploy ... --profiles {args.out}  "
           f"(then request with threshold_profile={args.name})")
     return EXIT_CLEAN
@@ -286,11 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--report", type=output_file, help="write the JSON report here")
     e.set_defaults(func=cmd_eval)
     k = sub.add_parser("calibrate", parents=[common], formatter_class=_Formatter,
-                       help="compute a threshold profile on a labeled set")
-    k.add_argument("data", help="labeled samples: .jsonl or .csv with 'text' and 'category' ('Benign' = negative)")
+                       help="compute a threshold profile on a labeled set, or to match another deployment's decisions")
+    k.add_argument("data", help="samples: .jsonl or .csv with 'text' and 'category' ('Benign' = negative); "
+                                "with --match-url 'category' may be absent")
     goal = k.add_mutually_exclusive_group(required=True)
     goal.add_argument("--target-fpr", type=fraction, help="highest benign false-positive rate, in (0, 1]")
     goal.add_argument("--target-recall", type=fraction, help="lowest per-label recall, in (0, 1]")
+    goal.add_argument("--match-url", metavar="HOST:PORT",
+                      help="a reference deployment of the same classifier (e.g. fp32, for an int8 or bf16 one): "
+                           "per label, the threshold whose flags agree most with the reference's on these texts")
+    k.add_argument("--match-model-prefix", type=model_prefix, default="",
+                   help="with --match-url: which classifier of the reference server (deploy --model-prefix)")
+    k.add_argument("--match-profile", default="default", help="with --match-url: the reference's threshold profile")
     k.add_argument("--name", type=profile_name, default="recalibrated",
                    help="profile name (a letter, then letters, digits, _)")
     k.add_argument("--out", type=output_file, required=True, help="profiles JSON file for the server (deploy --profiles)")

@@ -24,17 +24,19 @@ BENIGN = "Benign"
 @dataclass(frozen=True)
 class Sample:
     text: str
-    category: str
+    category: str | None  # None: an unlabeled text (calibration against a reference deployment)
 
     @property
     def harmful(self) -> bool:
         return self.category != BENIGN
 
 
-def read_samples(path: str | Path) -> list[Sample]:
+def read_samples(path: str | Path, *, labeled: bool = True) -> list[Sample]:
     """JSONL (one object per line) or CSV (header with ``text`` and ``category``), UTF-8 with or
     without a byte-order mark. Raises ``ValueError`` naming the file (and line) on bad data,
-    ``OSError`` when the file cannot be read."""
+    ``OSError`` when the file cannot be read. ``labeled=False`` accepts rows without a
+    ``category`` (their ``category`` is ``None``)."""
+    columns = ("text", "category") if labeled else ("text",)
     path = Path(path)
     try:
         content = path.read_bytes().decode("utf-8-sig")
@@ -45,7 +47,7 @@ def read_samples(path: str | Path) -> list[Sample]:
         reader = csv.DictReader(io.StringIO(content, newline=""))
         try:
             header = reader.fieldnames or []
-            missing = [c for c in ("text", "category") if c not in header]
+            missing = [c for c in columns if c not in header]
             if missing:
                 raise ValueError(f"{path}: CSV header {header} lacks column(s) {missing}")
             for row in reader:
@@ -61,9 +63,12 @@ def read_samples(path: str | Path) -> list[Sample]:
                     raise ValueError(f"{path}:{n}: invalid JSON: {exc}") from None
     samples = []
     for n, row in rows:
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not isinstance(row.get("category"), str):
-            raise ValueError(f"{path}:{n}: row needs string fields 'text' and 'category'")
-        samples.append(Sample(row["text"], row["category"].strip()))
+        category = row.get("category") if isinstance(row, dict) else None
+        if (not isinstance(row, dict) or not isinstance(row.get("text"), str)
+                or not (isinstance(category, str) or (category is None and not labeled))):
+            fields = "'text' and 'category'" if labeled else "'text' (and 'category' if any)"
+            raise ValueError(f"{path}:{n}: row needs string fields {fields}")
+        samples.append(Sample(row["text"], category.strip() if category is not None else None))
     if not samples:
         raise ValueError(f"{path}: no samples")
     return samples
@@ -153,6 +158,41 @@ def calibrate_for_recall(labels: Sequence[str], scores: np.ndarray, categories: 
             k = int(math.floor((1 - target_recall) * len(own) + 1e-9))
             thresholds[j] = float(own[min(k, len(own) - 1)])
     return thresholds
+
+
+def calibrate_to_match(scores: np.ndarray, reference_flags: np.ndarray, reference_thresholds: Sequence[float]) -> np.ndarray:
+    """Per label: the threshold on ``scores`` whose flags agree most often with ``reference_flags``
+    (the decisions of a reference deployment, e.g. fp32, on the same texts). Among equally good
+    thresholds, the one nearest the reference's own threshold, then the lower (a gate leans to
+    flagging)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    reference_flags = np.asarray(reference_flags, dtype=bool)
+    if scores.shape != reference_flags.shape or scores.ndim != 2 or not len(scores):
+        raise ValueError(f"scores {scores.shape} and reference flags {reference_flags.shape} must be the same "
+                         "non-empty (texts, labels) shape")
+    thresholds = np.empty(scores.shape[1])
+    for j in range(scores.shape[1]):
+        order = np.argsort(scores[:, j], kind="stable")
+        s, r = scores[order, j], reference_flags[order, j]
+        # flagging rows k.. (those with score >= s[k]): misses = reference flags below k, false
+        # flags = reference passes from k on; k = n flags nothing (a threshold above every score)
+        missed = np.concatenate([[0], np.cumsum(r)])
+        extra = np.concatenate([np.cumsum((~r)[::-1])[::-1], [0]])
+        candidates = np.append(s, _just_above(s[-1]))
+        starts = np.concatenate([[True], s[1:] > s[:-1], [True]])  # a threshold flags a whole group of ties
+        wrong = np.where(starts, missed + extra, np.iinfo(np.int64).max)
+        best = np.flatnonzero(wrong == wrong.min())
+        distance = np.abs(candidates[best] - float(reference_thresholds[j]))
+        pick = best[np.lexsort((candidates[best], distance))[0]]
+        thresholds[j] = candidates[pick]
+    return thresholds
+
+
+def decision_agreement(flags: np.ndarray, reference_flags: np.ndarray) -> dict:
+    """How far two sets of (texts, labels) flags agree: per label and per text (flagged or not)."""
+    flags, reference_flags = np.asarray(flags, dtype=bool), np.asarray(reference_flags, dtype=bool)
+    return {"label_disagreements": int((flags != reference_flags).sum()),
+            "text_decisions_flipped": int((flags.any(axis=1) != reference_flags.any(axis=1)).sum())}
 
 
 def expected_metrics(scores: np.ndarray, harmful: np.ndarray, thresholds: np.ndarray) -> dict:

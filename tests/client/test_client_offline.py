@@ -9,8 +9,9 @@ import pytest
 
 from opencc_cm_client import classification_pb2 as pb
 from opencc_cm_contract.latency import latency_summary
-from opencc_cm_client.evaluation import (Sample, calibrate_for_fpr, calibrate_for_recall, evaluate,
-                                         expected_metrics, read_samples)
+from opencc_cm_client.evaluation import (Sample, calibrate_for_fpr, calibrate_for_recall, calibrate_to_match,
+                                         decision_agreement, evaluate, expected_metrics, read_samples)
+from opencc_cm_contract import label_flags
 from opencc_cm_client.gate import gate_decision
 from opencc_cm_client.results import Classification, LabelResult
 from opencc_cm_contract.text_rules import InputError, decode_text
@@ -210,3 +211,43 @@ def test_a_request_the_server_cannot_parse_is_a_client_mistake_never_retried():
         finally:
             await client.close()
     asyncio.run(run_async())
+
+
+def _brute_force_disagreements(scores, reference):
+    """Every threshold worth trying (each score, and one above them all) and its disagreements."""
+    candidates = np.append(np.unique(scores), scores.max() + 1)
+    return {float(t): int(((scores >= t) != reference).sum()) for t in candidates}
+
+
+def test_calibrate_to_match_finds_the_thresholds_that_agree_most_with_the_reference():
+    rng = np.random.default_rng(7)
+    scores = rng.random((200, 3)).round(2)  # rounded: many ties, which a threshold must flag together
+    reference = np.stack([scores[:, 0] >= 0.5,  # exactly reproducible
+                          (scores[:, 1] + rng.normal(0, 0.05, 200)) >= 0.4,  # a noisy version of a threshold
+                          np.zeros(200, dtype=bool)], axis=1)  # the reference never fires
+    got = calibrate_to_match(scores, reference, [0.5, 0.4, 0.9])
+    for j in range(3):
+        brute = _brute_force_disagreements(scores[:, j], reference[:, j])
+        assert ((scores[:, j] >= got[j]) != reference[:, j]).sum() == min(brute.values())
+    assert got[0] == 0.5 and got[2] > scores[:, 2].max()
+    before = decision_agreement(label_flags(scores, np.array([0.45, 0.45, 0.45])), reference)
+    after = decision_agreement(label_flags(scores, got), reference)
+    assert after["label_disagreements"] < before["label_disagreements"]
+    assert after["text_decisions_flipped"] <= before["text_decisions_flipped"]
+
+
+def test_calibrate_to_match_prefers_the_reference_threshold_among_equals_and_checks_shapes():
+    scores = np.array([[0.1], [0.2], [0.8], [0.9]])
+    reference = np.array([[False], [False], [True], [True]])
+    # 0.8 and every threshold in (0.2, 0.8] agree fully: of the candidates (the scores), 0.8 is it
+    assert calibrate_to_match(scores, reference, [0.5])[0] == 0.8
+    with pytest.raises(ValueError, match="same"):
+        calibrate_to_match(scores, reference[:3], [0.5])
+
+
+def test_read_samples_unlabeled_only_when_asked(tmp_path):
+    (tmp_path / "t.jsonl").write_text('{"text": "a"}\n{"text": "b", "category": "Benign"}\n')
+    samples = read_samples(tmp_path / "t.jsonl", labeled=False)
+    assert [(s.text, s.category) for s in samples] == [("a", None), ("b", "Benign")]
+    with pytest.raises(ValueError, match="t.jsonl:1: row needs string fields 'text' and 'category'"):
+        read_samples(tmp_path / "t.jsonl")

@@ -8,6 +8,7 @@ import pytest
 
 from opencc_cm_client.cli import main as cli
 from opencc_cm_client.evaluation import expected_metrics
+from opencc_cm_contract import label_flags
 from opencc_cm_export.reference import decide
 from opencc_cm_export.synthetic_checkpoint import calibration_prompts
 from opencc_cm_serving.launch import free_port
@@ -103,6 +104,13 @@ def test_eval_reads_a_csv_saved_with_a_byte_order_mark(tiny_server, labeled, tmp
     assert reports["csv"]["cost"]["input_tokens"] == reports["jsonl"]["cost"]["input_tokens"]
 
 
+def tiny_reference_thresholds(bundle, labels):
+    from opencc_cm_contract.bundle_format import ClassifierManifest
+
+    manifest = ClassifierManifest.read(bundle)
+    return [dict(zip(manifest.labels, manifest.thresholds))[label] for label in labels]
+
+
 def test_calibrate_reaches_its_target_and_the_server_loads_the_profile(tiny_server, tiny_bundle, labeled, tmp_path):
     from opencc_cm_client import ClassifierClient
     from opencc_cm_serving.launch import TritonServer
@@ -122,6 +130,19 @@ def test_calibrate_reaches_its_target_and_the_server_loads_the_profile(tiny_serv
     with TritonServer(repo, log_path=tmp_path / "server.log") as server, \
             ClassifierClient(server.grpc_url, threshold_profile="strict") as client:
         results = client.classify([s["text"] for s in samples])
-    flagged = np.array([r.flagged for r in results])
-    assert flagged[~harmful].mean() <= 0.25
-    assert flagged[harmful].mean() == got["detection"]
+        flagged = np.array([r.flagged for r in results])
+        assert flagged[~harmful].mean() <= 0.25
+        assert flagged[harmful].mean() == got["detection"]
+        # calibrate to match another deployment's decisions (here the "strict" profile stands for
+        # the fp32 deployment) on unlabeled texts: the new profile reproduces them exactly
+        unlabeled = tmp_path / "texts.jsonl"
+        unlabeled.write_text("".join(json.dumps({"text": s["text"]}) + "\n" for s in samples))
+        matched = tmp_path / "matched.json"
+        assert cli(["calibrate", "--url", server.grpc_url, str(unlabeled), "--match-url", server.grpc_url,
+                    "--match-profile", "strict", "--name", "matched", "--out", str(matched)]) == 0
+    served = np.array([[r.score for r in res.labels] for res in results])
+    strict_fired = np.array([[r.fired for r in res.labels] for res in results])
+    thresholds = json.loads(matched.read_text())["profiles"]["matched"]
+    default_flags = label_flags(served, np.array(tiny_reference_thresholds(tiny_bundle, labels)))
+    assert (default_flags != strict_fired).any()  # the two profiles decide differently on these texts
+    assert (label_flags(served, np.array([thresholds[label] for label in labels])) == strict_fired).all()
