@@ -443,11 +443,11 @@ def run_level(url: str, ensemble: str, requests: list[list], clients: int, durat
 # --------------------------------------------------------------------------------------------
 def measure_server(repo: Path, mode: str, ensembles: tuple[str, ...], levels: tuple[int, ...], requests_by: dict,
                    duration_s: float, warmup_s: float, log: Path, stub_dir: Path | None = None) -> dict:
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     out: dict = {"mode": mode, "levels": []}
     t0 = time.perf_counter()
-    with TritonServer(repo, log_path=log, ready_timeout=600) as server:
+    with TritonServer(repo, ServerSettings(log_path=log, ready_timeout=600)) as server:
         out["ready_s"] = time.perf_counter() - t0
         url = server.grpc_url
         server_cpu = ProcessCpu(server.process.pid)

@@ -26,7 +26,7 @@ from tritonclient.utils import InferenceServerException
 from opencc_cm_client import ClassifierClient, ConnectionOptions, RetryPolicy, UnavailableError
 from opencc_cm_contract import CALIBRATION_MODEL, ENCODER_MODEL, HARM_CATEGORIES, TEXT_ENSEMBLE, TOKENIZER_MODEL
 from opencc_cm_serving.deploy import main as deploy_main
-from opencc_cm_serving.launch import free_port
+from opencc_cm_serving.launch import ServerSettings, free_port
 from opencc_cm_serving.production import ADMIN_PROTOCOLS, ProductionConfig, ProductionConfigError
 
 from reliability_tools import MAX_TEXT_BYTES, Tally, fire_cases, make_cases, mismatch, result_dict
@@ -89,7 +89,9 @@ def test_production_flags(pki):
     args = config.tritonserver_args()
     assert f"--grpc-restricted-protocol={','.join(ADMIN_PROTOCOLS)}:admin-key={'k' * 32}" in args
     assert "--grpc-use-ssl=true" in args and "--disable-auto-complete-config" in args
-    assert config.server_kwargs()["model_control_mode"] == "none" and config.server_kwargs()["http"] is False
+    settings = config.server_settings(ServerSettings(grpc_port=8101, log_path="server.log"))
+    assert settings.model_control_mode == "none" and settings.http is False
+    assert (settings.grpc_port, settings.log_path, settings.probe_headers) == (8101, "server.log", config.grpc_admin_headers)
     assert config.grpc_admin_headers == {"triton-grpc-protocol-admin-key": "k" * 32}
     mutual = ProductionConfig(server_cert=pki / "server.crt", server_key=pki / "server.key", ca_cert=pki / "ca.crt",
                               admin_key="k" * 32, mutual=True, allow_http=True)

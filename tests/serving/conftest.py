@@ -84,10 +84,10 @@ def repository(tmp_path_factory, bundle_dir, profiles_file) -> Path:
 
 @pytest.fixture(scope="session")
 def server(repository, tmp_path_factory):
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     log = tmp_path_factory.mktemp("server") / "tritonserver.log"
-    with TritonServer(repository, log_path=log, ready_timeout=120) as running:
+    with TritonServer(repository, ServerSettings(log_path=log, ready_timeout=120)) as running:
         yield running
 
 

@@ -83,10 +83,10 @@ def served(bundle: Path, root: Path, *deploy_args: str, target: str = "python-or
     """Deploy ``bundle`` into ``root/repo`` (``deploy_args`` as on deploy's command line), run a real
     tritonserver on it on loopback (its log in ``root``) and yield ``(server, client)``: what every
     server test module's fixture builds on."""
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     repo = deploy_to(bundle, root / "repo", target, *deploy_args)
-    with TritonServer(repo, log_path=root / "tritonserver.log", ready_timeout=ready_timeout) as server, \
+    with TritonServer(repo, ServerSettings(log_path=root / "tritonserver.log", ready_timeout=ready_timeout)) as server, \
             grpcclient.InferenceServerClient(server.grpc_url) as client:
         yield server, client
 
