@@ -36,7 +36,7 @@ from opencc_cm_serving.launch import ServerSettings, TritonServer, free_port
 from opencc_cm_serving.canary import canary
 
 from reliability_tools import remove_leaked_regions, stub_shm_regions, stubs
-from serving_calls import deploy_to
+from serving_calls import deploy_native_steps, deploy_to
 
 JB = "jailbreak_"
 WRAPS = 2 ** 61  # x 8 bytes per INT64 = 2**64: Triton's byte-size check sees 0 bytes
@@ -45,8 +45,12 @@ UNHEALTHY = "is not healthy"
 
 @pytest.fixture(scope="module")
 def two_classifiers(rel_bundle, tmp_path_factory):
+    """Two python-ort classifiers, each with the native targets' ids_preprocess and calibration
+    beside it (called directly below)."""
     repo = deploy_to(rel_bundle, tmp_path_factory.mktemp("outage") / "repo", "python-ort")
-    return deploy_to(rel_bundle, repo, "python-ort", "--model-prefix", JB)
+    deploy_native_steps(rel_bundle, repo)
+    deploy_to(rel_bundle, repo, "python-ort", "--model-prefix", JB)
+    return deploy_native_steps(rel_bundle, repo, "--model-prefix", JB)
 
 
 def raw_infer(url: str, model: str, tensors) -> tuple[str, str]:
