@@ -33,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,7 +229,7 @@ class ServerSettings:
     log_path: Path | None = None
     ready_timeout: float = 180.0
     model_control_mode: str = "none"
-    extra_args: tuple[str, ...] = ()
+    extra_args: Sequence[str] = ()
     client_kwargs: Mapping[str, object] = field(default_factory=dict)
     probe_headers: Mapping[str, str] | None = None
 
