@@ -188,7 +188,7 @@ def triton_part(bundle: Path, max_tokens: int, tmp: Path, log: Path, progress, q
     from opencc_cm_client import ClassifierClient, ConnectionOptions
     from opencc_cm_serving.bundle import CLASSIFIER_FILE, load_classifier
     from opencc_cm_serving.deploy import main as deploy_main
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     from opencc_cm_serving.deploy import CHECKOUT_TEMPLATES as repo_src
     repo = tmp / "repository"
@@ -205,7 +205,7 @@ def triton_part(bundle: Path, max_tokens: int, tmp: Path, log: Path, progress, q
         line.strip() for line in config.splitlines() if "max_group_tokens" in line or "attention_span" in line
         or "memory" in line and "key" in line]}
     progress(f"[triton] starting the server on {repo}")
-    with TritonServer(repo, log_path=log) as server:
+    with TritonServer(repo, ServerSettings(log_path=log)) as server:
         stub = _encoder_stub(server.process.pid)
         pid = stub.pid
 

@@ -22,7 +22,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from opencc_cm_contract import TEXT, TEXT_ENSEMBLE
-from opencc_cm_serving.launch import TritonServer
+from opencc_cm_serving.launch import ServerSettings, TritonServer
 
 MIB = 1 << 20
 STUB_NAME = "triton_python_backend_stub"
@@ -54,7 +54,7 @@ def memory(server: TritonServer) -> dict[str, float]:
 def run(repository: Path, args: list[str], bomb_mib: int, bombs: int) -> tuple[dict, dict, str]:
     text = b"a" * (bomb_mib * MIB)
     log = Path(tempfile.mkdtemp(prefix="hostile-memory-")) / "tritonserver.log"
-    with TritonServer(repository, extra_args=args, ready_timeout=180, log_path=log) as server:
+    with TritonServer(repository, ServerSettings(extra_args=args, ready_timeout=180, log_path=log)) as server:
         with grpcclient.InferenceServerClient(server.grpc_url) as client:
             client.infer(TEXT_ENSEMBLE, text_input(b"warm up"))
             before = memory(server)

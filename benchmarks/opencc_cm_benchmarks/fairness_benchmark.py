@@ -94,7 +94,7 @@ def long_client(url: str, stop: threading.Event, max_tokens: int, vocab: int, se
 
 def run(args: argparse.Namespace) -> dict:
     from opencc_cm_serving.deploy import main as deploy_main
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     import os
 
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> dict:
                             "--target", "python-ort", *args.deploy_arg])
         if code:
             raise SystemExit(f"deploy failed ({code})")
-        with TritonServer(work / "repo", log_path=work / "tritonserver.log", ready_timeout=300) as server:
+        with TritonServer(work / "repo", ServerSettings(log_path=work / "tritonserver.log", ready_timeout=300)) as server:
             url = server.grpc_url
             import tritonclient.grpc as grpcclient
 

@@ -134,14 +134,14 @@ def _concurrent(url: str, requests: list[list[bytes]], probe: Probe) -> dict:
 
 def _server(bundle: Path, work: Path, templates: str, policy: str, extra: list[str]):
     from opencc_cm_serving.deploy import main as deploy_main
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     repo = work / f"repo-{policy}"
     code = deploy_main(["--bundle", str(bundle), "--repository", templates, "--output", str(repo),
                         "--target", "python-ort", "--long-input-policy", policy, *extra])
     if code:
         raise SystemExit(f"deploy failed ({code})")
-    return TritonServer(repo, log_path=work / f"tritonserver-{policy}.log", ready_timeout=300)
+    return TritonServer(repo, ServerSettings(log_path=work / f"tritonserver-{policy}.log", ready_timeout=300))
 
 
 def long_word(letters: int, seed: int = 0) -> bytes:

@@ -9,7 +9,9 @@ Modes, each its own server on 127.0.0.1, one after the other:
   (``null_encoder_graph``: ``input_ids``/``attention_mask`` INT64 [batch, seq] -> ``logits``
   FP32 [batch, num_labels], all zeros) generated into a temporary bundle, deployed with the
   normal ``python -m opencc_cm_serving.deploy --target python-ort`` into a temporary repository
-  (never into ``model_repository/``). Every model.py is the real one.
+  (never into ``model_repository/``), with the onnxruntime target's ``ids_preprocess`` and
+  ``calibration`` beside it (``--models``: no ensemble routes through them here; the floor's
+  one-hop model takes their configs). Every model.py is the real one.
 - ``floor``: the same repository, the same configs (tensors, batching, queues, instances), but
   every Python model's ``model.py`` replaced by an EMPTY one that answers correctly shaped
   zeros: the floor of Triton's Python backend for this graph on this machine. It also holds
@@ -117,14 +119,16 @@ def make_null_bundle(source_bundle: Path, dest: Path) -> Path:
 
 
 def deploy_null(bundle: Path, repo: Path, templates: Path = TEMPLATES, max_batch_size: int | None = None) -> Path:
-    """The normal deploy command (a child process, as a user runs it) into ``repo``."""
-    cmd = [sys.executable, "-m", "opencc_cm_serving.deploy", "--bundle", str(bundle), "--repository", str(templates),
-           "--output", str(repo), "--target", "python-ort", "--allow-unverified-bundle"]
+    """The normal deploy command (a child process, as a user runs it) into ``repo``: the python-ort
+    target, then the onnxruntime target's ids_preprocess and calibration beside it."""
+    common = [sys.executable, "-m", "opencc_cm_serving.deploy", "--bundle", str(bundle), "--repository", str(templates),
+              "--output", str(repo), "--allow-unverified-bundle"]
     if max_batch_size:
-        cmd += ["--max-batch-size", str(max_batch_size)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    if done.returncode != 0:
-        raise RuntimeError(f"deploy failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+        common += ["--max-batch-size", str(max_batch_size)]
+    for target in (["--target", "python-ort"], ["--target", "onnxruntime", "--models", "ids_preprocess,calibration"]):
+        done = subprocess.run(common + target, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"deploy failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
     return repo
 
 
@@ -443,11 +447,11 @@ def run_level(url: str, ensemble: str, requests: list[list], clients: int, durat
 # --------------------------------------------------------------------------------------------
 def measure_server(repo: Path, mode: str, ensembles: tuple[str, ...], levels: tuple[int, ...], requests_by: dict,
                    duration_s: float, warmup_s: float, log: Path, stub_dir: Path | None = None) -> dict:
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     out: dict = {"mode": mode, "levels": []}
     t0 = time.perf_counter()
-    with TritonServer(repo, log_path=log, ready_timeout=600) as server:
+    with TritonServer(repo, ServerSettings(log_path=log, ready_timeout=600)) as server:
         out["ready_s"] = time.perf_counter() - t0
         url = server.grpc_url
         server_cpu = ProcessCpu(server.process.pid)

@@ -200,7 +200,7 @@ def entry(name: str, path: str, mode: str, ms: list[float], prompts: int, tokens
 def serve_and_measure(args, plan: Plan, bundle: Path, tokenizer_path: str, texts, warm, tokens, scratch: Path,
                       usd: float) -> dict:
     from opencc_cm_serving.deploy import main as deploy_main
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     repo = scratch / "repo"
     deploy_args = ["--bundle", str(bundle), "--repository", str(args.repository), "--output", str(repo),
@@ -212,7 +212,7 @@ def serve_and_measure(args, plan: Plan, bundle: Path, tokenizer_path: str, texts
     log = Path(args.server_log) if args.server_log else scratch / "server.log"
     configs, scores = [], {}
     t0 = time.perf_counter()
-    with TritonServer(repo, log_path=log, ready_timeout=900) as server:
+    with TritonServer(repo, ServerSettings(log_path=log, ready_timeout=900)) as server:
         ready_s = time.perf_counter() - t0
         url = server.grpc_url
         print(f"[triton] ready on {url} in {ready_s:.1f} s")

@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args(argv)
     from opencc_cm_client import ClassifierClient
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     load_at_start = list(os.getloadavg())
     out = Path(args.out)
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
         subprocess.run([sys.executable, "-m", "opencc_cm_serving.deploy", "--bundle", args.bundle, "--repository",
                         str(ROOT / "model_repository"), "--output", str(tmp / "repo"), "--target", "python-ort"],
                        check=True, capture_output=True)
-        with TritonServer(tmp / "repo", log_path=tmp / "server.log", ready_timeout=300) as server:
+        with TritonServer(tmp / "repo", ServerSettings(log_path=tmp / "server.log", ready_timeout=300)) as server:
             service, port = start_service(server.grpc_url, tmp)
             try:
                 with ClassifierClient(server.grpc_url) as client:

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from opencc_cm_client import ClassifierClient, results_table
-from opencc_cm_serving.launch import TritonServer
+from opencc_cm_serving.launch import ServerSettings, TritonServer
 
 # The demo's prompts and the verdict a working classifier gives each: None = passes, else the
 # category that must fire.
@@ -35,8 +35,8 @@ def main(argv=None) -> int:
     p.add_argument("--grpc-port", type=int, default=0, help="0 = a free port")
     p.add_argument("--server-log", default="tritonserver-demo.log", help="where the server's own log goes")
     args = p.parse_args(argv)
-    with TritonServer(args.model_repository, grpc_port=args.grpc_port, ready_timeout=300,
-                      log_path=args.server_log) as server:
+    settings = ServerSettings(grpc_port=args.grpc_port, ready_timeout=300, log_path=args.server_log)
+    with TritonServer(args.model_repository, settings) as server:
         print(f"tritonserver ready on {server.grpc_url} (loopback), log in {args.server_log}\n")
         with ClassifierClient(server.grpc_url, tokenizer=args.tokenizer) as local, \
                 ClassifierClient(server.grpc_url) as remote:

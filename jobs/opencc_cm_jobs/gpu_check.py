@@ -269,7 +269,7 @@ def triton_phase(bundle: Path, out: Path, texts: list[str], device: torch.device
     (the plan checked beforehand that the client library and a server are there)."""
     from opencc_cm_client import ClassifierClient, ConnectionOptions
     from opencc_cm_serving.deploy import CHECKOUT_TEMPLATES, DeploySettings, deploy
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     repo = out / "triton-repo"
     templates = CHECKOUT_TEMPLATES
@@ -278,7 +278,7 @@ def triton_phase(bundle: Path, out: Path, texts: list[str], device: torch.device
                           instance_kind=kind, torch_dtype=dtype, length_buckets=bucket_list(powers_of_two(16, 512)),
                           max_batch_size=64, pad_to_buckets="on"))
     result: dict = {}
-    with TritonServer(repo, log_path=out / "tritonserver.log", ready_timeout=300) as server:
+    with TritonServer(repo, ServerSettings(log_path=out / "tritonserver.log", ready_timeout=300)) as server:
         with ClassifierClient(server.grpc_url, tokenizer=bundle / "tokenizer.json") as client:
             for text in texts[:5]:
                 client.classify([text])

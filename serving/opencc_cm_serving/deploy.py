@@ -9,7 +9,11 @@ For each model folder it fills ``config.pbtxt.template`` (the encoder's is
 a missing value or any ``${`` left over is a ConfigError. Bundle artifacts are copied into
 ``<model>/1/artifacts/`` (the ONNX graph into ``encoder/1/``; for ``python-torch`` the merged
 torch weights into ``encoder/1/artifacts/``, and its config names ``model_torch.py``). With ``--output`` the committed
-repository is left untouched and a complete filled copy is written there instead.
+repository is left untouched and a filled copy of the models the target serves through (its
+ensembles and their steps: the Python-backend encoder targets validate ids and calibrate in the
+encoder, so they have no ``ids_preprocess`` and no ``calibration``) is written there instead;
+``--models`` writes only some of those. In place every model of the committed repository is
+filled: Triton loads every folder of a repository, and the committed one holds every model.
 ``--perf-input-dir`` also writes perf_analyzer ``--input-data`` files for both ensembles
 (``write_perf_inputs``): real texts, and their ids/masks from the bundle's tokenizer.
 """
@@ -152,10 +156,11 @@ def template_path(model_dir: Path, model: str, target: str) -> Path:
     return model_dir / "config.pbtxt.template"
 
 
-def copy_sources(source: Path, output: Path, prefix: str = "") -> None:
-    """Copy templates and model.py files (not generated files) into ``output/<prefix><model>``,
-    replacing those folders only: other classifiers already deployed there stay."""
-    for model in MODELS:
+def copy_sources(source: Path, output: Path, models: tuple[str, ...], prefix: str = "") -> None:
+    """Copy the templates and model.py files (not generated files) of ``models`` into
+    ``output/<prefix><model>``, replacing those folders only: other classifiers already deployed
+    there stay."""
+    for model in models:
         target = output / f"{prefix}{model}"
         if target.exists():
             shutil.rmtree(target)
@@ -199,6 +204,8 @@ class DeploySettings:
     cuda_graphs: str = "auto"
     batch_buckets: str | None = None
     graph_max_cells: int = 16384
+    # only these of the models the target serves through (with ``output``); None: all of them
+    models: tuple[str, ...] | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DeploySettings:
@@ -207,6 +214,8 @@ class DeploySettings:
         for key in ("bundle", "repository", "output", "profiles"):
             if values.get(key) is not None:
                 values[key] = Path(values[key])
+        if values.get("models") is not None:
+            values["models"] = tuple(m.strip() for m in values["models"].split(",") if m.strip())
         return cls(**values)
 
 
@@ -239,6 +248,8 @@ def _check_settings(settings: DeploySettings, max_tokens: int) -> None:
                           "(e.g. 'jailbreak_')")
     if settings.model_prefix and not settings.output:
         raise ConfigError("--model-prefix needs --output (the committed templates keep their own names)")
+    if settings.models is not None and not settings.output:
+        raise ConfigError("--models needs --output (in place, Triton loads every model of the committed repository)")
 
 
 def window_overlap(settings: DeploySettings, max_tokens: int) -> int:
@@ -290,17 +301,33 @@ def template_values(settings: DeploySettings, spec, profiles: dict) -> dict[str,
     }
 
 
-def render_configs(source: Path, settings: DeploySettings, values: dict) -> dict[str, str]:
-    """Every model's filled config, each parsed as Triton's ModelConfig: a broken template fails
-    here, before anything is written."""
-    configs = {}
+def render_configs(source: Path, settings: DeploySettings, values: dict) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Every model's filled config, each parsed as Triton's ModelConfig (a broken template fails
+    here, before anything is written), and the models the target serves through: its ensembles
+    and the steps they call, in ``MODELS`` order."""
+    configs, called = {}, set()
     for model in MODELS:
         template = template_path(source / model, model, settings.target)
         if not template.is_file():
             raise ConfigError(f"missing template {template}")
         configs[model] = fill(template.read_text(encoding="utf-8"), values, str(template))
-        check_model_config(configs[model], settings.model_prefix + model, str(template))
-    return configs
+        config = check_model_config(configs[model], settings.model_prefix + model, str(template))
+        called.update(step.model_name.removeprefix(settings.model_prefix) for step in config.ensemble_scheduling.step)
+    return configs, tuple(m for m in MODELS if m in ENSEMBLES or m in called)
+
+
+def chosen_models(settings: DeploySettings, served: tuple[str, ...]) -> tuple[str, ...]:
+    """The models this deploy writes: in place every one (Triton loads every folder of the
+    committed repository); else those the target serves through, or ``settings.models`` of them."""
+    if not settings.output:
+        return MODELS
+    if settings.models is None:
+        return served
+    wrong = [m for m in settings.models if m not in served]
+    if wrong or not settings.models:
+        raise ConfigError(f"--models {','.join(settings.models)!r}: the {settings.target} target serves through "
+                          f"{', '.join(served)}")
+    return tuple(m for m in served if m in settings.models)
 
 
 def deploy(settings: DeploySettings) -> Path:
@@ -309,11 +336,15 @@ def deploy(settings: DeploySettings) -> Path:
     bundle, source, prefix = Path(settings.bundle), Path(settings.repository), settings.model_prefix
     profiles = load_profiles(settings.profiles, spec.labels) if settings.profiles else {}  # fail before writing
     _check_settings(settings, spec.max_tokens)
-    configs = render_configs(source, settings, template_values(settings, spec, profiles))
+    configs, served = render_configs(source, settings, template_values(settings, spec, profiles))
+    models = chosen_models(settings, served)
     repo = Path(settings.output) if settings.output else source
     if settings.output:
-        copy_sources(source, repo, prefix)
-    for model in MODELS:
+        if settings.models is None:  # a whole classifier: its folders of models this target has no use for go
+            for model in set(MODELS) - set(models):
+                shutil.rmtree(repo / f"{prefix}{model}", ignore_errors=True)
+        copy_sources(source, repo, models, prefix)
+    for model in models:
         model_dir = repo / f"{prefix}{model}"
         (model_dir / "1").mkdir(parents=True, exist_ok=True)
         (model_dir / "config.pbtxt").write_text(configs[model], encoding="utf-8")
@@ -325,9 +356,10 @@ def deploy(settings: DeploySettings) -> Path:
             shutil.copy2(bundle / name, artifacts / name)
     if settings.profiles:
         folded = (ENCODER_MODEL,) if settings.target in RAGGED_TARGETS else ()  # calibration folded into the encoder
-        for model in (CALIBRATION_MODEL,) + folded:
+        for model in {CALIBRATION_MODEL, *folded} & set(models):
             shutil.copy2(settings.profiles, repo / f"{prefix}{model}" / "1" / "artifacts" / PROFILES_FILE)
-    _place_graph(bundle, repo / f"{prefix}{ENCODER_MODEL}", onnx=settings.target != "python-torch")
+    if ENCODER_MODEL in models:
+        _place_graph(bundle, repo / f"{prefix}{ENCODER_MODEL}", onnx=settings.target != "python-torch")
     return repo
 
 
@@ -436,6 +468,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pad-fraction", type=float,
                    help="python-ort encoder: most padding cells per length group; on a CPU-only "
                         "server ~0.1 ran faster (BENCHMARKS.md)")
+    p.add_argument("--models",
+                   help="with --output: write only these (comma list) of the models the target serves through, "
+                        "e.g. the onnxruntime target's Python-backend steps ids_preprocess,calibration beside another "
+                        "deployment, to call them on a server without the ONNX Runtime backend")
     p.add_argument("--perf-input-dir", help="also write perf_analyzer --input-data files "
                                             "classify_text.json and classify_ids.json here")
     p.add_argument("--perf-texts", help="texts for those files: one per line or JSONL with 'text' "

@@ -2,9 +2,10 @@
 
 ``python -m opencc_cm_serving.launch --model-repository DIR --grpc-port P --metrics-port P
 [--address 127.0.0.1] [--allow-http --http-port P]`` prints the endpoints once ready and shuts
-the server down cleanly on SIGINT/SIGTERM. Tests use the ``TritonServer`` context manager.
+the server down cleanly on SIGINT/SIGTERM. Tests use the ``TritonServer`` context manager
+(``ServerSettings`` says how it runs).
 
-HTTP is off unless asked for (``--allow-http``, ``TritonServer(http=True)``): tritonserver
+HTTP is off unless asked for (``--allow-http``, ``ServerSettings(http=True)``): tritonserver
 2.51's HTTP frontend parses a JSON body recursively, and one deeply nested body crashes the
 whole server (serving/README.md, "Threat model"). Clients use gRPC.
 
@@ -32,6 +33,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REQUIRED_PACKAGES = ("opencc_cm_serving", "opencc_cm_contract", "numpy", "tokenizers")
@@ -204,33 +207,48 @@ GRPC_REQUEST_POOL = ("--grpc-infer-allocation-pool-size=0",)
 SHM_DIR = Path("/dev/shm")
 
 
-class TritonServer:
-    """A tritonserver child process; ``with TritonServer(repo) as s: s.grpc_url``."""
+@dataclass(frozen=True)
+class ServerSettings:
+    """How ``TritonServer`` runs tritonserver; the launcher's command line and the tests build it.
 
-    def __init__(self, model_repository, grpc_port=0, http_port=0, metrics_port=0, address="127.0.0.1",
-                 log_path=None, ready_timeout=180.0, model_control_mode="none", extra_args=(),
-                 client_kwargs=None, probe_headers=None, http=False):
-        """``extra_args`` go to tritonserver as is, after the defaults (e.g. TLS flags); ``client_kwargs`` configure the
-        readiness probe's ``tritonclient.grpc`` client to match (ssl, certificates...);
-        ``probe_headers`` go with each probe call (e.g. the key of a restricted protocol, since the
-        probe lists the repository index). ``opencc_cm_serving.production`` builds all three.
-        ``http``: serve Triton's HTTP endpoint too, on ``http_port`` (off by default: see the
-        module docstring); without it ``http_port`` is ignored and ``self.http_port`` is None."""
+    Where it listens (port 0: a free port on ``address``): ``grpc_port``, ``metrics_port``, and
+    Triton's HTTP endpoint only with ``http`` (off by default: see the module docstring; without
+    it ``http_port`` is ignored). ``log_path``: the server's log is appended there (else it goes
+    to this console); a failed start then quotes its ``failed to load`` lines. ``ready_timeout``:
+    seconds until the server and every model must be READY. ``extra_args`` go to tritonserver as
+    is, after the defaults (e.g. TLS flags); ``client_kwargs`` configure the readiness probe's
+    ``tritonclient.grpc`` client to match (ssl, certificates...); ``probe_headers`` go with each
+    probe call (e.g. the key of a restricted protocol, since the probe lists the repository
+    index). ``opencc_cm_serving.production`` sets those three and ``model_control_mode``."""
+
+    address: str = "127.0.0.1"
+    grpc_port: int = 0
+    metrics_port: int = 0
+    http: bool = False
+    http_port: int = 0
+    log_path: Path | None = None
+    ready_timeout: float = 180.0
+    model_control_mode: str = "none"
+    extra_args: Sequence[str] = ()
+    client_kwargs: Mapping[str, object] = field(default_factory=dict)
+    probe_headers: Mapping[str, str] | None = None
+
+
+class TritonServer:
+    """A tritonserver child process; ``with TritonServer(repo, ServerSettings(log_path=...)) as s: s.grpc_url``."""
+
+    def __init__(self, model_repository, settings: ServerSettings | None = None):
+        """``grpc_port``, ``metrics_port`` and ``http_port`` (None unless HTTP is on) are the ports
+        it listens on: the settings' own, or free ones picked here."""
         self.repository = Path(model_repository).resolve()
-        self.address = address
-        self.grpc_port = grpc_port or free_port(address)
-        self.http = bool(http)
-        self.http_port = (http_port or free_port(address)) if self.http else None
-        self.metrics_port = metrics_port or free_port(address)
+        self.settings = settings = settings or ServerSettings()
+        self.grpc_port = settings.grpc_port or free_port(settings.address)
+        self.http_port = (settings.http_port or free_port(settings.address)) if settings.http else None
+        self.metrics_port = settings.metrics_port or free_port(settings.address)
         # The Python backend names each stub's /dev/shm region <prefix><uuid>. A prefix of this
         # server's own lets stop() remove the regions a dead stub or a killed server leaves behind.
         self.shm_prefix = f"opencc_cm_{os.getpid()}_{secrets.token_hex(6)}_"
-        self.log_path = Path(log_path) if log_path else None
-        self.ready_timeout = ready_timeout
-        self.model_control_mode = model_control_mode
-        self.extra_args = list(extra_args)
-        self.client_kwargs = dict(client_kwargs or {})
-        self.probe_headers = dict(probe_headers) if probe_headers else None
+        self.log_path = Path(settings.log_path) if settings.log_path else None
         self.process: subprocess.Popen | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._log = None
@@ -240,7 +258,7 @@ class TritonServer:
     def grpc_url(self) -> str:
         """Where this process reaches the server: loopback when it listens on every address
         (a certificate then needs ``IP:127.0.0.1``, not the wildcard)."""
-        dial = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "[::]": "[::1]"}.get(self.address, self.address)
+        dial = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "[::]": "[::1]"}.get(self.settings.address, self.settings.address)
         return f"{dial}:{self.grpc_port}"
 
     def command_and_env(self) -> tuple[list[str], dict[str, str]]:
@@ -257,17 +275,17 @@ class TritonServer:
             env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libs, env.get("LD_LIBRARY_PATH", "")) if p)
         cmd += [
             f"--model-repository={self.repository}",
-            f"--model-control-mode={self.model_control_mode}",
+            f"--model-control-mode={self.settings.model_control_mode}",
             "--strict-readiness=true",
             "--exit-timeout-secs=10",
-            f"--grpc-address={self.address}", f"--grpc-port={self.grpc_port}",
-            *([f"--http-address={self.address}", f"--http-port={self.http_port}"] if self.http
+            f"--grpc-address={self.settings.address}", f"--grpc-port={self.grpc_port}",
+            *([f"--http-address={self.settings.address}", f"--http-port={self.http_port}"] if self.settings.http
               else ["--allow-http=false"]),
-            f"--metrics-address={self.address}", f"--metrics-port={self.metrics_port}",
+            f"--metrics-address={self.settings.address}", f"--metrics-port={self.metrics_port}",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *GRPC_PING_POLICY,
             *GRPC_REQUEST_POOL,
-            *self.extra_args,
+            *self.settings.extra_args,
         ]
         return cmd, env
 
@@ -292,15 +310,15 @@ class TritonServer:
         import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
 
-        deadline = time.monotonic() + self.ready_timeout
+        deadline = time.monotonic() + self.settings.ready_timeout
         not_ready = ""
-        with grpcclient.InferenceServerClient(self.grpc_url, **self.client_kwargs) as client:
+        with grpcclient.InferenceServerClient(self.grpc_url, **self.settings.client_kwargs) as client:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"tritonserver exited with {self.process.returncode}"
                                        f"{self._load_failures()}{self._log_tail()}")
                 try:
-                    headers = self.probe_headers
+                    headers = dict(self.settings.probe_headers) if self.settings.probe_headers else None
                     if client.is_server_ready(headers=headers):
                         models = client.get_model_repository_index(headers=headers).models
                         if models and all(client.is_model_ready(m.name, headers=headers) for m in models):
@@ -313,7 +331,7 @@ class TritonServer:
                 except InferenceServerException as exc:
                     not_ready = f"; probe: {exc.message() or exc}"
                 time.sleep(0.2)
-        raise TimeoutError(f"tritonserver not ready after {self.ready_timeout}s{not_ready}"
+        raise TimeoutError(f"tritonserver not ready after {self.settings.ready_timeout}s{not_ready}"
                            f"{self._load_failures()}{self._log_tail()}")
 
     def _load_failures(self) -> str:
@@ -415,39 +433,39 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.http_port is not None and not args.allow_http:
         print(f"launch: --http-port {args.http_port} is not served: HTTP is off unless --allow-http", file=sys.stderr)
-    args.http_port = args.http_port or 8000
-    kwargs: dict = {"http": args.allow_http}
+    settings = ServerSettings(address=args.address, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
+                              http=args.allow_http, http_port=args.http_port or 8000, log_path=args.log_file,
+                              ready_timeout=args.ready_timeout)
     if args.production:
         from .production import ProductionConfig, ProductionConfigError
 
         try:
-            settings = dict(server_cert=args.tls_cert, server_key=args.tls_key, ca_cert=args.tls_ca,
-                            mutual=args.tls_mutual, admin_header=args.admin_header, allow_http=args.allow_http)
+            production = dict(server_cert=args.tls_cert, server_key=args.tls_key, ca_cert=args.tls_ca,
+                              mutual=args.tls_mutual, admin_header=args.admin_header, allow_http=args.allow_http)
             if not (args.tls_cert and args.tls_key):
                 raise ProductionConfigError("--production needs --tls-cert and --tls-key")
             if args.admin_key_file:
-                config = ProductionConfig.from_files(admin_key_file=args.admin_key_file, **settings)
+                config = ProductionConfig.from_files(admin_key_file=args.admin_key_file, **production)
             else:
-                config = ProductionConfig(admin_key=os.environ.get("OPENCC_CM_ADMIN_KEY", ""), **settings)
+                config = ProductionConfig(admin_key=os.environ.get("OPENCC_CM_ADMIN_KEY", ""), **production)
         except ProductionConfigError as exc:
             print(f"launch: production config: {exc}", file=sys.stderr)
             return 2
-        kwargs = config.server_kwargs()
+        settings = config.server_settings(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    server = TritonServer(args.model_repository, args.grpc_port, args.http_port, args.metrics_port,
-                          address=args.address, ready_timeout=args.ready_timeout, log_path=args.log_file, **kwargs)
+    server = TritonServer(args.model_repository, settings)
     try:
         server.start()
     except (RuntimeError, TimeoutError) as exc:
         print(f"launch: {exc}", file=sys.stderr)
         return 1
     stubs = python_stubs(server.process.pid)  # at READY, before "ready" is printed (a zombie shows no command line)
-    http = f"{args.address}:{server.http_port}" if server.http else "off"
+    http = f"{args.address}:{server.http_port}" if settings.http else "off"
     print(f"launch: ready grpc={server.grpc_url} http={http} "
           f"metrics={args.address}:{server.metrics_port}" + (" (production)" if args.production else ""), flush=True)
-    if server.http:
+    if settings.http:
         print("launch: HTTP is on: tritonserver 2.51's HTTP frontend crashes on one deeply nested JSON body; "
               "put in front of it only a proxy that refuses such bodies (serving/README.md, threat model)",
               flush=True)
@@ -478,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
             return 3
         if args.canary_interval > 0 and time.monotonic() >= next_canary:
-            ok, why = canary(server.grpc_url, server.client_kwargs, timeout_s=max(5.0, args.canary_interval),
+            ok, why = canary(server.grpc_url, settings.client_kwargs, timeout_s=max(5.0, args.canary_interval),
                              prefixes=prefixes)
             failures = 0 if ok else failures + 1
             if failures:

@@ -27,8 +27,10 @@ What the ingress must cap: :mod:`.ingress`. The canary, and this module's comman
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from .launch import ServerSettings
 
 ADMIN_PROTOCOLS = ("model-repository", "shared-memory", "statistics", "trace", "logging")
 KNOWN_PROTOCOLS = ("health", "metadata", "inference", "shared-memory", "model-config", "model-repository",
@@ -101,7 +103,7 @@ class ProductionConfig:
         ]
         if self.mutual:
             args += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={Path(self.ca_cert).resolve()}"]
-        if self.allow_http:  # whether HTTP runs at all is the launcher's (TritonServer(http=...))
+        if self.allow_http:  # whether HTTP runs at all is ServerSettings.http
             args.append(f"--http-restricted-api={group}")
         return args
 
@@ -113,11 +115,11 @@ class ProductionConfig:
                           certificate_chain=str(self.probe_cert or self.server_cert))
         return kwargs
 
-    def server_kwargs(self) -> dict:
-        """Keyword arguments for ``launch.TritonServer``: ``TritonServer(repo, **cfg.server_kwargs())``."""
-        return dict(model_control_mode="none", extra_args=self.tritonserver_args(),
-                    client_kwargs=self.client_kwargs(), probe_headers=self.grpc_admin_headers,
-                    http=self.allow_http)
+    def server_settings(self, base: ServerSettings | None = None) -> ServerSettings:
+        """``base`` (ports, address, log...) locked down: ``TritonServer(repo, cfg.server_settings(base))``."""
+        return replace(base or ServerSettings(), model_control_mode="none", extra_args=tuple(self.tritonserver_args()),
+                       client_kwargs=self.client_kwargs(), probe_headers=self.grpc_admin_headers,
+                       http=self.allow_http)
 
 
 def main(argv: list[str] | None = None) -> int:

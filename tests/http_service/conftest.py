@@ -34,8 +34,8 @@ def two_classifier_repo(tiny_bundle, tiny_jailbreak_bundle, tmp_path_factory) ->
 
 @pytest.fixture(scope="session")
 def both(two_classifier_repo, tmp_path_factory):
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     log = tmp_path_factory.mktemp("opencc-http-log") / "server.log"
-    with TritonServer(two_classifier_repo, log_path=log, ready_timeout=180) as server:
+    with TritonServer(two_classifier_repo, ServerSettings(log_path=log, ready_timeout=180)) as server:
         yield server

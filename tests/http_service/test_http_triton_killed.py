@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from opencc_cm_client import ClassifierClient
 from opencc_cm_http import create_app
-from opencc_cm_serving.launch import TritonServer, free_port
+from opencc_cm_serving.launch import ServerSettings, TritonServer, free_port
 
 from http_service_support import CM_ONLY, config, metric, post_check, serving, wait_for
 
@@ -32,7 +32,7 @@ def health(url: str) -> int:
 def test_triton_killed_mid_run(two_classifier_repo, both, tmp_path):
     with ClassifierClient(both.grpc_url) as client:
         expected = ["annotate" if r.flagged else "allow" for r in client.classify(TEXTS)]
-    with TritonServer(two_classifier_repo, log_path=tmp_path / "server.log", ready_timeout=180) as doomed:
+    with TritonServer(two_classifier_repo, ServerSettings(log_path=tmp_path / "server.log", ready_timeout=180)) as doomed:
         # deadlines well above what a refused connection and the client's retries take
         alone = create_app(config(CM_ONLY), doomed.grpc_url, deadline_s=60)
         replicated = create_app(config(CM_ONLY), [doomed.grpc_url, both.grpc_url], deadline_s=60)

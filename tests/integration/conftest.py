@@ -24,10 +24,10 @@ def tiny_profiles(tiny_bundle, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_server(tiny_bundle, tiny_profiles, tmp_path_factory):
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     repo = deploy_tiny(tiny_bundle, tmp_path_factory.mktemp("tiny-repo") / "repo", "--profiles", str(tiny_profiles))
-    with TritonServer(repo, log_path=tmp_path_factory.mktemp("log") / "server.log", ready_timeout=120) as server:
+    with TritonServer(repo, ServerSettings(log_path=tmp_path_factory.mktemp("log") / "server.log", ready_timeout=120)) as server:
         yield server
 
 
@@ -38,10 +38,10 @@ def served_target(request):
     if request.param == "python-ort":
         yield request.param, request.getfixturevalue("tiny_server")
         return
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     tmp = request.getfixturevalue("tmp_path_factory")
     repo = deploy_tiny(request.getfixturevalue("tiny_bundle"), tmp.mktemp(f"{request.param}-repo") / "repo",
                        "--profiles", str(request.getfixturevalue("tiny_profiles")), target=request.param)
-    with TritonServer(repo, log_path=tmp.mktemp("log") / f"server-{request.param}.log", ready_timeout=180) as server:
+    with TritonServer(repo, ServerSettings(log_path=tmp.mktemp("log") / f"server-{request.param}.log", ready_timeout=180)) as server:
         yield request.param, server

@@ -113,7 +113,7 @@ def tiny_reference_thresholds(bundle, labels):
 
 def test_calibrate_reaches_its_target_and_the_server_loads_the_profile(tiny_server, tiny_bundle, labeled, tmp_path):
     from opencc_cm_client import ClassifierClient
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     from integration_support import deploy_tiny
 
@@ -127,7 +127,7 @@ def test_calibrate_reaches_its_target_and_the_server_loads_the_profile(tiny_serv
     got = expected_metrics(scores, harmful, np.array([profile[label] for label in labels]))
     assert got["fpr"] <= 0.25
     repo = deploy_tiny(tiny_bundle, tmp_path / "repo", "--profiles", str(out))
-    with TritonServer(repo, log_path=tmp_path / "server.log") as server, \
+    with TritonServer(repo, ServerSettings(log_path=tmp_path / "server.log")) as server, \
             ClassifierClient(server.grpc_url, threshold_profile="strict") as client:
         results = client.classify([s["text"] for s in samples])
         flagged = np.array([r.flagged for r in results])

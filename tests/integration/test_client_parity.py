@@ -58,11 +58,11 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def windows_server(tiny_bundle, tmp_path_factory):
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     repo = deploy_tiny(tiny_bundle, tmp_path_factory.mktemp("windows-repo") / "repo",
                        "--long-input-policy", "windows")
-    with TritonServer(repo, log_path=tmp_path_factory.mktemp("log") / "server.log", ready_timeout=120) as server:
+    with TritonServer(repo, ServerSettings(log_path=tmp_path_factory.mktemp("log") / "server.log", ready_timeout=120)) as server:
         yield server
 
 

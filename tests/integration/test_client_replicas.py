@@ -12,7 +12,7 @@ import pytest
 from opencc_cm_client import ClassifierClient, ClassifierError, ConnectionOptions, RetryPolicy
 from opencc_cm_client.endpoints import EndpointError, grpc_target
 from opencc_cm_contract import TEXT_ENSEMBLE
-from opencc_cm_serving.launch import TritonServer, free_port
+from opencc_cm_serving.launch import ServerSettings, TritonServer, free_port
 
 from integration_support import deploy_tiny
 
@@ -46,7 +46,7 @@ def restart(repo, log, ports) -> TritonServer:
     """A replica on the ports of the one killed: its orphaned stubs may hold them a moment."""
     for attempt in range(20):
         try:
-            return TritonServer(repo, log_path=log, ready_timeout=120, **ports).start()
+            return TritonServer(repo, ServerSettings(log_path=log, ready_timeout=120, **ports)).start()
         except RuntimeError as exc:
             if "already in use" not in str(exc) or attempt == 19:
                 raise
@@ -68,7 +68,7 @@ def test_endpoint_lists_become_one_grpc_target():
 def test_three_replicas_balance_fail_over_and_rejoin(tiny_bundle, tmp_path):
     repo = deploy_tiny(tiny_bundle, tmp_path / "repo")
     ports = [dict(grpc_port=free_port(), http_port=free_port(), metrics_port=free_port()) for _ in range(3)]
-    servers = [TritonServer(repo, log_path=tmp_path / f"replica{i}.log", ready_timeout=120, **p).start()
+    servers = [TritonServer(repo, ServerSettings(log_path=tmp_path / f"replica{i}.log", ready_timeout=120, **p)).start()
                for i, p in enumerate(ports)]
     urls = [s.grpc_url for s in servers]
     options = ConnectionOptions(timeout_s=20, retry=RetryPolicy(attempts=20, initial_backoff_s=0.05, max_backoff_s=0.5))

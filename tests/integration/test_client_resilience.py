@@ -6,7 +6,7 @@ import pytest
 import trustme
 
 from opencc_cm_client import ClassifierClient, ConnectionOptions, RetryPolicy, UnavailableError
-from opencc_cm_serving.launch import TritonServer, free_port
+from opencc_cm_serving.launch import ServerSettings, TritonServer, free_port
 
 from integration_support import deploy_tiny
 
@@ -19,12 +19,12 @@ def repo(tiny_bundle, tmp_path_factory):
 def test_client_retries_recover_from_a_server_restart(repo, tmp_path):
     ports = dict(grpc_port=free_port(), http_port=free_port(), metrics_port=free_port())
     patient = ConnectionOptions(timeout_s=10, retry=RetryPolicy(attempts=60, initial_backoff_s=0.1, max_backoff_s=0.5))
-    first = TritonServer(repo, log_path=tmp_path / "first.log", **ports).start()
+    first = TritonServer(repo, ServerSettings(log_path=tmp_path / "first.log", **ports)).start()
     client = ClassifierClient(first.grpc_url, options=patient)
     try:
         before = client.classify(["before the restart"])[0]
         first.stop()
-        second = TritonServer(repo, log_path=tmp_path / "second.log", **ports)
+        second = TritonServer(repo, ServerSettings(log_path=tmp_path / "second.log", **ports))
         # The call goes out while the server is down; the server comes back a second later.
         # (Started from this thread: the launcher ties the server's life to its starting thread.)
         with ThreadPoolExecutor(1) as pool:
@@ -78,7 +78,7 @@ def test_mutual_tls_with_self_signed_certificates(repo, certificates, tmp_path):
     flags = ["--grpc-use-ssl=true", "--grpc-use-ssl-mutual=true", f"--grpc-server-cert={d / 'server.crt'}",
              f"--grpc-server-key={d / 'server.key'}", f"--grpc-root-cert={d / 'ca.crt'}"]
     no_retry = RetryPolicy(attempts=1)
-    with TritonServer(repo, log_path=tmp_path / "tls.log", extra_args=flags, client_kwargs=tls) as server:
+    with TritonServer(repo, ServerSettings(log_path=tmp_path / "tls.log", extra_args=flags, client_kwargs=tls)) as server:
         with ClassifierClient(server.grpc_url, options=ConnectionOptions(**tls)) as client:
             assert client.classify(["over mutual TLS"])[0].input_tokens > 0
         wrong_ca = dict(tls, root_certificates=str(d / "other-ca.crt"))

@@ -14,7 +14,7 @@ import pytest
 from opencc_cm_client import ClassifierClient
 from opencc_cm_client.cli import main as cli
 from opencc_cm_export.reference import decide
-from opencc_cm_serving.launch import TritonServer
+from opencc_cm_serving.launch import ServerSettings, TritonServer
 
 from integration_support import deploy_tiny
 
@@ -31,7 +31,7 @@ JAILBREAK = "jailbreak_"
 def both(tiny_bundle, tiny_jailbreak_bundle, tmp_path_factory):
     repo = deploy_tiny(tiny_bundle, tmp_path_factory.mktemp("two") / "repo")
     deploy_tiny(tiny_jailbreak_bundle, repo, "--model-prefix", JAILBREAK)
-    with TritonServer(repo, log_path=tmp_path_factory.mktemp("two-log") / "server.log", ready_timeout=180) as server:
+    with TritonServer(repo, ServerSettings(log_path=tmp_path_factory.mktemp("two-log") / "server.log", ready_timeout=180)) as server:
         yield server
 
 

@@ -57,10 +57,10 @@ def rel_repository(tmp_path_factory, rel_bundle, rel_profiles_file) -> Path:
 
 @pytest.fixture(scope="session")
 def rel_server(rel_repository, tmp_path_factory):
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     log = tmp_path_factory.mktemp("rel-server") / "tritonserver.log"
-    with TritonServer(rel_repository, log_path=log, ready_timeout=120) as running:
+    with TritonServer(rel_repository, ServerSettings(log_path=log, ready_timeout=120)) as running:
         yield running
 
 

@@ -33,7 +33,7 @@ from tritonclient.utils import InferenceServerException
 from opencc_cm_client import ClassifierClient, ClassifierError, ConnectionOptions, RetryPolicy
 from opencc_cm_contract import (ENCODER_MODEL, IDS_ENSEMBLE, TEXT_ENSEMBLE,
                                        TOKENIZER_MODEL)
-from opencc_cm_serving.launch import TritonServer, free_port
+from opencc_cm_serving.launch import ServerSettings, TritonServer, free_port
 from opencc_cm_serving.canary import canary
 
 from reliability_tools import (Tally, classify_outcome, fire_cases, make_cases, remove_leaked_regions,
@@ -56,7 +56,7 @@ def test_restart_mid_stream(rel_repository, reference, tmp_path):
     phase = {"name": "before"}
     tally, lib_tally, lock, stop = Tally(), Tally(), threading.Lock(), threading.Event()
     lib_retries: list[int] = []
-    first = TritonServer(rel_repository, log_path=tmp_path / "first.log", **ports).start()
+    first = TritonServer(rel_repository, ServerSettings(log_path=tmp_path / "first.log", **ports)).start()
     url = first.grpc_url
 
     def raw_worker(w: int):
@@ -93,7 +93,7 @@ def test_restart_mid_stream(rel_repository, reference, tmp_path):
                     lib_tally.add((at, kind))
             lib_retries.append(client.retries)
 
-    second = TritonServer(rel_repository, log_path=tmp_path / "second.log", **ports)
+    second = TritonServer(rel_repository, ServerSettings(log_path=tmp_path / "second.log", **ports))
     threads = [threading.Thread(target=raw_worker, args=(w,), daemon=True) for w in range(3)]
     threads.append(threading.Thread(target=library_worker, daemon=True))
     try:
@@ -136,7 +136,7 @@ def test_restart_mid_stream(rel_repository, reference, tmp_path):
 # --- (b) a killed Python-backend stub -----------------------------------------------------------
 @pytest.fixture
 def stub_server(rel_repository, tmp_path):
-    server = TritonServer(rel_repository, log_path=tmp_path / "stub.log", extra_args=FAST_EXIT).start()
+    server = TritonServer(rel_repository, ServerSettings(log_path=tmp_path / "stub.log", extra_args=FAST_EXIT)).start()
     server.regions = stub_shm_regions(server.process.pid)
     try:
         yield server
@@ -291,14 +291,14 @@ def test_broken_artifact(case, rel_repository, tmp_path):
 
     # The launcher (TritonServer.start, what `launch` prints): tritonserver exits 1, the error names why.
     with pytest.raises(RuntimeError) as failure:
-        TritonServer(repo, log_path=tmp_path / "exit.log", ready_timeout=60).start()
+        TritonServer(repo, ServerSettings(log_path=tmp_path / "exit.log", ready_timeout=60)).start()
     message = str(failure.value)
     assert message.startswith("tritonserver exited with 1\n")
     first_lines = message.split("--- server log tail ---")[0]
     assert f"failed to load '{model}' version 1" in first_lines and problem in first_lines
 
     # Kept up (--exit-on-error=false): live, not ready; the index says which model and why.
-    server = NoWaitServer(repo, log_path=tmp_path / "kept.log", extra_args=["--exit-on-error=false", *FAST_EXIT])
+    server = NoWaitServer(repo, ServerSettings(log_path=tmp_path / "kept.log", extra_args=["--exit-on-error=false", *FAST_EXIT]))
     server.start()
     try:
         with grpcclient.InferenceServerClient(server.grpc_url) as client:

@@ -17,7 +17,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from opencc_cm_serving.launch import TritonServer
+from opencc_cm_serving.launch import ServerSettings, TritonServer
 
 from reliability_tools import (MIB, QUEUE_SIZE, RssSampler, Tally, classify_outcome, fire_cases, make_cases,
                                percentile, tree_rss)
@@ -36,7 +36,7 @@ SOAK_MAX_REQUESTS = 50_000    # per worker, a bound besides time
 def load_server(rel_repository, tmp_path_factory):
     """A fresh server for this module: its memory baseline owes nothing to the other tests."""
     log = tmp_path_factory.mktemp("rel-load") / "tritonserver.log"
-    with TritonServer(rel_repository, log_path=log, ready_timeout=120) as running:
+    with TritonServer(rel_repository, ServerSettings(log_path=log, ready_timeout=120)) as running:
         yield running
 
 

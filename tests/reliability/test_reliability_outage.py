@@ -32,11 +32,11 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from opencc_cm_contract import (ATTENTION_MASK, CALIBRATION_MODEL, ENCODER_MODEL, IDS_ENSEMBLE, IDS_PREPROCESS_MODEL,
                                 INPUT_IDS, LOGITS, TEXT, TEXT_ROW, TOKENIZER_MODEL, WINDOW_START)
-from opencc_cm_serving.launch import TritonServer, free_port
+from opencc_cm_serving.launch import ServerSettings, TritonServer, free_port
 from opencc_cm_serving.canary import canary
 
 from reliability_tools import remove_leaked_regions, stub_shm_regions, stubs
-from serving_calls import deploy_to
+from serving_calls import deploy_native_steps, deploy_to
 
 JB = "jailbreak_"
 WRAPS = 2 ** 61  # x 8 bytes per INT64 = 2**64: Triton's byte-size check sees 0 bytes
@@ -45,8 +45,12 @@ UNHEALTHY = "is not healthy"
 
 @pytest.fixture(scope="module")
 def two_classifiers(rel_bundle, tmp_path_factory):
+    """Two python-ort classifiers, each with the native targets' ids_preprocess and calibration
+    beside it (called directly below)."""
     repo = deploy_to(rel_bundle, tmp_path_factory.mktemp("outage") / "repo", "python-ort")
-    return deploy_to(rel_bundle, repo, "python-ort", "--model-prefix", JB)
+    deploy_native_steps(rel_bundle, repo)
+    deploy_to(rel_bundle, repo, "python-ort", "--model-prefix", JB)
+    return deploy_native_steps(rel_bundle, repo, "--model-prefix", JB)
 
 
 def raw_infer(url: str, model: str, tensors) -> tuple[str, str]:
@@ -83,8 +87,8 @@ def test_impossible_shapes_kill_stubs_and_only_supervision_sees_it(two_classifie
         JB + CALIBRATION_MODEL: (calibration_call, JB + CALIBRATION_MODEL),  # composing models called directly
         IDS_PREPROCESS_MODEL: (wrapping_ids((2, WRAPS // 2)), IDS_PREPROCESS_MODEL),
     }
-    with TritonServer(two_classifiers, log_path=tmp_path / "server.log", ready_timeout=180,
-                      extra_args=["--exit-timeout-secs=3"]) as server:
+    settings = ServerSettings(log_path=tmp_path / "server.log", ready_timeout=180, extra_args=["--exit-timeout-secs=3"])
+    with TritonServer(two_classifiers, settings) as server:
         pid, url = server.process.pid, server.grpc_url
         regions = stub_shm_regions(pid)
         watched = python_stubs(pid)

@@ -24,9 +24,9 @@ import trustme
 from tritonclient.utils import InferenceServerException
 
 from opencc_cm_client import ClassifierClient, ConnectionOptions, RetryPolicy, UnavailableError
-from opencc_cm_contract import CALIBRATION_MODEL, ENCODER_MODEL, HARM_CATEGORIES, TEXT_ENSEMBLE, TOKENIZER_MODEL
+from opencc_cm_contract import ENCODER_MODEL, HARM_CATEGORIES, TEXT_ENSEMBLE, TOKENIZER_MODEL
 from opencc_cm_serving.deploy import main as deploy_main
-from opencc_cm_serving.launch import free_port
+from opencc_cm_serving.launch import ServerSettings, free_port
 from opencc_cm_serving.production import ADMIN_PROTOCOLS, ProductionConfig, ProductionConfigError
 
 from reliability_tools import MAX_TEXT_BYTES, Tally, fire_cases, make_cases, mismatch, result_dict
@@ -89,7 +89,9 @@ def test_production_flags(pki):
     args = config.tritonserver_args()
     assert f"--grpc-restricted-protocol={','.join(ADMIN_PROTOCOLS)}:admin-key={'k' * 32}" in args
     assert "--grpc-use-ssl=true" in args and "--disable-auto-complete-config" in args
-    assert config.server_kwargs()["model_control_mode"] == "none" and config.server_kwargs()["http"] is False
+    settings = config.server_settings(ServerSettings(grpc_port=8101, log_path="server.log"))
+    assert settings.model_control_mode == "none" and settings.http is False
+    assert (settings.grpc_port, settings.log_path, settings.probe_headers) == (8101, "server.log", config.grpc_admin_headers)
     assert config.grpc_admin_headers == {"triton-grpc-protocol-admin-key": "k" * 32}
     mutual = ProductionConfig(server_cert=pki / "server.crt", server_key=pki / "server.key", ca_cert=pki / "ca.crt",
                               admin_key="k" * 32, mutual=True, allow_http=True)
@@ -136,7 +138,7 @@ def test_admin_protocols_need_the_key_inference_does_not(production, reference):
     calls = {
         "repository index (model-repository)": lambda c, h: c.get_model_repository_index(headers=h),
         "load model (model-repository)": lambda c, h: c.load_model(TOKENIZER_MODEL, headers=h),
-        "unload model (model-repository)": lambda c, h: c.unload_model(CALIBRATION_MODEL, headers=h),
+        "unload model (model-repository)": lambda c, h: c.unload_model(ENCODER_MODEL, headers=h),
         "statistics": lambda c, h: c.get_inference_statistics(headers=h),
         "trace settings": lambda c, h: c.update_trace_settings(settings={"trace_rate": "1"}, headers=h),
         "log settings (logging)": lambda c, h: c.update_log_settings({"log_verbose_level": 1}, headers=h),
@@ -155,10 +157,10 @@ def test_admin_protocols_need_the_key_inference_does_not(production, reference):
         # with the key the admin protocols answer, but model control stays off
         table["load model (model-repository)"]["key"] = _call(lambda: client.load_model(TOKENIZER_MODEL, headers=admin))
         table["unload model (model-repository)"]["key"] = _call(
-            lambda: client.unload_model(CALIBRATION_MODEL, headers=admin))
+            lambda: client.unload_model(ENCODER_MODEL, headers=admin))
         cases = make_cases(reference, 6, seed=21)
         inference = fire_cases(client, cases)
-        still_ready = client.is_model_ready(CALIBRATION_MODEL) and client.is_server_ready()
+        still_ready = client.is_model_ready(ENCODER_MODEL) and client.is_server_ready()
     print(f"\n[production] launcher: {production.ready_line.strip()}")
     for name, row in table.items():
         print(f"[production] {name:38s} " + "; ".join(f"{who}: {code} {str(msg)[:60]!r}" if code != "ok"

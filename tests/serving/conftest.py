@@ -21,7 +21,7 @@ from opencc_cm_serving.bundle import load_classifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # helper modules, whatever the import mode
 
-from serving_calls import deploy_to  # noqa: E402
+from serving_calls import deploy_native_steps, deploy_to  # noqa: E402
 from toy_bundle import make_toy_bundle, toy_logits  # noqa: E402
 
 
@@ -78,16 +78,19 @@ def profiles_file(tmp_path_factory, spec) -> Path:
 
 @pytest.fixture(scope="session")
 def repository(tmp_path_factory, bundle_dir, profiles_file) -> Path:
-    return deploy_to(bundle_dir, tmp_path_factory.mktemp("deploy") / "repo", "python-ort",
+    """The python-ort classifier, and beside it the native targets' ids_preprocess and calibration
+    (the tests call each composing model directly)."""
+    repo = deploy_to(bundle_dir, tmp_path_factory.mktemp("deploy") / "repo", "python-ort",
                      "--profiles", str(profiles_file))
+    return deploy_native_steps(bundle_dir, repo, "--profiles", str(profiles_file))
 
 
 @pytest.fixture(scope="session")
 def server(repository, tmp_path_factory):
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     log = tmp_path_factory.mktemp("server") / "tritonserver.log"
-    with TritonServer(repository, log_path=log, ready_timeout=120) as running:
+    with TritonServer(repository, ServerSettings(log_path=log, ready_timeout=120)) as running:
         yield running
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from opencc_cm_contract import (
-    ATTENTION_MASK, FLAGGED, IDS_ENSEMBLE, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT, TEXT_ENSEMBLE,
+    ATTENTION_MASK, CALIBRATION_MODEL, FLAGGED, IDS_ENSEMBLE, IDS_PREPROCESS_MODEL, INPUT_IDS, LABEL_FLAGS, SCORES, TEXT, TEXT_ENSEMBLE,
     THRESHOLD_PROFILE_PARAMETER, TOKEN_COUNT,
 )
 from opencc_cm_serving.deploy import CHECKOUT_TEMPLATES, main as deploy_main
@@ -79,14 +79,18 @@ def prompts(tokenizer, max_tokens: int, count: int, seed: int = 1) -> list[str]:
 
 
 @contextlib.contextmanager
-def served(bundle: Path, root: Path, *deploy_args: str, target: str = "python-ort", ready_timeout: float = 120):
-    """Deploy ``bundle`` into ``root/repo`` (``deploy_args`` as on deploy's command line), run a real
-    tritonserver on it on loopback (its log in ``root``) and yield ``(server, client)``: what every
-    server test module's fixture builds on."""
-    from opencc_cm_serving.launch import TritonServer
+def served(bundle: Path, root: Path, *deploy_args: str, target: str = "python-ort", ready_timeout: float = 120,
+           native_steps: bool = False):
+    """Deploy ``bundle`` into ``root/repo`` (``deploy_args`` as on deploy's command line; with
+    ``native_steps`` also :func:`deploy_native_steps`), run a real tritonserver on it on loopback
+    (its log in ``root``) and yield ``(server, client)``: what every server test module's fixture
+    builds on."""
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     repo = deploy_to(bundle, root / "repo", target, *deploy_args)
-    with TritonServer(repo, log_path=root / "tritonserver.log", ready_timeout=ready_timeout) as server, \
+    if native_steps:
+        deploy_native_steps(bundle, repo, *deploy_args)
+    with TritonServer(repo, ServerSettings(log_path=root / "tritonserver.log", ready_timeout=ready_timeout)) as server, \
             grpcclient.InferenceServerClient(server.grpc_url) as client:
         yield server, client
 
@@ -111,6 +115,16 @@ def deploy_to(bundle: Path, output: Path, target: str, *extra: str) -> Path:
                         "--target", target, *extra])
     assert code == 0, f"deploy {target} failed"
     return output
+
+
+NATIVE_STEPS = (IDS_PREPROCESS_MODEL, CALIBRATION_MODEL)
+
+
+def deploy_native_steps(bundle: Path, output: Path, *extra: str) -> Path:
+    """Add to ``output`` the onnxruntime target's Python-backend steps that the Python-backend
+    encoder targets do not serve through (``ids_preprocess``, ``calibration``), as deploy writes
+    them, so that tests call them directly on the pip server (it has no ONNX Runtime backend)."""
+    return deploy_to(bundle, output, "onnxruntime", "--models", ",".join(NATIVE_STEPS), *extra)
 
 
 def encoder_metrics(url) -> dict[str, float]:

@@ -16,7 +16,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from opencc_cm_contract import ENCODER_MODEL, SCORES, TEXT_ENSEMBLE
-from opencc_cm_serving.launch import TritonServer, python_stubs
+from opencc_cm_serving.launch import ServerSettings, TritonServer, python_stubs
 
 from serving_calls import classify_text, nested_infer_body, text_inputs
 
@@ -48,7 +48,7 @@ def all_end(procs, within_s: float = 10.0) -> bool:
 def test_stop_leaves_no_stub_region_or_process(repository, tmp_path, crash):
     """A killed stub, and a server that dies without stopping its stubs (SIGKILL here; a SIGSEGV
     in Triton's HTTP frontend did the same), leave regions only the launcher can remove."""
-    server = TritonServer(repository, log_path=tmp_path / "server.log", extra_args=["--exit-timeout-secs=3"])
+    server = TritonServer(repository, ServerSettings(log_path=tmp_path / "server.log", extra_args=["--exit-timeout-secs=3"]))
     server.start()
     try:
         stubs = stubs_of(server.process.pid)
@@ -107,7 +107,7 @@ def test_the_nested_http_body_kills_an_http_server_and_stop_leaves_nothing(repos
     answered). stop() still leaves no stub region or process behind."""
     import http.client
 
-    server = TritonServer(repository, log_path=tmp_path / "server.log", http=True).start()
+    server = TritonServer(repository, ServerSettings(log_path=tmp_path / "server.log", http=True)).start()
     crashed = None
     try:
         stubs = stubs_of(server.process.pid)

@@ -37,9 +37,9 @@ def held_repository(bundle_dir, tmp_path_factory):
 
 
 def _server(repository, log_dir, extra_args=()):
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
-    return TritonServer(repository, log_path=log_dir / "tritonserver.log", ready_timeout=120, extra_args=extra_args)
+    return TritonServer(repository, ServerSettings(log_path=log_dir / "tritonserver.log", ready_timeout=120, extra_args=extra_args))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from serving_calls import classify_rows, classify_text, expected, expected_from_
 
 @pytest.fixture(scope="module")
 def windows_client(tmp_path_factory, bundle_dir):
-    with served(bundle_dir, tmp_path_factory.mktemp("windows"), "--long-input-policy", "windows") as (_, client):
+    with served(bundle_dir, tmp_path_factory.mktemp("windows"), "--long-input-policy", "windows",
+                native_steps=True) as (_, client):
         yield client
 
 

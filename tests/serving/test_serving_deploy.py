@@ -32,9 +32,22 @@ def deployed(request, tmp_path_factory, bundle_dir):
     return request.param, deploy_to(bundle, out, request.param, "--max-batch-size", "48")
 
 
+SERVED = {  # the models each target's ensembles route through (Python-backend encoders validate and calibrate)
+    "python-ort": {contract.TOKENIZER_MODEL, contract.ENCODER_MODEL, contract.TEXT_ENSEMBLE, contract.IDS_ENSEMBLE},
+    "onnxruntime": set(MODELS),
+    "tensorrt": set(MODELS),
+}
+SERVED["python-torch"] = SERVED["python-ort"]
+
+
+def deployed_models(repo) -> list[str]:
+    return [model for model in MODELS if (repo / model).is_dir()]
+
+
 def test_configs_parse_and_agree(deployed, spec):
     target, repo = deployed
-    configs = {model: parse(repo / model / "config.pbtxt") for model in MODELS}
+    assert {p.name for p in repo.iterdir()} == SERVED[target]  # only the models the target serves through
+    configs = {model: parse(repo / model / "config.pbtxt") for model in deployed_models(repo)}
     for model, config in configs.items():
         assert config.name == model
         assert config.max_batch_size == 48
@@ -124,7 +137,7 @@ def test_every_tensor_and_model_name_in_every_generated_config_is_a_contract_nam
     ``opencc_cm_contract.names`` (ensemble intermediates: the same name prefixed with ``_``)."""
     target, repo = deployed
     seen = set()
-    for model in MODELS:
+    for model in deployed_models(repo):
         config = parse(repo / model / "config.pbtxt")
         names = [t.name for t in (*config.input, *config.output)]
         for step in config.ensemble_scheduling.step:
@@ -212,7 +225,8 @@ def test_a_second_classifier_deploys_beside_the_first_under_its_prefix(tmp_path,
     deploy_to(bundle_dir, out, "python-ort")
     first = {p.parent.name: p.read_text() for p in out.glob("*/config.pbtxt")}
     deploy_to(bundle_dir, out, "python-ort", "--model-prefix", "jailbreak_")
-    for model in MODELS:  # the first classifier is untouched, the second has its own folders
+    assert set(first) == SERVED["python-ort"]
+    for model in first:  # the first classifier is untouched, the second has its own folders
         assert (out / model / "config.pbtxt").read_text() == first[model]
         config = parse(out / f"jailbreak_{model}" / "config.pbtxt")
         assert config.name == f"jailbreak_{model}"
@@ -224,6 +238,27 @@ def test_a_second_classifier_deploys_beside_the_first_under_its_prefix(tmp_path,
         assert code == 2 and problem in capsys.readouterr().err and not (tmp_path / "b").exists()
     code = deploy_main(["--bundle", str(bundle_dir), "--repository", str(TEMPLATES), "--model-prefix", "jailbreak_"])
     assert code == 2 and "needs --output" in capsys.readouterr().err
+
+
+def test_models_deploys_some_of_the_targets_steps_beside_another_deployment(tmp_path, bundle_dir, capsys):
+    """``--models`` writes only the named steps and leaves the rest of the output alone; a whole
+    deploy of another target removes the classifier's folders that target has no use for."""
+    out = deploy_to(bundle_dir, tmp_path / "repo", "python-ort")
+    before = {p.parent.name: p.read_text() for p in out.glob("*/config.pbtxt")}
+    deploy_to(bundle_dir, out, "onnxruntime", "--models", "calibration,ids_preprocess")
+    assert {p.name for p in out.iterdir()} == SERVED["python-ort"] | {contract.IDS_PREPROCESS_MODEL, contract.CALIBRATION_MODEL}
+    assert all((out / model / "config.pbtxt").read_text() == text for model, text in before.items())
+    assert parse(out / contract.CALIBRATION_MODEL / "config.pbtxt").name == contract.CALIBRATION_MODEL
+    deploy_to(bundle_dir, out, "python-ort")
+    assert {p.name for p in out.iterdir()} == SERVED["python-ort"]
+    for extra, problem in [(["--target", "python-ort", "--models", "calibration"], "python-ort target serves through"),
+                           (["--target", "onnxruntime", "--models", ","], "serves through"),
+                           (["--target", "onnxruntime", "--models", "nope"], "serves through")]:
+        code = deploy_main(["--bundle", str(bundle_dir), "--repository", str(TEMPLATES), "--output", str(tmp_path / "b"),
+                            *extra])
+        assert code == 2 and problem in capsys.readouterr().err and not (tmp_path / "b").exists(), extra
+    code = deploy_main(["--bundle", str(bundle_dir), "--repository", str(TEMPLATES), "--models", "calibration"])
+    assert code == 2 and "--models needs --output" in capsys.readouterr().err
 
 
 def _obj(pairs) -> str:

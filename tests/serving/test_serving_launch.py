@@ -87,13 +87,13 @@ def test_cli_serves_http_only_when_asked(repository):
 
 
 def test_server_command_keeps_http_off_unless_asked(tmp_path):
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
-    default = TritonServer(tmp_path, http_port=free_port())
+    default = TritonServer(tmp_path, ServerSettings(http_port=free_port()))
     cmd, _ = default.command_and_env()
     assert "--allow-http=false" in cmd and not any(a.startswith("--http-port") for a in cmd)
     assert default.http_port is None
-    opted = TritonServer(tmp_path, http=True)
+    opted = TritonServer(tmp_path, ServerSettings(http=True))
     cmd, _ = opted.command_and_env()
     assert "--allow-http=false" not in cmd and f"--http-port={opted.http_port}" in cmd
     # each server names its stubs' /dev/shm regions with a prefix of its own (stop() removes them)
