@@ -7,6 +7,8 @@ SIZE ?= tiny
 CKPT := $(ARTIFACTS)/checkpoints/$(SIZE)
 BUNDLE := $(ARTIFACTS)/bundles/$(SIZE)-fp32
 REPOSITORY ?= model_repository
+# What deploy writes and the server loads: only the models TARGET's ensembles route through.
+DEPLOYED ?= $(ARTIFACTS)/model_repository
 TARGET ?= python-ort
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
@@ -45,18 +47,18 @@ export: $(BUNDLE)/classifier.json
 $(BUNDLE)/classifier.json: $(CKPT)/classifier/weight_frame.json
 	$(PY) -m opencc_cm_export export --checkpoint $(CKPT)/classifier --base-model $(CKPT)/base-model --out $(BUNDLE)
 
-# Fill model_repository/ (generated files are git-ignored) from the bundle, for TARGET.
+# A model repository for TARGET in $(DEPLOYED), from the templates in model_repository/ and the bundle.
 deploy: $(BUNDLE)/classifier.json
-	$(PY) -m opencc_cm_serving.deploy --bundle $(BUNDLE) --repository $(REPOSITORY) --target $(TARGET)
+	$(PY) -m opencc_cm_serving.deploy --bundle $(BUNDLE) --repository $(REPOSITORY) --output $(DEPLOYED) --target $(TARGET)
 
 # Run the pip-bundled Triton server on loopback until Ctrl-C (gRPC and metrics; no HTTP).
 serve: deploy
-	$(PY) -m opencc_cm_serving.launch --model-repository $(REPOSITORY) \
+	$(PY) -m opencc_cm_serving.launch --model-repository $(DEPLOYED) \
 		--grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) $(LAUNCH_ARGS)
 
 # The main job: the demo checkpoint (trained here, ~2 min) -> ONNX (parity-checked) -> Triton -> gRPC client.
 demo: deploy
-	$(PY) -m opencc_cm_jobs.demo --model-repository $(REPOSITORY) --tokenizer $(BUNDLE)/tokenizer.json \
+	$(PY) -m opencc_cm_jobs.demo --model-repository $(DEPLOYED) --tokenizer $(BUNDLE)/tokenizer.json \
 		--server-log $(ARTIFACTS)/tritonserver-demo.log
 
 # Reference path vs exported ONNX on ONNX Runtime (BENCHMARKS.md), on the real-shape checkpoint.
