@@ -33,7 +33,7 @@ def test_int8_graph_runs_its_weight_matmuls_as_integer_ops(int8_export, tiny_che
     # tiny config: every layer has its projections (4 DeltaNet or 4 attention, plus 3 MLP) as MatMuls
     config = json.loads((tiny_checkpoint["base_model"] / "config.json").read_text())
     text = config.get("text_config", config)
-    kinds = [t for t in text["layer_types"]]
+    kinds = text["layer_types"]
     expected = sum(5 + 3 if t == "linear_attention" else 4 + 3 for t in kinds)
     integer = sum(counts.get(op, 0) for op in INTEGER_OPS)
     assert integer + len(kept) == expected and integer > 0, counts
