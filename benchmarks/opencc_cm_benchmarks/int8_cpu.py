@@ -7,8 +7,8 @@
 Each variant ``METHOD:KIND,KIND`` is the bundle's fp32 graph quantized by
 ``opencc_cm_export.int8_quantization.quantize_graph`` with those module kinds kept fp32 (empty:
 every weight MatMul in int8). Latency: median of ``--repeats`` runs per (batch, tokens) shape
-after one warm-up, ``--threads`` intra-op threads, random ids. Fidelity on the prompts (right
-padded batches of 16): every graph against the fp32 graph (the oracle: its parity with the
+after one warm-up, ``--threads`` intra-op threads, random ids. Fidelity on the prompts (graphs
+at batch 1, the reference in its batches of 16): every graph against the fp32 graph (the oracle: its parity with the
 torch fp32 reference is 1e-5), next to the reference as shipped (HF bf16, unmerged PEFT) on the
 same prompts, and the export's int8 gate on each. Writes ``int8_cpu.json`` under ``--out``.
 """
@@ -47,7 +47,7 @@ def latency(session, shapes, repeats: int, vocab: int) -> dict:
     return out
 
 
-def graph_scores(session, tokenizer, texts, activation, batch: int = 16) -> np.ndarray:
+def graph_scores(session, tokenizer, texts, activation, batch: int = 1) -> np.ndarray:
     import torch
 
     from opencc_cm_export.reference import activate
