@@ -76,7 +76,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from opencc_cm_contract.bundle_format import ONNX_FILE, ClassifierManifest
+    from opencc_cm_contract.bundle_format import ONNX_FILE
     from opencc_cm_export.fidelity import fidelity, reduced_precision_gate
     from opencc_cm_export.int8_quantization import quantize_graph
     from opencc_cm_export.parity import onnx_session
@@ -87,14 +87,15 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = ClassifierManifest.read(args.bundle)
-    thresholds, labels = np.asarray(manifest.thresholds), list(manifest.labels)
     report = {"bundle": args.bundle, "threads": args.threads, "repeats": args.repeats,
               "load_average_start": os.getloadavg(), "graphs": {}}
 
     started = time.perf_counter()
     ref = ReferenceClassifier.load(args.checkpoint, base_model=args.base_model, dtype=torch.bfloat16)
-    tokenizer = ref.tokenizer
+    tokenizer, spec = ref.tokenizer, ref.spec
+    labels, activation = list(spec.labels), spec.activation
+    thresholds = np.asarray([spec.thresholds[label] for label in labels], dtype=np.float64)
+    vocab = int(ref.backbone.get_base_model().config.get_text_config().vocab_size)
     if args.texts:
         texts = [json.loads(line)["text"] for line in Path(args.texts).read_text().splitlines() if line.strip()]
     else:
@@ -108,8 +109,8 @@ def main(argv=None) -> int:
 
     fp32_path = Path(args.bundle) / ONNX_FILE
     session = onnx_session(fp32_path, threads=args.threads)
-    truth = graph_scores(session, tokenizer, texts, manifest.activation)
-    report["graphs"]["fp32"] = {"latency_ms": latency(session, SHAPES, args.repeats, manifest.vocab_size)}
+    truth = graph_scores(session, tokenizer, texts, activation)
+    report["graphs"]["fp32"] = {"latency_ms": latency(session, SHAPES, args.repeats, vocab)}
     del session
     ref_fid = fidelity(truth, ref_scores, thresholds, labels)
     report["reference_bf16_vs_fp32"] = ref_fid
@@ -121,11 +122,11 @@ def main(argv=None) -> int:
         path = out / f"{method}-{'-'.join(keep) or 'all'}.onnx"
         quantized = quantize_graph(fp32_path, path, method=method, keep=keep)
         session = onnx_session(path, threads=args.threads)
-        scores = graph_scores(session, tokenizer, texts, manifest.activation)
+        scores = graph_scores(session, tokenizer, texts, activation)
         fid = fidelity(truth, scores, thresholds, labels, ref_fid["max_abs_score_diff"])
         passed, reasons = reduced_precision_gate(fid)
         fid_ref = fidelity(ref_scores, scores, thresholds, labels)
-        entry = {"latency_ms": latency(session, SHAPES, args.repeats, manifest.vocab_size),
+        entry = {"latency_ms": latency(session, SHAPES, args.repeats, vocab),
                  "vs_fp32": fid, "gate_passed": passed, "gate_reasons": reasons,
                  "vs_reference_bf16_max_abs_score_diff": fid_ref["max_abs_score_diff"],
                  "integer_matmuls": quantized["integer_matmuls"], "weight_matmuls": quantized["weight_matmuls"]}
