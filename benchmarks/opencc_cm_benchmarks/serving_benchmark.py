@@ -48,7 +48,7 @@ import numpy as np
 
 from .measurement import CpuAccounting, machine_info
 from .report import ratios, summary_text, write_reports
-from .runners import TEMPLATES, WORKERS, entry, run_worker, serve_and_measure
+from .runners import TEMPLATES, WORKERS, entry, run_worker, serve_and_measure, serve_int8_b1
 from .workload import LONG_TOKENS, QUICK, Plan, bells_o_prompts
 
 print = functools.partial(print, flush=True)  # noqa: A001 - progress lines as they happen
@@ -131,6 +131,11 @@ def run(args) -> dict:
         server_out = serve_and_measure(args, plan, bundle, tokenizer_path, texts, warm, tokens, scratch, usd)
         configs.extend(server_out["configs"])
         cpu.mark("triton")  # the server has exited: its CPU time is counted
+        int8_out = None
+        if args.int8_bundle:
+            int8_out = serve_int8_b1(args, Path(args.int8_bundle), tokenizer_path, texts, warm, tokens, scratch, usd)
+            configs.extend(int8_out["configs"])
+            cpu.mark("triton int8")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -145,6 +150,9 @@ def run(args) -> dict:
         "triton_ids": _max_diff(server_out["scores"]["ids"], ref["b1_scores"]),
         "triton_text": _max_diff(server_out["scores"]["text"], ref["b1_scores"]),
     }
+    if int8_out:
+        report["parity_max_abs_score_diff_vs_baseline_b1"]["triton_ids_int8"] = _max_diff(int8_out["scores"],
+                                                                                          ref["b1_scores"])
     if server_out["server_tokens"] != tokens:
         report["notes"].append("the server's token counts differ from the workload's")
     report["load"] = {"baseline_load_s": ref["load_s"], "onnxruntime_session_s": ort_res["load_s"],
@@ -190,6 +198,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="classifier checkpoint folder (the baseline loads it)")
     p.add_argument("--base-model", help="base model folder")
     p.add_argument("--bundle", help="deploy bundle exported from that checkpoint")
+    p.add_argument("--int8-bundle", help="also serve this int8 bundle (export --precision int8 of the same "
+                   "checkpoint) on python-ort: config 'triton ids int8 b1', its max |score diff| next to fp32's")
     p.add_argument("--out", help="folder for the JSON, markdown and PNG reports")
     p.add_argument("--quick", action="store_true", help="a handful of prompts: a smoke run (seconds on tiny)")
     p.add_argument("--prompts", type=int, help="timed prompts per batch-1 path (default 40; quick 6)")

@@ -87,7 +87,7 @@ def cmd_eval(args) -> int:
     report["latency"] = latency_summary(latencies)
     report["cost"] = cost_summary(sum(r.input_tokens for r in results), wall, args.dollars_per_hour)
     report["server"] = {"url": args.url, "model": results[0].model_name, "version": results[0].model_version,
-                        "checkpoint": info.checkpoint, "threshold_profile": args.profile}
+                        "checkpoint": info.checkpoint, "precision": info.precision, "threshold_profile": args.profile}
     report["batch_size"] = args.batch_size
     print(format_eval(report))
     if args.report:

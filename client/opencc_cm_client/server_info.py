@@ -11,9 +11,10 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from opencc_cm_contract.bundle_format import PRECISIONS
 from opencc_cm_contract.text_rules import SPECIAL
 from opencc_cm_contract.metadata import (METADATA_KEYS, PARAM_CHECKPOINT, PARAM_LABELS, PARAM_LONG_INPUT_POLICY,
-                                         PARAM_MAX_TOKENS, PARAM_PAD_TOKEN_ID, PARAM_PROFILES,
+                                         PARAM_MAX_TOKENS, PARAM_PAD_TOKEN_ID, PARAM_PRECISION, PARAM_PROFILES,
                                          PARAM_SPECIAL_TOKENS, PARAM_TOKENIZER_SHA256, PARAM_VOCAB_SIZE)
 
 from .errors import ClassifierError
@@ -40,6 +41,7 @@ class ServerInfo:
     long_input_policy: str
     checkpoint: str
     special_tokens: str = SPECIAL  # how the server encodes special-token strings in user text
+    precision: str = "fp32"  # the deployed graph's precision (bundle_format.PRECISIONS)
 
     @classmethod
     def from_model_config(cls, config: dict, version: str) -> ServerInfo:
@@ -59,9 +61,13 @@ class ServerInfo:
                        pad_token_id=int(params[PARAM_PAD_TOKEN_ID]),
                        tokenizer_sha256=params[PARAM_TOKENIZER_SHA256],
                        long_input_policy=params[PARAM_LONG_INPUT_POLICY], checkpoint=params[PARAM_CHECKPOINT],
-                       special_tokens=params.get(PARAM_SPECIAL_TOKENS, SPECIAL))
+                       special_tokens=params.get(PARAM_SPECIAL_TOKENS, SPECIAL),
+                       precision=params.get(PARAM_PRECISION, "fp32"))
         except (ValueError, TypeError) as exc:
             raise ServerContractError(f"model {name!r}: malformed metadata parameters: {exc}") from exc
+        if info.precision not in PRECISIONS:
+            raise ServerContractError(f"model {name!r}: unknown precision {info.precision!r} in its config "
+                                      f"parameters; this client knows {PRECISIONS}")
         bad = [p for p, t in profiles.items() if len(t) != len(labels)]
         if not labels or bad or info.max_batch_size < 1:
             raise ServerContractError(f"model {name!r}: labels {labels}, profiles of wrong length {bad}, "

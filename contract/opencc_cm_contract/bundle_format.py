@@ -36,10 +36,11 @@ FIELD_PAD_TOKEN_ID = "pad_token_id"
 FIELD_MAX_TOKENS = "max_tokens"          # longest row the graph and the server accept
 FIELD_BASE_MODEL = "base_model"
 FIELD_CHECKPOINT = "checkpoint"
-FIELD_PRECISION = "precision"            # fp32 | fp16 | bf16
+FIELD_PRECISION = "precision"            # one of PRECISIONS
 FIELD_QUERY_BLOCK = "attention_query_block"  # queries per block of the graph's full attention (null: all at once)
 FIELD_PARITY = "parity"                  # the export's parity report; deploy refuses passed != true
 FIELD_TORCH_PARITY = "torch_parity"      # the same for the torch weights (deploy --target python-torch)
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # int8: weight MatMuls in int8, ONNX Runtime CPU only
 
 
 class ManifestError(ValueError):
@@ -140,10 +141,13 @@ class ClassifierManifest:
         for key in (FIELD_PARITY, FIELD_TORCH_PARITY):
             if raw.get(key) is not None and not isinstance(raw[key], dict):
                 raise ManifestError(f"{where}: '{key}' must be an object or null")
+        precision = raw.get(FIELD_PRECISION) or "fp32"
+        if precision not in PRECISIONS:
+            raise ManifestError(f"{where}: unknown {FIELD_PRECISION} {precision!r}; expected one of {PRECISIONS}")
         return cls(labels=canonical, thresholds=thresholds, objective=objective, vocab_size=vocab_size,
                    pad_token_id=pad, max_tokens=_int_field(raw, FIELD_MAX_TOKENS, where, 1),
                    base_model=str(raw.get(FIELD_BASE_MODEL) or ""), checkpoint=str(raw.get(FIELD_CHECKPOINT) or ""),
-                   precision=str(raw.get(FIELD_PRECISION) or "fp32"),
+                   precision=precision,
                    tokenizer_vocab_size=_int_field(raw, FIELD_TOKENIZER_VOCAB_SIZE, where, 1, optional=True),
                    attention_query_block=_int_field(raw, FIELD_QUERY_BLOCK, where, 1, optional=True),
                    parity=raw.get(FIELD_PARITY), torch_parity=raw.get(FIELD_TORCH_PARITY))

@@ -18,5 +18,7 @@ PARAM_CHECKPOINT = "checkpoint"
 # e.g. "<|im_start|>", become the special tokens, as in the reference; "plain": they are encoded
 # as ordinary text. Clients that tokenize locally must do the same (text_rules.load_tokenizer).
 PARAM_SPECIAL_TOKENS = "special_tokens_in_text"
+# the deployed graph's precision, one of bundle_format.PRECISIONS (absent on older servers = "fp32")
+PARAM_PRECISION = "precision"
 METADATA_KEYS = (PARAM_LABELS, PARAM_PROFILES, PARAM_MAX_TOKENS, PARAM_VOCAB_SIZE, PARAM_PAD_TOKEN_ID,
                  PARAM_TOKENIZER_SHA256, PARAM_LONG_INPUT_POLICY, PARAM_CHECKPOINT)

@@ -38,7 +38,8 @@ def _export(args) -> int:
 
     try:
         export_bundle(args.checkpoint, args.out, base_model=args.base_model, precision=args.precision,
-                      max_tokens=args.max_tokens, query_block=args.query_block or None, progress=print)
+                      max_tokens=args.max_tokens, query_block=args.query_block or None, progress=print,
+                      int8_method=args.int8_method)
     except ParityError:
         print("export FAILED parity: the graph was written for inspection but must not be deployed",
               file=sys.stderr)
@@ -76,7 +77,10 @@ def _bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from opencc_cm_contract.bundle_format import PRECISIONS
+
     from .blocked_attention import DEFAULT_QUERY_BLOCK
+    from .int8_quantization import DEFAULT_METHOD as DEFAULT_INT8_METHOD, METHODS as INT8_METHODS
 
     p = argparse.ArgumentParser(prog="opencc-cm-export", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -95,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True, help="TACTIC checkpoint folder or hub repo id")
     e.add_argument("--base-model", help="override the manifest's base model (local folder or repo id)")
     e.add_argument("--out", required=True, help="bundle folder (model.onnx, tokenizer.json, classifier.json)")
-    e.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
+    e.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
+                   help="int8: weight MatMuls in int8 for ONNX Runtime's CPU provider (VNNI), judged against "
+                        "fp32 next to the reference as shipped (bf16); deployable on python-ort only")
+    e.add_argument("--int8-method", choices=list(INT8_METHODS), default=DEFAULT_INT8_METHOD,
+                   help="int8 rewrite: nbits = MatMulNBits 8-bit, accuracy level 4; dynamic = quantize_dynamic")
     e.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS, help="longest input the graph and server accept")
     e.add_argument("--query-block", type=int, default=DEFAULT_QUERY_BLOCK,
                    help="queries per block of the full-attention layers (memory linear in the length); "

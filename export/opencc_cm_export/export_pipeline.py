@@ -1,22 +1,27 @@
 """checkpoint -> reference oracle -> merged classifier -> ONNX -> parity -> deploy bundle."""
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from opencc_cm_contract.bundle_format import ONNX_FILE, TORCH_WEIGHTS_FILE
+from opencc_cm_contract.bundle_format import ONNX_FILE, TORCH_CONFIG_FILE, TORCH_WEIGHTS_FILE
 from opencc_cm_contract.limits import DEFAULT_MAX_TOKENS
 
 from .blocked_attention import DEFAULT_QUERY_BLOCK
 from .bundle import write_bundle_manifest
 from .classifier_graph import build_merged_classifier
+from .int8_quantization import DEFAULT_METHOD, int8_parity, int8_summary, quantize_graph
 from .onnx_export import PRECISIONS, export_onnx
 from .parity import check_parity, onnx_runner, onnx_session
 from .reference import ReferenceClassifier
 from .torch_encoder import save_merged
+
+
+FP32_SOURCE_DIR = "fp32-source"  # scratch folder of the fp32 graph an int8 export quantizes
 
 
 class ParityError(AssertionError):
@@ -29,15 +34,24 @@ class ParityUnchecked(RuntimeError):
 
 def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | Path | None = None,
                   precision: str = "fp32", max_tokens: int = DEFAULT_MAX_TOKENS,
-                  parity_lengths=None, query_block: int | None = DEFAULT_QUERY_BLOCK, progress=print):
+                  parity_lengths=None, query_block: int | None = DEFAULT_QUERY_BLOCK, progress=print,
+                  int8_method: str = DEFAULT_METHOD):
     """Export ``checkpoint`` into the bundle folder ``out`` and prove parity; return the report.
 
     ``query_block``: queries per block of the full-attention layers (memory linear in the
     length); None exports transformers' attention, which holds [batch, heads, seq, seq] scores
     (for side-by-side memory benchmarks only).
 
+    ``precision="int8"``: the fp32 graph is exported, then its weight MatMuls quantized
+    (``int8_method``, see :mod:`.int8_quantization`); no torch weights are written (the
+    python-torch encoder does not run int8) and the parity record is :func:`int8_parity`'s.
+
     Raises :class:`ParityError` (after writing the graph, for inspection) when parity fails.
     """
+    if precision == "int8":
+        return _export_int8(checkpoint, Path(out), base_model=base_model, max_tokens=max_tokens,
+                            parity_lengths=parity_lengths, query_block=query_block, progress=progress,
+                            method=int8_method)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -80,6 +94,40 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, base_model: str | 
                           f"{torch_parity['decision_agreement']:.4f}")
     progress(f"[done] bundle in {out} ({time.perf_counter() - started:.0f} s)")
     return report
+
+
+def _export_int8(checkpoint, out: Path, *, base_model, max_tokens: int, parity_lengths, query_block,
+                 progress, method: str) -> dict:
+    """fp32 graph -> int8 graph in ``out`` -> fidelity against the fp32 oracle next to the reference
+    as shipped (bf16); returns the parity record."""
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    progress(f"[load] reading checkpoint {checkpoint} (base model: {base_model or 'from manifest'})")
+    reference = ReferenceClassifier.load(checkpoint, base_model=base_model, dtype=torch.float32)
+    merged = build_merged_classifier(reference, keep_reference=True, dtype=torch.float32, query_block=query_block)
+    vocab = int(reference.backbone.get_base_model().config.get_text_config().vocab_size)
+    for stale in (TORCH_WEIGHTS_FILE, TORCH_CONFIG_FILE):  # a bundle folder reused from an fp32 export
+        (out / stale).unlink(missing_ok=True)
+    source = out / FP32_SOURCE_DIR
+    source.mkdir(exist_ok=True)
+    fp32_graph = export_onnx(merged, source / ONNX_FILE, vocab=vocab, max_tokens=max_tokens, progress=progress)
+    del merged
+    try:
+        quantization = quantize_graph(fp32_graph, out / ONNX_FILE, method=method, progress=progress)
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
+    progress("[parity] int8 ONNX Runtime vs the fp32 oracle, next to the reference as shipped (bf16)")
+    reference_bf16 = ReferenceClassifier.load(checkpoint, base_model=base_model, dtype=torch.bfloat16)
+    record = int8_parity(reference, onnx_runner(onnx_session(out / ONNX_FILE)), reference_bf16,
+                         lengths=parity_lengths, quantization=quantization)
+    del reference_bf16
+    progress(int8_summary(record))
+    write_bundle_manifest(reference, out, max_tokens=max_tokens, precision="int8", checkpoint=str(checkpoint),
+                          parity=record, torch_parity=None, query_block=query_block)
+    if not record["passed"]:
+        raise ParityError(int8_summary(record))
+    progress(f"[done] bundle in {out} ({time.perf_counter() - started:.0f} s)")
+    return record
 
 
 def parity_record(report) -> dict:

@@ -43,13 +43,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from opencc_cm_contract import label_flags
 from opencc_cm_contract.buckets import bucket_list, powers_of_two
 from opencc_cm_contract.latency import latency_summary
 from opencc_cm_contract.text_rules import pad_right
 
 from opencc_cm_export.bundle import write_bundle_manifest
 from opencc_cm_export.classifier_graph import build_merged_classifier
+from opencc_cm_export.fidelity import fidelity
 from opencc_cm_export.gated_delta_export import gated_delta_rule
 from opencc_cm_export.parity import check_parity
 from opencc_cm_export.reference import ReferenceClassifier, activate
@@ -78,29 +78,6 @@ def prompt_texts(tokenizer, n: int, seed: int = 0) -> list[str]:
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def fidelity(truth: np.ndarray, other: np.ndarray, thresholds: np.ndarray, labels,
-             ref_distance: float | None = None) -> dict:
-    """Max |score diff| against the fp32 oracle, decision flips and how far each flip's oracle
-    score sits from its threshold; with ``ref_distance`` (the reference as shipped's max |score
-    diff| on the same prompts), whether this variant lies within the reference's band: no
-    further from fp32, and every flip within that distance of its threshold."""
-    diff = np.abs(truth - other)
-    flips = np.argwhere(label_flags(truth, thresholds) != label_flags(other, thresholds))
-    out = {"max_abs_score_diff": float(diff.max()), "mean_abs_score_diff": float(diff.mean()),
-           "decision_flips": int(len(flips)), "decisions": int(truth.size),
-           "flips": [{"prompt": int(i), "label": labels[j], "oracle_score": float(truth[i, j]),
-                      "score": float(other[i, j]), "threshold": float(thresholds[j]),
-                      "oracle_distance_to_threshold": float(abs(truth[i, j] - thresholds[j]))}
-                     for i, j in flips]}
-    if ref_distance is not None:
-        out["reference_max_abs_score_diff"] = ref_distance
-        out["no_further_than_reference"] = out["max_abs_score_diff"] <= ref_distance
-        out["flips_only_within_reference_distance"] = all(
-            f["oracle_distance_to_threshold"] <= ref_distance for f in out["flips"])
-        out["within_reference_band"] = out["no_further_than_reference"] and out["flips_only_within_reference_distance"]
-    return out
 
 
 PHASES = ("torch_weights_fp32_parity", "reference_as_shipped_bf16", "ours_bf16_eager_torch_rule",

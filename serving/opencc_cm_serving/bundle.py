@@ -19,6 +19,8 @@ from opencc_cm_contract.bundle_format import (CLASSIFIER_FILE, ONNX_DATA_FILE, O
 
 from .errors import ConfigError
 
+INT8_TARGETS = ("python-ort",)  # the only encoder that runs an int8 graph (ONNX Runtime, CPU provider)
+
 
 def resolve_thresholds(labels: tuple[str, ...], mapping: Any, where: str) -> tuple[float, ...]:
     """``{label: float}`` -> tuple in column order, by ``contract.resolve_label_thresholds``
@@ -83,10 +85,16 @@ def check_bundle(bundle: str | Path, allow_unverified: bool = False, target: str
     root = Path(bundle)
     torch_target = target == "python-torch"
     model_files = (TORCH_WEIGHTS_FILE, TORCH_CONFIG_FILE) if torch_target else (ONNX_FILE,)
-    for name in (CLASSIFIER_FILE, TOKENIZER_FILE) + model_files:
+    if not (root / CLASSIFIER_FILE).is_file():
+        raise ConfigError(f"bundle {root}: missing {CLASSIFIER_FILE}")
+    spec = load_classifier(root / CLASSIFIER_FILE)
+    if spec.precision == "int8" and target not in INT8_TARGETS:
+        raise ConfigError(f"bundle {root} is an int8 bundle (weight MatMuls in int8 for ONNX Runtime's CPU "
+                          f"provider): target {target!r} cannot run it; deploy it with --target "
+                          f"{' or '.join(INT8_TARGETS)}, or export an fp32 bundle for {target}")
+    for name in (TOKENIZER_FILE,) + model_files:
         if not (root / name).is_file():
             raise ConfigError(f"bundle {root}: missing {name}")
-    spec = load_classifier(root / CLASSIFIER_FILE)
     parity = (spec.torch_parity if torch_target else spec.parity) or {}
     what = "torch weights" if torch_target else "graph"
     if parity.get("passed") is not True and not allow_unverified:

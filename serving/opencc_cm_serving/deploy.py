@@ -124,6 +124,7 @@ def client_metadata(spec, profiles: dict, bundle: Path, policy: str, special_tok
         meta.PARAM_LONG_INPUT_POLICY: policy,
         meta.PARAM_CHECKPOINT: spec.checkpoint,
         meta.PARAM_SPECIAL_TOKENS: special_tokens,
+        meta.PARAM_PRECISION: spec.precision,
     }
     entries = ",\n".join(f"  {{ key: {pbtxt_quote(k)} value: {{ string_value: {pbtxt_quote(v)} }} }}"
                          for k, v in values.items())
@@ -289,6 +290,8 @@ def template_values(settings: DeploySettings, spec, profiles: dict) -> dict[str,
         "client_metadata": client_metadata(spec, profiles, Path(settings.bundle), settings.long_input_policy,
                                            settings.special_tokens_in_text),
         "model_prefix": settings.model_prefix,
+        # python-ort: an int8 graph runs on ONNX Runtime's CPU provider only
+        "ort_providers": "CPUExecutionProvider" if spec.precision == "int8" else "auto",
         # python-torch only
         "instance_kind": instance_kind(settings.instance_kind) if settings.target == "python-torch" else "KIND_CPU",
         "torch_dtype": settings.torch_dtype,

@@ -368,3 +368,54 @@ def test_command_line_and_python_api_share_their_defaults_and_choices():
     for action in parser()._actions:
         if action.choices is not None:
             assert tuple(action.choices) == CHOICES[action.dest], action.dest
+
+
+def _with_precision(bundle_dir: Path, folder: Path, precision: str) -> Path:
+    """A copy of the toy bundle whose manifest says ``precision``."""
+    import shutil
+
+    shutil.copytree(bundle_dir, folder)
+    manifest = json.loads((folder / "classifier.json").read_text())
+    manifest["precision"] = precision
+    (folder / "classifier.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.mark.parametrize("target", [t for t in TARGETS if t != "python-ort"])
+def test_an_int8_bundle_is_refused_on_a_target_that_cannot_run_it(tmp_path, bundle_dir, target, capsys):
+    bundle = _with_precision(bundle_dir, tmp_path / "int8", "int8")
+    code = deploy_main(["--bundle", str(bundle), "--repository", str(TEMPLATES), "--output", str(tmp_path / "r"),
+                        "--target", target])
+    err = capsys.readouterr().err
+    assert code == 2 and "is an int8 bundle" in err and repr(target) in err and "python-ort" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_int8_bundle_deploys_on_python_ort_on_the_cpu_provider_and_publishes_its_precision(tmp_path, bundle_dir):
+    repo = deploy_to(_with_precision(bundle_dir, tmp_path / "int8", "int8"), tmp_path / "r", "python-ort")
+    encoder = parse(repo / contract.ENCODER_MODEL / "config.pbtxt")
+    assert encoder.parameters["providers"].string_value == "CPUExecutionProvider"
+    for ensemble in (contract.IDS_ENSEMBLE, contract.TEXT_ENSEMBLE):
+        assert parse(repo / ensemble / "config.pbtxt").parameters["precision"].string_value == "int8"
+    fp32 = deploy_to(bundle_dir, tmp_path / "fp32", "python-ort")
+    assert parse(fp32 / contract.ENCODER_MODEL / "config.pbtxt").parameters["providers"].string_value == "auto"
+    assert parse(fp32 / contract.IDS_ENSEMBLE / "config.pbtxt").parameters["precision"].string_value == "fp32"
+
+
+def test_an_unknown_precision_is_refused_naming_it(tmp_path, bundle_dir, capsys):
+    bundle = _with_precision(bundle_dir, tmp_path / "int4", "int4")
+    code = deploy_main(["--bundle", str(bundle), "--repository", str(TEMPLATES), "--output", str(tmp_path / "r")])
+    assert code == 2 and "unknown precision 'int4'" in capsys.readouterr().err
+
+
+def test_the_client_reads_the_published_precision_and_refuses_an_unknown_one(tmp_path, bundle_dir):
+    from opencc_cm_client.server_info import ServerContractError, ServerInfo
+    from google.protobuf import json_format
+
+    repo = deploy_to(_with_precision(bundle_dir, tmp_path / "int8", "int8"), tmp_path / "r", "python-ort")
+    config = json_format.MessageToDict(parse(repo / contract.IDS_ENSEMBLE / "config.pbtxt"),
+                                       preserving_proto_field_name=True)
+    assert ServerInfo.from_model_config(config, "1").precision == "int8"
+    config["parameters"]["precision"] = {"string_value": "int4"}
+    with pytest.raises(ServerContractError, match="unknown precision 'int4'"):
+        ServerInfo.from_model_config(config, "1")
