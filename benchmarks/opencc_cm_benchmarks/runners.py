@@ -254,13 +254,13 @@ def serve_int8_b1(args, bundle: Path, tokenizer_path: str, texts, warm, tokens, 
     batch 1 sequential over the ids ensemble, config ``triton ids int8 b1``; the client's local
     tokenizer is the fp32 bundle's, so a bundle with another tokenizer fails the client's check."""
     from opencc_cm_serving.deploy import main as deploy_main
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     repo = scratch / "repo-int8"
     if deploy_main(["--bundle", str(bundle), "--repository", str(args.repository), "--output", str(repo),
                     "--target", "python-ort", "--max-batch-size", str(args.max_batch_size)]) != 0:
         raise RuntimeError(f"deploy of the int8 bundle {bundle} failed")
-    with TritonServer(repo, log_path=scratch / "server-int8.log", ready_timeout=900) as server:
+    with TritonServer(repo, ServerSettings(log_path=scratch / "server-int8.log", ready_timeout=900)) as server:
         r = sequential_grpc(server.grpc_url, texts, warm, tokenizer_path, args.client_timeout_s)
     print(f"[triton] ids int8 batch 1: mean {statistics.fmean(r['ms']):.1f} ms")
     config = entry("triton ids int8 b1", "triton-ids", "sequential", r["ms"], len(texts), sum(tokens), r["wall_s"],

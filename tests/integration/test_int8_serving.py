@@ -35,12 +35,12 @@ def int8_bundle(tiny_checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def int8_server(int8_bundle, tmp_path_factory):
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     passed = ClassifierManifest.read(int8_bundle).parity["passed"]
     extra = () if passed else ("--allow-unverified-bundle",)
     repo = deploy_tiny(int8_bundle, tmp_path_factory.mktemp("int8-repo") / "repo", *extra)
-    with TritonServer(repo, log_path=tmp_path_factory.mktemp("log") / "server.log", ready_timeout=120) as server:
+    with TritonServer(repo, ServerSettings(log_path=tmp_path_factory.mktemp("log") / "server.log", ready_timeout=120)) as server:
         yield server
 
 
