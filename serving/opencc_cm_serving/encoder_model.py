@@ -123,32 +123,57 @@ class RaggedEncoderModel:
         return int(params.get("solo_row_tokens", "0")) or max(1, self.spec.max_tokens // 4)
 
     def execute(self, requests):
+        """Validate every request, then either compute the batch here and return its responses
+        (RowScheduler.run_now: short rows, nothing pending in their lane: one message to the
+        server for the whole batch) or admit the valid requests to the row scheduler, whose
+        workers answer each through its response sender. Bad requests get their error either way."""
         # No is_cancelled() here: it is a round trip to the server per request (~0.2 ms); the
-        # scheduler asks before computing where that can pay (RowScheduler._check_cancelled).
-        for request in requests:
-            entry = [request, request.get_response_sender(), None]
-            calibrate = self.calibrating and self._wants_calibration(request)
-            try:
-                params = request_parameters(request)  # an unknown parameter is refused before any work
-                ids = input_array(request, INPUT_IDS, self.max_elements)
-                mask = input_array(request, ATTENTION_MASK, self.max_elements)
-                lengths = validate_ids(ids, mask, self.spec.vocab_size, self.spec.max_tokens)
-            except Exception as exc:  # noqa: BLE001
-                self._respond(entry, outcome="failed", error=exc)
-                continue
-            if calibrate:
-                try:
-                    entry[2] = self._calibration_plan(request, params, lengths)
-                except Exception as exc:  # noqa: BLE001 - counted as the calibration model counts it
-                    if LOGITS not in self._asked(request):
-                        self._count_failure(exc)
-                    self._respond(entry, outcome="failed", error=exc)
-                    continue
-            self.scheduler.admit(entry, [ids[r, :n] for r, n in enumerate(lengths)], timeout_s=_timeout_s(request))
+        # scheduler asks before computing queued work where that can pay (RowScheduler._check_cancelled).
+        checked = [self._check(request) for request in requests]
+        valid = [c for c in checked if not isinstance(c[1], BaseException)]
+        results = self.scheduler.run_now([rows for _, rows, _ in valid], run=self._encode_here) if valid else []
+        if results is not None:
+            done = iter(results)
+            responses = []
+            for request, rows, plan in checked:
+                entry = [request, None, plan]
+                result = rows if isinstance(rows, BaseException) else next(done)
+                if isinstance(result, BaseException):
+                    responses.append(self._response(entry, outcome="failed", error=result))
+                else:
+                    responses.append(self._response(entry, logits=result))
+            return responses
+        for request, rows, plan in checked:
+            entry = [request, request.get_response_sender(), plan]
+            if isinstance(rows, BaseException):
+                self._respond(entry, outcome="failed", error=rows)
+            else:
+                self.scheduler.admit(entry, rows, timeout_s=_timeout_s(request))
         return None
+
+    def _check(self, request):
+        """(request, its unpadded rows or the exception refusing it, calibration plan or None)."""
+        calibrate = self.calibrating and self._wants_calibration(request)
+        try:
+            params = request_parameters(request)  # an unknown parameter is refused before any work
+            ids = input_array(request, INPUT_IDS, self.max_elements)
+            mask = input_array(request, ATTENTION_MASK, self.max_elements)
+            lengths = validate_ids(ids, mask, self.spec.vocab_size, self.spec.max_tokens)
+        except Exception as exc:  # noqa: BLE001
+            return request, exc, None
+        plan = None
+        if calibrate:
+            try:
+                plan = self._calibration_plan(request, params, lengths)
+            except Exception as exc:  # noqa: BLE001 - counted as the calibration model counts it
+                if LOGITS not in self._asked(request):
+                    self._count_failure(exc)
+                return request, exc, None
+        return request, [ids[r, :n] for r, n in enumerate(lengths)], plan
 
     def finalize(self):
         self.scheduler.stop()
+        self.metrics.close()
         if self.class_metrics is not None:
             self.class_metrics.close()  # send the per-label counts not yet flushed
 
@@ -192,14 +217,30 @@ class RaggedEncoderModel:
                            attention_span=self.attention_span or None)
 
     def _encode(self, ids, mask):
+        """A worker's run: the rows counter is sent at once (before the answers go out)."""
         self.metrics.add("rows", ids.shape[0])
-        logits = self.encoder(ids, mask)
+        return self._finite(ids, self.encoder(ids, mask))
+
+    def _encode_here(self, ids, mask):
+        """A run inside execute(): the rows counter is sent later (``_Metrics.defer``), so the
+        batch costs no message to the server beyond its responses."""
+        self.metrics.defer("rows", ids.shape[0])
+        return self._finite(ids, self.encoder(ids, mask))
+
+    @staticmethod
+    def _finite(ids, logits):
         if not np.isfinite(logits).all():  # a model fault, not the caller's: INTERNAL, never a decision
             raise FloatingPointError(f"encoder produced non-finite logits for a batch of {ids.shape[0]} rows")
         return logits
 
     def _respond(self, entry, logits=None, outcome=None, error=None):
-        utils = pb()
+        """Answer a request admitted to the scheduler (or refused before it) through its sender."""
+        response = self._response(entry, logits, outcome, error)
+        with self._ipc:
+            entry[1].send(response, flags=pb().TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    def _response(self, entry, logits=None, outcome=None, error=None):
+        """The response of a request: its outputs from ``logits``, or the error of ``outcome``."""
         if logits is not None:
             try:
                 outputs = {LOGITS: logits} if entry[2] is None else self._logits_and_calibrated(entry, logits)
@@ -220,9 +261,7 @@ class RaggedEncoderModel:
             response = error_response(error, ENCODER_MODEL)
         if outcome in (CANCELLED, EXPIRED, OVERLOADED, UNMEETABLE):
             self.metrics.add(outcome)
-        with self._ipc:
-            entry[1].send(response, flags=utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-
+        return response
 
     def _count_failure(self, exc):
         if self.class_metrics is not None:
@@ -238,14 +277,23 @@ class RaggedEncoderModel:
 class _Metrics:
     """Counters on Triton's metrics endpoint (``:8002/metrics``), label ``model``: rows the
     encoder ran, and requests it answered without computing them (cancelled, expired, overloaded,
-    unmeetable: long rows that could not finish before the request's deadline)."""
+    unmeetable: long rows that could not finish before the request's deadline).
+
+    Each increment is a message to the server. ``add`` sends at once; ``defer`` (the runs inside
+    ``execute()``, the common path) only counts, and what was deferred is sent before the next
+    ``add`` (so a counter read after a worker's answer holds every earlier run) or by a
+    background thread within ``flush_interval_s``."""
 
     ROWS = "opencc_cm_encoder_rows_computed_total"
     DROPPED = "opencc_cm_encoder_requests_dropped_total"
 
-    def __init__(self, model, ipc_lock):
+    def __init__(self, model, ipc_lock, flush_interval_s: float = 1.0):
         utils = pb()
         self.metrics, self._ipc = {}, ipc_lock
+        self._deferred: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
         if not hasattr(utils, "MetricFamily"):  # the test stub of triton_python_backend_utils
             return
         rows = utils.MetricFamily(self.ROWS, "Encoder rows run through the graph", utils.MetricFamily.COUNTER)
@@ -255,12 +303,38 @@ class _Metrics:
         self.metrics["rows"] = rows.Metric(labels={"model": model})
         for reason in (CANCELLED, EXPIRED, OVERLOADED, UNMEETABLE):
             self.metrics[reason] = dropped.Metric(labels={"model": model, "reason": reason})
+        self._thread = threading.Thread(target=self._flush_every, args=(flush_interval_s,),
+                                        name=f"{model}-encoder-metrics", daemon=True)
+        self._thread.start()
 
     def add(self, name, value=1):
+        self.flush()
         metric = self.metrics.get(name)
         if metric is not None:
             with self._ipc:
                 metric.increment(value)
+
+    def defer(self, name, value=1):
+        if name in self.metrics:
+            with self._lock:
+                self._deferred[name] = self._deferred.get(name, 0) + value
+
+    def flush(self):
+        with self._lock:
+            deferred, self._deferred = self._deferred, {}
+        for name, value in deferred.items():
+            with self._ipc:
+                self.metrics[name].increment(value)
+
+    def close(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.flush()
+
+    def _flush_every(self, interval_s):
+        while not self._stop.wait(interval_s):
+            self.flush()
 
 
 def _timeout_s(request):
