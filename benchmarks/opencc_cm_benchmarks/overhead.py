@@ -778,6 +778,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--duration-s", type=float, default=8.0, help="recorded seconds per (ensemble, clients) level")
     p.add_argument("--warmup-s", type=float, default=2.0, help="unrecorded seconds before each level")
     p.add_argument("--clients", default="1,16,64", help="concurrency levels (closed-loop clients)")
+    p.add_argument("--pair-with", help="another checkout (with its `make setup` venv): run its serving code and this "
+                   "checkout's side by side, both servers up, levels interleaved (null mode; pair.json, pair.md)")
+    p.add_argument("--repeats", type=int, default=2, help="with --pair-with: runs of each level per side")
     p.add_argument("--channels", choices=("per-client", "shared"), default="per-client",
                    help="one gRPC channel per simulated client, or one shared by all")
     p.add_argument("--modes", default=",".join(MODES), help="comma list of null, floor")
@@ -788,11 +791,126 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def run_pair(args) -> dict:
+    """``--pair-with TREE``: this checkout's serving code and TREE's (e.g. an older commit), both
+    deployed from the same null bundle and both servers up at once; each (ensemble, clients)
+    level runs on one then the other, ``--repeats`` times, the order alternating, so the two
+    sides see the same machine load level by level. Null mode only. Writes ``pair.json`` and
+    ``pair.md`` (per level and side: median req/s over the repeats, p50, CPU ms per request,
+    errors; and the ratio this / TREE)."""
+    from opencc_cm_client.local_tokenizer import LocalTokenizer
+    from opencc_cm_contract.bundle_format import TOKENIZER_FILE
+
+    from opencc_cm_serving.launch import TritonServer
+
+    from .workload import bells_o_prompts
+
+    started = time.time()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    levels = tuple(int(x) for x in args.clients.split(","))
+    other = Path(args.pair_with).resolve()
+    sides = ("this", "other")
+    tok = LocalTokenizer(str(Path(args.bundle) / TOKENIZER_FILE))
+    count = lambda text: len(tok.encode([text])[0]) if text else 0  # noqa: E731
+    texts = bells_o_prompts(count, args.prompts, seed=0, tail_share=0.0, short_tokens=(8, 36))
+    cpu = CpuAccounting()
+    report: dict = {"command": " ".join(["python -m opencc_cm_benchmarks.overhead", *args.argv]),
+                    "machine": machine_info(), "loadavg_at_start": os.getloadavg(), "other_tree": str(other),
+                    "plan": {"duration_s": args.duration_s, "warmup_s": args.warmup_s, "clients": list(levels),
+                             "repeats": args.repeats, "channels": args.channels, "prompts": len(texts)},
+                    "levels": []}
+    scratch = Path(tempfile.mkdtemp(prefix="opencc-cm-overhead-pair-"))
+    try:
+        from .runners import TEMPLATES as this_templates
+
+        null_bundle = make_null_bundle(Path(args.bundle), scratch / "null-bundle")
+        repos = {"this": deploy_null(null_bundle, scratch / "repo-this", this_templates, args.max_batch_size),
+                 "other": deploy_null(null_bundle, scratch / "repo-other", other / "model_repository",
+                                      args.max_batch_size, other)}
+        requests_by = {e: build_requests(e, texts, str(null_bundle / TOKENIZER_FILE)) for e in ENSEMBLES}
+        with TritonServer(repos["this"], log_path=scratch / "this.log", ready_timeout=600) as this_server, \
+                TreeServer(other, repos["other"], scratch / "other.log") as other_server:
+            servers = {"this": this_server, "other": other_server}
+            server_cpu = {k: ProcessCpu(v.process.pid) for k, v in servers.items()}
+            client_cpu = ProcessCpu(tree=False)
+            for ensemble in ENSEMBLES:
+                for n in levels:
+                    for rep in range(args.repeats):
+                        for side in (sides if rep % 2 == 0 else sides[::-1]):
+                            lv = run_level(servers[side].grpc_url, ensemble, requests_by[ensemble], n, args.duration_s,
+                                           args.warmup_s, server_cpu[side], client_cpu, None, args.channels)
+                            lv.update(side=side, repeat=rep, loadavg_at_end=os.getloadavg())
+                            report["levels"].append(lv)
+                            print(f"[{side:<5}] {ensemble:<13} {n:>3} clients #{rep}: {lv['requests_per_s']:8.1f} req/s, "
+                                  f"p50 {lv['latency'].get('p50_ms', float('nan')):6.2f} ms, server CPU "
+                                  f"{lv['server_cpu_ms_per_request']:.2f} ms/req, errors {lv['errors']}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    report["cpu_accounting"] = cpu.result()
+    report["loadavg_at_end"] = os.getloadavg()
+    report["duration_s"] = time.time() - started
+    report["summary"] = pair_summary(report)
+    (out / "pair.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    (out / "pair.md").write_text(pair_markdown(report), encoding="utf-8")
+    print(f"wrote {out / 'pair.json'} and {out / 'pair.md'} ({report['duration_s']:.0f} s)")
+    return report
+
+
+def pair_summary(report: dict) -> list[dict]:
+    """Per (ensemble, clients): medians over the repeats of each side, and this / other."""
+    out = []
+    keys = sorted({(lv["ensemble"], lv["clients"]) for lv in report["levels"]}, key=lambda k: (ENSEMBLES.index(k[0]), k[1]))
+    for ensemble, clients in keys:
+        row: dict = {"ensemble": ensemble, "clients": clients}
+        for side in ("this", "other"):
+            lvs = [lv for lv in report["levels"] if lv["ensemble"] == ensemble and lv["clients"] == clients
+                   and lv["side"] == side]
+            row[side] = {"requests_per_s": float(np.median([lv["requests_per_s"] for lv in lvs])),
+                         "requests_per_s_each": [round(lv["requests_per_s"], 1) for lv in lvs],
+                         "p50_ms": float(np.median([lv["latency"].get("p50_ms", np.nan) for lv in lvs])),
+                         "server_cpu_ms_per_request": float(np.median([lv["server_cpu_ms_per_request"] for lv in lvs])),
+                         "client_cpu_ms_per_request": float(np.median([lv["client_cpu_ms_per_request"] for lv in lvs])),
+                         "errors": sum(lv["errors"] for lv in lvs),
+                         "loadavg": [round(lv["loadavg_at_start"][0], 1) for lv in lvs]}
+        row["ratio_requests_per_s"] = row["this"]["requests_per_s"] / max(row["other"]["requests_per_s"], 1e-9)
+        out.append(row)
+    return out
+
+
+def pair_markdown(report: dict) -> str:
+    m, plan = report["machine"], report["plan"]
+    lines = ["# Serving path, this checkout vs another, levels interleaved", "",
+             f"Command: `{report['command']}`  ",
+             f"Other: {report['other_tree']}. Machine: {m['nproc']} CPU ({m['cpu_model']}); load average at start "
+             f"{report['loadavg_at_start'][0]:.2f}, at end {report['loadavg_at_end'][0]:.2f}; "
+             f"{report['duration_s']:.0f} s; other processes used "
+             f"{report['cpu_accounting']['others_share_of_capacity']:.0%} of the CPU capacity.  ",
+             f"Each level {plan['duration_s']:g} s after {plan['warmup_s']:g} s warm-up, {plan['repeats']} repeats per side "
+             f"(order alternating), {plan['prompts']} prompts, batch 1 per request, channels: {plan['channels']}. "
+             "Medians over the repeats.", "",
+             "| ensemble | clients | req/s this | req/s other | this / other | each (this; other) | p50 ms this / other "
+             "| server + client CPU ms/req this / other | errors this / other | load avg at each |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+    for r in report["summary"]:
+        t, o = r["this"], r["other"]
+        lines.append(f"| {r['ensemble']} | {r['clients']} | {t['requests_per_s']:,.0f} | {o['requests_per_s']:,.0f} "
+                     f"| {r['ratio_requests_per_s']:.2f}x | {t['requests_per_s_each']}; {o['requests_per_s_each']} "
+                     f"| {t['p50_ms']:.2f} / {o['p50_ms']:.2f} "
+                     f"| {t['server_cpu_ms_per_request']:.2f}+{t['client_cpu_ms_per_request']:.2f} / "
+                     f"{o['server_cpu_ms_per_request']:.2f}+{o['client_cpu_ms_per_request']:.2f} "
+                     f"| {t['errors']} / {o['errors']} | {t['loadavg']}; {o['loadavg']} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     args.argv = argv
-    run(args)
+    if args.pair_with:
+        run_pair(args)
+    else:
+        run(args)
     return 0
 
 

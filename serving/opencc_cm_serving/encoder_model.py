@@ -38,6 +38,7 @@ short ones; "0"/absent: one worker). The queue policy's ``max_queue_size`` and
 from __future__ import annotations
 
 import json
+import queue
 import threading
 
 import numpy as np
@@ -50,12 +51,13 @@ from .batching import group_cost, plan_groups
 from .bundle import CLASSIFIER_FILE, load_classifier
 from .calibration import activate, calibration_settings, decide, fold_max, fold_plan
 from .ids import validate_ids
-from .metrics import ClassifierMetrics
+from .metrics import ClassifierMetrics, FlushTimer
 from .scheduler import CANCELLED, EXPIRED, OVERLOADED, STOPPING, UNMEETABLE, RowScheduler
 from .triton import (cancelled_response, error_response, flag_parameter, input_array, outputs_response, parameters,
                      pb, request_parameters, require, unavailable_response, version_path)
 
 CALIBRATED = (SCORES, LABEL_FLAGS, FLAGGED, TOKEN_COUNT)
+OUTBOX_BATCHES = 64  # batches computed in execute() whose responses may wait for the responder thread
 
 
 class RaggedEncoderModel:
@@ -107,6 +109,16 @@ class RaggedEncoderModel:
             cost=lambda rows, width: group_cost(rows, width, self.attention_span or None),
         ).start()
         self.metrics = _Metrics(args.get("model_name", ENCODER_MODEL), self._ipc)
+        # Responses of the batches computed inside execute() (RowScheduler.run_now), sent by a
+        # thread of their own; bounded: execute() waits when OUTBOX_BATCHES batches are unsent.
+        self._outbox: queue.Queue = queue.Queue(maxsize=OUTBOX_BATCHES)
+        self._responder = threading.Thread(target=self._send_loop, name="encoder-responses", daemon=True)
+        self._responder.start()
+
+    def _send_loop(self):
+        while (batch := self._outbox.get()) is not None:
+            for sender, response in batch:
+                self._send(sender, response)
 
     def _is_cancelled(self, entry) -> bool:
         with self._ipc:
@@ -123,26 +135,36 @@ class RaggedEncoderModel:
         return int(params.get("solo_row_tokens", "0")) or max(1, self.spec.max_tokens // 4)
 
     def execute(self, requests):
-        """Validate every request, then either compute the batch here and return its responses
-        (RowScheduler.run_now: short rows, nothing pending in their lane: one message to the
-        server for the whole batch) or admit the valid requests to the row scheduler, whose
-        workers answer each through its response sender. Bad requests get their error either way."""
+        """Validate every request, then either compute the batch here (RowScheduler.run_now:
+        short rows, nothing pending in their lane) and hand its responses to the responder
+        thread, or admit the valid requests to the row scheduler, whose workers answer each.
+        Every request is answered through its response sender, bad ones with their error.
+
+        The batch computed here costs no is_cancelled() round trip and no scheduler hand-off.
+        Its responses are not returned nor sent from this thread: under load, responses sent
+        from execute()'s own thread (returned or through the senders) stalled now and then for
+        ~0.5 s in Triton 2.51, which a closed-loop client sees as lost requests/s (measured:
+        BENCHMARKS.md, "Serving path under concurrency"); sent from another thread they did not."""
         # No is_cancelled() here: it is a round trip to the server per request (~0.2 ms); the
         # scheduler asks before computing queued work where that can pay (RowScheduler._check_cancelled).
+        self.metrics.flush_if_due()  # buffered counters go out from this thread, between batches
+        if self.class_metrics is not None:
+            self.class_metrics.flush_if_due()
         checked = [self._check(request) for request in requests]
         valid = [c for c in checked if not isinstance(c[1], BaseException)]
         results = self.scheduler.run_now([rows for _, rows, _ in valid], run=self._encode_here) if valid else []
         if results is not None:
-            done = iter(results)
-            responses = []
+            done, answers = iter(results), []
             for request, rows, plan in checked:
                 entry = [request, None, plan]
                 result = rows if isinstance(rows, BaseException) else next(done)
                 if isinstance(result, BaseException):
-                    responses.append(self._response(entry, outcome="failed", error=result))
+                    response = self._response(entry, outcome="failed", error=result)
                 else:
-                    responses.append(self._response(entry, logits=result))
-            return responses
+                    response = self._response(entry, logits=result)
+                answers.append((request.get_response_sender(), response))
+            self._outbox.put(answers)
+            return None
         for request, rows, plan in checked:
             entry = [request, request.get_response_sender(), plan]
             if isinstance(rows, BaseException):
@@ -173,6 +195,8 @@ class RaggedEncoderModel:
 
     def finalize(self):
         self.scheduler.stop()
+        self._outbox.put(None)  # the responder sends what is queued, then stops
+        self._responder.join(timeout=10)
         self.metrics.close()
         if self.class_metrics is not None:
             self.class_metrics.close()  # send the per-label counts not yet flushed
@@ -235,9 +259,11 @@ class RaggedEncoderModel:
 
     def _respond(self, entry, logits=None, outcome=None, error=None):
         """Answer a request admitted to the scheduler (or refused before it) through its sender."""
-        response = self._response(entry, logits, outcome, error)
+        self._send(entry[1], self._response(entry, logits, outcome, error))
+
+    def _send(self, sender, response):
         with self._ipc:
-            entry[1].send(response, flags=pb().TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            sender.send(response, flags=pb().TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     def _response(self, entry, logits=None, outcome=None, error=None):
         """The response of a request: its outputs from ``logits``, or the error of ``outcome``."""
@@ -281,8 +307,8 @@ class _Metrics:
 
     Each increment is a message to the server. ``add`` sends at once; ``defer`` (the runs inside
     ``execute()``, the common path) only counts, and what was deferred is sent before the next
-    ``add`` (so a counter read after a worker's answer holds every earlier run) or by a
-    background thread within ``flush_interval_s``."""
+    ``add`` (so a counter read after a worker's answer holds every earlier run) or when
+    ``flush_if_due`` / the idle thread of :class:`opencc_cm_serving.metrics.FlushTimer` says so."""
 
     ROWS = "opencc_cm_encoder_rows_computed_total"
     DROPPED = "opencc_cm_encoder_requests_dropped_total"
@@ -292,8 +318,7 @@ class _Metrics:
         self.metrics, self._ipc = {}, ipc_lock
         self._deferred: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = None
+        self.timer = FlushTimer(flush_interval_s)
         if not hasattr(utils, "MetricFamily"):  # the test stub of triton_python_backend_utils
             return
         rows = utils.MetricFamily(self.ROWS, "Encoder rows run through the graph", utils.MetricFamily.COUNTER)
@@ -303,9 +328,7 @@ class _Metrics:
         self.metrics["rows"] = rows.Metric(labels={"model": model})
         for reason in (CANCELLED, EXPIRED, OVERLOADED, UNMEETABLE):
             self.metrics[reason] = dropped.Metric(labels={"model": model, "reason": reason})
-        self._thread = threading.Thread(target=self._flush_every, args=(flush_interval_s,),
-                                        name=f"{model}-encoder-metrics", daemon=True)
-        self._thread.start()
+        self.timer.start(self.flush, f"{model}-encoder-metrics")
 
     def add(self, name, value=1):
         self.flush()
@@ -326,15 +349,13 @@ class _Metrics:
             with self._ipc:
                 self.metrics[name].increment(value)
 
-    def close(self):
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self.flush()
-
-    def _flush_every(self, interval_s):
-        while not self._stop.wait(interval_s):
+    def flush_if_due(self):
+        if self.timer.due():
             self.flush()
+
+    def close(self):
+        self.timer.stop()
+        self.flush()
 
 
 def _timeout_s(request):

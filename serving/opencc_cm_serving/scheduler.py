@@ -157,12 +157,12 @@ class RowScheduler:
         the rows must be admitted instead (a long row, or work pending in that lane). ``run``:
         the graph call for these runs (default: the worker's ``run``).
 
-        Why: a request admitted to the worker is answered by a message of its own to the server
-        and may be asked ``is_cancelled()`` (another round trip) before its group runs; requests
-        computed here are answered by ``execute()``'s return, one message for the whole batch.
-        The bounds hold: only short rows run here (at most one batch of them, as one group run
-        of the worker would), the long lane is untouched, and nothing is queued behind them,
-        since admission (the only way work enters) happens in this same thread."""
+        Why: a request admitted to the worker waits for the worker thread to wake up and, once
+        requests queue beside each other, is asked ``is_cancelled()`` (a round trip to the
+        server) before its group runs; rows computed here cost neither. The bounds hold: only
+        short rows run here (at most one batch of them, as one group run of the worker would),
+        the long lane is untouched, and nothing is queued behind them, since admission (the only
+        way work enters) happens in this same thread."""
         lane = SHORT if self.lanes == (SHORT, LONG) else ALL
         if not all(requests_rows) or any(self.solo_tokens and len(row) >= self.solo_tokens
                                          for rows in requests_rows for row in rows):

@@ -175,20 +175,24 @@ def ids_request(row, **kwargs):
     return Request({INPUT_IDS: np.array([row]), ATTENTION_MASK: np.ones((1, len(row)), np.int64)}, **kwargs)
 
 
-def test_encoder_answers_a_batch_of_short_rows_by_its_return(repository, spec, reference_logits):
-    """Short rows with nothing queued: computed in execute() and answered by its return (one
-    message for the batch), no response sender used; a bad request and a failing run fail
-    alone."""
+def test_encoder_computes_a_batch_of_short_rows_in_execute(repository, spec, reference_logits):
+    """Short rows with nothing queued: computed in execute() itself (nothing admitted to the row
+    scheduler) and answered through each request's sender by the responder thread; a bad request
+    and a failing run fail alone."""
     encoder = flaky_encoder(repository)
+    admitted = []
+    real_admit = encoder.scheduler.admit
+    encoder.scheduler.admit = lambda *a, **k: admitted.append(a) or real_admit(*a, **k)
     rows = [[1, 2, 3], [4, 5], [7]]
     requests = [ids_request(r) for r in rows]
     long = np.ones((1, spec.max_tokens + 1), np.int64)
     requests.append(Request({INPUT_IDS: long, ATTENTION_MASK: long}))
     try:
-        first, second, third, too_long = encoder.execute(requests)
+        assert encoder.execute(requests) is None
+        first, second, third, too_long = [r.sender.wait() for r in requests]
     finally:
         encoder.finalize()
-    assert not any(r.sender.done.is_set() for r in requests)
+    assert admitted == []
     assert too_long.error.code == fake.TritonError.INVALID_ARG and "above max_tokens" in too_long.error.message
     assert second.error.code == fake.TritonError.INTERNAL and "kernel failure" in second.error.message
     ref = reference_logits([rows[0], rows[2]])
