@@ -62,8 +62,9 @@ def test_tokenizer_rejects_one_request_only(repository):
     good = [Request({TEXT: np.array([[b"the model"], [b"x"]], dtype=object)}) for _ in range(2)]
     bad = Request({TEXT: np.array([[b"fine"], [b"\xff"]], dtype=object)})
     requests = [good[0], bad, good[1]]
-    assert tokenizer.execute(requests) is None  # every answer goes through the request's sender
-    first, second, third = (r.sender.wait() for r in requests)
+    # no large request: the batch's answers are execute()'s return (one message), no sender used
+    first, second, third = tokenizer.execute(requests)
+    assert not any(r.sender.done.is_set() for r in requests)
     assert second.error.code == fake.TritonError.INVALID_ARG and "text[1]: invalid UTF-8" in second.error.message
     ids, mask = first.output(INPUT_IDS), first.output(ATTENTION_MASK)
     assert ids.shape == mask.shape and mask[1].tolist() == [1] + [0] * (mask.shape[1] - 1)
@@ -109,9 +110,8 @@ def test_tokenizer_answers_small_requests_while_a_large_one_is_tokenized(reposit
     try:
         tokenizer.execute([large, small[0]])
         assert held.holding.wait(10)
-        tokenizer.execute([small[1]])
-        for request in small:
-            assert request.sender.wait().error is None
+        (alone,) = tokenizer.execute([small[1]])  # no large request in this batch: returned
+        assert small[0].sender.wait().error is None and alone.error is None
         assert not large.sender.done.is_set()    # still held in the worker
     finally:
         held.release.set()
@@ -265,21 +265,18 @@ class ThreadRecordingSender(fake.ResponseSender):
         super().send(response, flags)
 
 
-def test_small_batches_are_answered_from_a_thread_other_than_execute(repository):
-    """The tokenizer's small requests and the encoder's batches computed in execute() are sent
-    by a responder thread, never by execute()'s own thread (responses sent from there stalled
-    ~0.5 s now and then under load in Triton 2.51; serving/README.md)."""
+def test_encoder_batches_computed_in_execute_are_answered_from_another_thread(repository):
+    """A batch the encoder computes inside execute() is sent by its responder thread, never by
+    execute()'s own thread (responses sent from there stalled ~0.5 s now and then under load in
+    Triton 2.51; serving/README.md)."""
     import threading
 
-    tokenizer, encoder = model(repository, TOKENIZER_MODEL), model(repository, ENCODER_MODEL)
+    encoder = model(repository, ENCODER_MODEL)
     try:
-        text = Request({TEXT: np.array([[b"a short prompt"]], dtype=object)}, sender=ThreadRecordingSender())
         ids = Request({INPUT_IDS: np.array([[1, 2, 3]]), ATTENTION_MASK: np.ones((1, 3), np.int64)},
                       sender=ThreadRecordingSender())
-        assert tokenizer.execute([text]) is None and encoder.execute([ids]) is None
-        for request in (text, ids):
-            assert request.sender.wait().error is None
-            assert request.sender.thread is not threading.current_thread()
+        assert encoder.execute([ids]) is None
+        assert ids.sender.wait().error is None
+        assert ids.sender.thread is not threading.current_thread()
     finally:
-        tokenizer.finalize()
         encoder.finalize()

@@ -20,11 +20,10 @@ goes on answering the others (HF tokenizers' ``encode_batch`` releases the GIL):
 never waits for megabytes of text to be tokenized, and a request is refused at the first text
 that breaks a limit (text_rules / texts_to_rows), before the texts after it are encoded. At
 most ``large_request_queue`` large requests wait for the worker; beyond that a large request is
-answered UNAVAILABLE at once. Every response goes through the request's response sender (one
-final response per request), under one lock: Triton 2.51's Python backend crashed when a stub's
-threads sent messages to the server at the same time. The small requests' responses are sent by
-a responder thread, not by execute()'s own thread: sent from there (returned or through the
-senders), a response stalled ~0.5 s now and then under load (serving/README.md, BENCHMARKS.md).
+answered UNAVAILABLE at once. A batch without a large request is answered by execute()'s
+return (one message to the server); in a batch with one, every response goes through the
+request's response sender (one final response per request), under one lock: Triton 2.51's
+Python backend crashed when a stub's threads sent messages to the server at the same time.
 """
 import os
 import sys
@@ -81,26 +80,22 @@ class TritonPythonModel:
         self._held, self._held_lock = 0, threading.Lock()  # large requests taken and not yet answered
         self._worker = threading.Thread(target=self._large_loop, name="tokenizer-large", daemon=True)
         self._worker.start()
-        # Responses of the small requests, sent by a thread of their own (see the module doc);
-        # bounded: execute() waits when 64 batches are unsent.
-        self._outbox = queue.Queue(maxsize=64)
-        self._responder = threading.Thread(target=self._send_loop, name="tokenizer-responses", daemon=True)
-        self._responder.start()
 
     def execute(self, requests):
         # One encode_batch over every text of the small requests of this execute():
         # the tokenizer's own threads and the call overhead are paid once per batch, not once
-        # per request. Their responses go to the responder thread; large requests to the worker.
+        # per request. Without a large request in the batch, the responses are execute()'s
+        # return (one message to the server for the batch); with one, every request of the batch
+        # is answered through its response sender and the large ones go to the worker.
         decoded = []
         for request in requests:
             try:
                 decoded.append(self._decode(request))
             except Exception as exc:  # noqa: BLE001 - that request's error only
                 decoded.append(exc)
-        senders = [request.get_response_sender() for request in requests]
         if not any(not isinstance(d, BaseException) and d[1] > self.large_bytes for d in decoded):
-            self._outbox.put(list(zip(senders, self._small(decoded))))
-            return None
+            return self._small(decoded)
+        senders = [request.get_response_sender() for request in requests]
         small = []
         for request, sender, item in zip(requests, senders, decoded):
             if isinstance(item, BaseException) or item[1] <= self.large_bytes:
@@ -113,13 +108,9 @@ class TritonPythonModel:
                 self._large.put((request, sender, item[0]))
             else:
                 self._send(sender, self._busy(item[1]))
-        self._outbox.put([(sender, response) for (sender, _), response in zip(small, self._small([i for _, i in small]))])
+        for (sender, _), response in zip(small, self._small([item for _, item in small])):
+            self._send(sender, response)
         return None
-
-    def _send_loop(self):
-        while (batch := self._outbox.get()) is not None:
-            for sender, response in batch:
-                self._send(sender, response)
 
     def _small(self, decoded):
         """Responses of the requests whose texts were decoded (``(texts, size)``) or refused (the
@@ -157,8 +148,6 @@ class TritonPythonModel:
             self._send(sender, unavailable_response(TOKENIZER_MODEL, "model is stopping"))
         self._large.put(None)
         self._worker.join(timeout=10)
-        self._outbox.put(None)  # the responder sends what is queued, then stops
-        self._responder.join(timeout=10)
 
     def _large_loop(self):
         while (item := self._large.get()) is not None:
