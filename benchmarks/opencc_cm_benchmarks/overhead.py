@@ -118,14 +118,32 @@ def make_null_bundle(source_bundle: Path, dest: Path) -> Path:
     return dest
 
 
-def deploy_null(bundle: Path, repo: Path, templates: Path = TEMPLATES, max_batch_size: int | None = None) -> Path:
-    """The normal deploy command (a child process, as a user runs it) into ``repo``: the python-ort
-    target, then the onnxruntime target's ids_preprocess and calibration beside it."""
-    common = [sys.executable, "-m", "opencc_cm_serving.deploy", "--bundle", str(bundle), "--repository", str(templates),
-              "--output", str(repo), "--allow-unverified-bundle"]
+def tree_python(tree: Path | None) -> str:
+    """The interpreter that runs deploy and the server: this one, or ``tree``'s ``.venv`` (another
+    checkout of the project, e.g. an older commit, whose own packages its model.py files import)."""
+    if tree is None:
+        return sys.executable
+    python = Path(tree) / ".venv" / "bin" / "python"
+    if not python.is_file():
+        raise FileNotFoundError(f"{python} is missing: run `make setup` in {tree}")
+    return str(python)
+
+
+def deploy_null(bundle: Path, repo: Path, templates: Path = TEMPLATES, max_batch_size: int | None = None,
+                tree: Path | None = None) -> Path:
+    """The normal deploy command (a child process, as a user runs it) into ``repo``, the python-ort
+    target; with ``tree``, that checkout's deploy (its venv) and, unless ``templates`` says
+    otherwise, its templates. Where that deploy writes only the models python-ort routes through,
+    the onnxruntime target's ids_preprocess and calibration are added beside them, so that every
+    checkout's server holds the same four Python models."""
+    common = [tree_python(tree), "-m", "opencc_cm_serving.deploy", "--bundle", str(bundle), "--repository",
+              str(templates), "--output", str(repo), "--allow-unverified-bundle"]
     if max_batch_size:
         common += ["--max-batch-size", str(max_batch_size)]
-    for target in (["--target", "python-ort"], ["--target", "onnxruntime", "--models", "ids_preprocess,calibration"]):
+    steps = [["--target", "python-ort"], ["--target", "onnxruntime", "--models", "ids_preprocess,calibration"]]
+    for i, target in enumerate(steps):
+        if i and (repo / "ids_preprocess" / "config.pbtxt").is_file():
+            break
         done = subprocess.run(common + target, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             raise RuntimeError(f"deploy failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
@@ -365,14 +383,19 @@ def build_requests(ensemble: str, texts: list[str], tokenizer_path: str) -> list
 
 
 def run_level(url: str, ensemble: str, requests: list[list], clients: int, duration_s: float, warmup_s: float,
-              server_cpu: ProcessCpu, client_cpu: ProcessCpu, stub_dir: Path | None = None) -> dict:
+              server_cpu: ProcessCpu, client_cpu: ProcessCpu, stub_dir: Path | None = None,
+              channels: str = "per-client") -> dict:
     """N closed-loop clients for warmup_s (not recorded) then duration_s (recorded); statistics,
-    CPU and stub-timing snapshots at the edges of the recorded window."""
+    CPU and stub-timing snapshots at the edges of the recorded window. ``channels``:
+    ``per-client`` (each client its own InferenceServerClient, i.e. its own gRPC channel and
+    connection, as N separate callers) or ``shared`` (one for all, as one service multiplexing
+    its callers' requests on one connection)."""
     async def main() -> dict:
         import tritonclient.grpc.aio as aio
         from tritonclient.utils import InferenceServerException
 
-        pool = [aio.InferenceServerClient(url) for _ in range(clients)]
+        pool = ([aio.InferenceServerClient(url) for _ in range(clients)] if channels == "per-client"
+                else [aio.InferenceServerClient(url)] * clients)
         lat: list[float] = []
         errors: list[str] = []
         state = {"record": False, "stop": False}
@@ -412,7 +435,7 @@ def run_level(url: str, ensemble: str, requests: list[list], clients: int, durat
             await asyncio.gather(*tasks)  # the window's last requests complete
             s_after, c_after = server_cpu.snapshot(), client_cpu.snapshot()
         finally:
-            for c in pool:
+            for c in {id(c): c for c in pool}.values():
                 await c.close()
         return {"lat": lat, "errors": errors, "wall_s": wall, "server_cpu": ProcessCpu.delta(s_before, s_after),
                 "client_cpu": ProcessCpu.delta(c_before, c_after), "stats_before": t_before, "stub_before": st_before}
@@ -427,7 +450,7 @@ def run_level(url: str, ensemble: str, requests: list[list], clients: int, durat
     ens = triton.get(ensemble, {})
     counted = max(ens.get("success_count", 0), 1)
     level = {
-        "ensemble": ensemble, "clients": clients, "duration_s": r["wall_s"], "requests": n,
+        "ensemble": ensemble, "clients": clients, "channels": channels, "duration_s": r["wall_s"], "requests": n,
         "errors": len(r["errors"]), "error_examples": r["errors"][:3],
         "requests_per_s": n / r["wall_s"] if r["wall_s"] > 0 else 0.0,
         "latency": latency_summary(r["lat"]),
@@ -445,13 +468,62 @@ def run_level(url: str, ensemble: str, requests: list[list], clients: int, durat
 # --------------------------------------------------------------------------------------------
 # Orchestration
 # --------------------------------------------------------------------------------------------
+class TreeServer:
+    """The server of another checkout (``tree``): its own launcher (``python -m
+    opencc_cm_serving.launch``) run by its own venv, so its model.py files import its own
+    packages; ``grpc_url`` and ``process`` (the launcher, parent of tritonserver and the stubs)
+    as :class:`opencc_cm_serving.launch.TritonServer` has them."""
+
+    def __init__(self, tree: Path, repo: Path, log: Path, ready_timeout: float = 600.0):
+        from opencc_cm_serving.launch import free_port
+
+        self.tree, self.repo, self.log, self.ready_timeout = Path(tree), repo, log, ready_timeout
+        self.ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
+        self.grpc_url = f"127.0.0.1:{self.ports['grpc']}"
+        self.process = None
+
+    def __enter__(self) -> TreeServer:
+        import tritonclient.grpc as grpcclient
+
+        cmd = [tree_python(self.tree), "-m", "opencc_cm_serving.launch", "--model-repository", str(self.repo),
+               "--address", "127.0.0.1", "--log-file", str(self.log),
+               *(f"--{k}-port={v}" for k, v in self.ports.items())]
+        self.process = subprocess.Popen(cmd, cwd=self.tree, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.tree} server exited {self.process.returncode}: "
+                                   f"{self.process.stderr.read().decode(errors='replace')[-2000:]}")
+            try:
+                with grpcclient.InferenceServerClient(self.grpc_url) as client:
+                    if client.is_server_ready():
+                        return self
+            except Exception:  # noqa: BLE001 - not listening yet
+                pass
+            time.sleep(0.5)
+        self.__exit__(None, None, None)
+        raise TimeoutError(f"{self.tree} server not ready after {self.ready_timeout} s")
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
 def measure_server(repo: Path, mode: str, ensembles: tuple[str, ...], levels: tuple[int, ...], requests_by: dict,
-                   duration_s: float, warmup_s: float, log: Path, stub_dir: Path | None = None) -> dict:
+                   duration_s: float, warmup_s: float, log: Path, stub_dir: Path | None = None,
+                   tree: Path | None = None, channels: str = "per-client") -> dict:
     from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     out: dict = {"mode": mode, "levels": []}
     t0 = time.perf_counter()
-    with TritonServer(repo, ServerSettings(log_path=log, ready_timeout=600)) as server:
+    server_cm = (TreeServer(tree, repo, log) if tree
+                 else TritonServer(repo, ServerSettings(log_path=log, ready_timeout=600)))
+    with server_cm as server:
         out["ready_s"] = time.perf_counter() - t0
         url = server.grpc_url
         server_cpu = ProcessCpu(server.process.pid)
@@ -461,7 +533,7 @@ def measure_server(repo: Path, mode: str, ensembles: tuple[str, ...], levels: tu
             for ensemble in ensembles:
                 for n in levels:
                     lv = run_level(url, ensemble, requests_by[ensemble], n, duration_s, warmup_s, server_cpu,
-                                   client_cpu, stub_dir)
+                                   client_cpu, stub_dir, channels)
                     out["levels"].append(lv)
                     lat = lv["latency"]
                     print(f"[{mode}] {ensemble:<17} {n:>3} clients: {lv['requests']:>6} req, "
@@ -490,8 +562,9 @@ def run(args) -> dict:
     report: dict = {
         "command": " ".join(["python -m opencc_cm_benchmarks.overhead", *args.argv]),
         "machine": machine_info(), "loadavg_at_start": os.getloadavg(), "started_unix": started,
+        "serving_tree": str(Path(args.serving_tree).resolve()) if args.serving_tree else None,
         "plan": {"duration_s": args.duration_s, "warmup_s": args.warmup_s, "clients": list(levels), "modes": list(modes),
-                 "prompts": args.prompts, "bundle": str(source), "max_batch_size": args.max_batch_size},
+                 "prompts": args.prompts, "channels": args.channels, "bundle": str(source), "max_batch_size": args.max_batch_size},
         "notes": [],
     }
     tok = LocalTokenizer(str(source / TOKENIZER_FILE))
@@ -503,7 +576,9 @@ def run(args) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="opencc-cm-overhead-"))
     try:
         null_bundle = make_null_bundle(source, scratch / "null-bundle")
-        null_repo = deploy_null(null_bundle, scratch / "repo-null", Path(args.repository), args.max_batch_size)
+        tree = Path(args.serving_tree).resolve() if args.serving_tree else None
+        templates = Path(args.repository) if args.repository else tree / "model_repository" if tree else TEMPLATES
+        null_repo = deploy_null(null_bundle, scratch / "repo-null", templates, args.max_batch_size, tree)
         requests_by = {e: build_requests(e, texts, str(null_bundle / TOKENIZER_FILE))
                        for e in ENSEMBLES + (ONE_HOP_ENSEMBLE,)}
         report["modes"] = {}
@@ -524,7 +599,7 @@ def run(args) -> dict:
             log = (Path(args.server_log_dir) if args.server_log_dir else scratch) / f"tritonserver-{mode}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             report["modes"][mode] = measure_server(repo, mode, ensembles, lv, requests_by, args.duration_s,
-                                                   args.warmup_s, log, stub_dir)
+                                                   args.warmup_s, log, stub_dir, tree, args.channels)
             cpu.mark(mode)
             if mode == "cprofile":
                 report["modes"][mode]["cprofile_top"] = {
@@ -613,7 +688,9 @@ def markdown(report: dict) -> str:
         f"{', '.join(f'{x:.2f}' for x in report['loadavg_at_end'])}; {report['duration_s']:.0f} s.  ",
         f"Workload: {report['workload']['prompts']} prompts, {report['workload']['tokens_mean']:.1f} tokens on average "
         f"(max {report['workload']['tokens_max']}), batch 1 per request; {report['plan']['duration_s']:g} s per level after "
-        f"{report['plan']['warmup_s']:g} s warm-up; stock `tritonclient.grpc.aio`, one channel per client.", "",
+        f"{report['plan']['warmup_s']:g} s warm-up; stock `tritonclient.grpc.aio`, "
+        f"{'one channel per client' if report['plan'].get('channels', 'per-client') == 'per-client' else 'one channel shared by all clients'}.  ",
+        f"Serving code: {report.get('serving_tree') or 'this checkout'}.", "",
         "| mode | ensemble | clients | requests | req/s | p50 ms | p99 ms | mean ms | server CPU ms/req | client CPU ms/req "
         "| errors | load avg (1 min) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -702,10 +779,19 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--bundle", required=True, help="bundle whose tokenizer.json and classifier.json are used")
     p.add_argument("--out", default="benchmarks/overhead", help="folder for overhead.json and overhead.md")
-    p.add_argument("--repository", default=str(TEMPLATES), help="model repository holding the templates")
+    p.add_argument("--repository", help="model repository holding the templates (default: this checkout's, or "
+                   "--serving-tree's)")
+    p.add_argument("--serving-tree", help="another checkout of the project (e.g. an older commit, with its own "
+                   "`make setup` venv): deploy, launcher, model.py files and packages all come from it; the clients, "
+                   "prompts and measurement stay this module's, so two trees are compared on the same probe")
     p.add_argument("--duration-s", type=float, default=8.0, help="recorded seconds per (ensemble, clients) level")
     p.add_argument("--warmup-s", type=float, default=2.0, help="unrecorded seconds before each level")
     p.add_argument("--clients", default="1,16,64", help="concurrency levels (closed-loop clients)")
+    p.add_argument("--pair-with", help="another checkout (with its `make setup` venv): run its serving code and this "
+                   "checkout's side by side, both servers up, levels interleaved (null mode; pair.json, pair.md)")
+    p.add_argument("--repeats", type=int, default=2, help="with --pair-with: runs of each level per side")
+    p.add_argument("--channels", choices=("per-client", "shared"), default="per-client",
+                   help="one gRPC channel per simulated client, or one shared by all")
     p.add_argument("--modes", default=",".join(MODES), help="comma list of null, floor")
     p.add_argument("--profile", action="store_true", help="also run the stub-timing and cprofile modes")
     p.add_argument("--prompts", type=int, default=40, help="distinct prompts (8-36 tokens) the clients cycle through")
@@ -714,11 +800,126 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def run_pair(args) -> dict:
+    """``--pair-with TREE``: this checkout's serving code and TREE's (e.g. an older commit), both
+    deployed from the same null bundle and both servers up at once; each (ensemble, clients)
+    level runs on one then the other, ``--repeats`` times, the order alternating, so the two
+    sides see the same machine load level by level. Null mode only. Writes ``pair.json`` and
+    ``pair.md`` (per level and side: median req/s over the repeats, p50, CPU ms per request,
+    errors; and the ratio this / TREE)."""
+    from opencc_cm_client.local_tokenizer import LocalTokenizer
+    from opencc_cm_contract.bundle_format import TOKENIZER_FILE
+
+    from opencc_cm_serving.launch import TritonServer
+
+    from .workload import bells_o_prompts
+
+    started = time.time()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    levels = tuple(int(x) for x in args.clients.split(","))
+    other = Path(args.pair_with).resolve()
+    sides = ("this", "other")
+    tok = LocalTokenizer(str(Path(args.bundle) / TOKENIZER_FILE))
+    count = lambda text: len(tok.encode([text])[0]) if text else 0  # noqa: E731
+    texts = bells_o_prompts(count, args.prompts, seed=0, tail_share=0.0, short_tokens=(8, 36))
+    cpu = CpuAccounting()
+    report: dict = {"command": " ".join(["python -m opencc_cm_benchmarks.overhead", *args.argv]),
+                    "machine": machine_info(), "loadavg_at_start": os.getloadavg(), "other_tree": str(other),
+                    "plan": {"duration_s": args.duration_s, "warmup_s": args.warmup_s, "clients": list(levels),
+                             "repeats": args.repeats, "channels": args.channels, "prompts": len(texts)},
+                    "levels": []}
+    scratch = Path(tempfile.mkdtemp(prefix="opencc-cm-overhead-pair-"))
+    try:
+        from .runners import TEMPLATES as this_templates
+
+        null_bundle = make_null_bundle(Path(args.bundle), scratch / "null-bundle")
+        repos = {"this": deploy_null(null_bundle, scratch / "repo-this", this_templates, args.max_batch_size),
+                 "other": deploy_null(null_bundle, scratch / "repo-other", other / "model_repository",
+                                      args.max_batch_size, other)}
+        requests_by = {e: build_requests(e, texts, str(null_bundle / TOKENIZER_FILE)) for e in ENSEMBLES}
+        with TritonServer(repos["this"], log_path=scratch / "this.log", ready_timeout=600) as this_server, \
+                TreeServer(other, repos["other"], scratch / "other.log") as other_server:
+            servers = {"this": this_server, "other": other_server}
+            server_cpu = {k: ProcessCpu(v.process.pid) for k, v in servers.items()}
+            client_cpu = ProcessCpu(tree=False)
+            for ensemble in ENSEMBLES:
+                for n in levels:
+                    for rep in range(args.repeats):
+                        for side in (sides if rep % 2 == 0 else sides[::-1]):
+                            lv = run_level(servers[side].grpc_url, ensemble, requests_by[ensemble], n, args.duration_s,
+                                           args.warmup_s, server_cpu[side], client_cpu, None, args.channels)
+                            lv.update(side=side, repeat=rep, loadavg_at_end=os.getloadavg())
+                            report["levels"].append(lv)
+                            print(f"[{side:<5}] {ensemble:<13} {n:>3} clients #{rep}: {lv['requests_per_s']:8.1f} req/s, "
+                                  f"p50 {lv['latency'].get('p50_ms', float('nan')):6.2f} ms, server CPU "
+                                  f"{lv['server_cpu_ms_per_request']:.2f} ms/req, errors {lv['errors']}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    report["cpu_accounting"] = cpu.result()
+    report["loadavg_at_end"] = os.getloadavg()
+    report["duration_s"] = time.time() - started
+    report["summary"] = pair_summary(report)
+    (out / "pair.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    (out / "pair.md").write_text(pair_markdown(report), encoding="utf-8")
+    print(f"wrote {out / 'pair.json'} and {out / 'pair.md'} ({report['duration_s']:.0f} s)")
+    return report
+
+
+def pair_summary(report: dict) -> list[dict]:
+    """Per (ensemble, clients): medians over the repeats of each side, and this / other."""
+    out = []
+    keys = sorted({(lv["ensemble"], lv["clients"]) for lv in report["levels"]}, key=lambda k: (ENSEMBLES.index(k[0]), k[1]))
+    for ensemble, clients in keys:
+        row: dict = {"ensemble": ensemble, "clients": clients}
+        for side in ("this", "other"):
+            lvs = [lv for lv in report["levels"] if lv["ensemble"] == ensemble and lv["clients"] == clients
+                   and lv["side"] == side]
+            row[side] = {"requests_per_s": float(np.median([lv["requests_per_s"] for lv in lvs])),
+                         "requests_per_s_each": [round(lv["requests_per_s"], 1) for lv in lvs],
+                         "p50_ms": float(np.median([lv["latency"].get("p50_ms", np.nan) for lv in lvs])),
+                         "server_cpu_ms_per_request": float(np.median([lv["server_cpu_ms_per_request"] for lv in lvs])),
+                         "client_cpu_ms_per_request": float(np.median([lv["client_cpu_ms_per_request"] for lv in lvs])),
+                         "errors": sum(lv["errors"] for lv in lvs),
+                         "loadavg": [round(lv["loadavg_at_start"][0], 1) for lv in lvs]}
+        row["ratio_requests_per_s"] = row["this"]["requests_per_s"] / max(row["other"]["requests_per_s"], 1e-9)
+        out.append(row)
+    return out
+
+
+def pair_markdown(report: dict) -> str:
+    m, plan = report["machine"], report["plan"]
+    lines = ["# Serving path, this checkout vs another, levels interleaved", "",
+             f"Command: `{report['command']}`  ",
+             f"Other: {report['other_tree']}. Machine: {m['nproc']} CPU ({m['cpu_model']}); load average at start "
+             f"{report['loadavg_at_start'][0]:.2f}, at end {report['loadavg_at_end'][0]:.2f}; "
+             f"{report['duration_s']:.0f} s; other processes used "
+             f"{report['cpu_accounting']['others_share_of_capacity']:.0%} of the CPU capacity.  ",
+             f"Each level {plan['duration_s']:g} s after {plan['warmup_s']:g} s warm-up, {plan['repeats']} repeats per side "
+             f"(order alternating), {plan['prompts']} prompts, batch 1 per request, channels: {plan['channels']}. "
+             "Medians over the repeats.", "",
+             "| ensemble | clients | req/s this | req/s other | this / other | each (this; other) | p50 ms this / other "
+             "| server + client CPU ms/req this / other | errors this / other | load avg at each |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+    for r in report["summary"]:
+        t, o = r["this"], r["other"]
+        lines.append(f"| {r['ensemble']} | {r['clients']} | {t['requests_per_s']:,.0f} | {o['requests_per_s']:,.0f} "
+                     f"| {r['ratio_requests_per_s']:.2f}x | {t['requests_per_s_each']}; {o['requests_per_s_each']} "
+                     f"| {t['p50_ms']:.2f} / {o['p50_ms']:.2f} "
+                     f"| {t['server_cpu_ms_per_request']:.2f}+{t['client_cpu_ms_per_request']:.2f} / "
+                     f"{o['server_cpu_ms_per_request']:.2f}+{o['client_cpu_ms_per_request']:.2f} "
+                     f"| {t['errors']} / {o['errors']} | {t['loadavg']}; {o['loadavg']} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     args.argv = argv
-    run(args)
+    if args.pair_with:
+        run_pair(args)
+    else:
+        run(args)
     return 0
 
 

@@ -38,6 +38,7 @@ short ones; "0"/absent: one worker). The queue policy's ``max_queue_size`` and
 from __future__ import annotations
 
 import json
+import queue
 import threading
 
 import numpy as np
@@ -50,12 +51,13 @@ from .batching import group_cost, plan_groups
 from .bundle import CLASSIFIER_FILE, load_classifier
 from .calibration import activate, calibration_settings, decide, fold_max, fold_plan
 from .ids import validate_ids
-from .metrics import ClassifierMetrics
+from .metrics import ClassifierMetrics, FlushTimer
 from .scheduler import CANCELLED, EXPIRED, OVERLOADED, STOPPING, UNMEETABLE, RowScheduler
 from .triton import (cancelled_response, error_response, flag_parameter, input_array, outputs_response, parameters,
                      pb, request_parameters, require, unavailable_response, version_path)
 
 CALIBRATED = (SCORES, LABEL_FLAGS, FLAGGED, TOKEN_COUNT)
+OUTBOX_BATCHES = 64  # batches computed in execute() whose responses may wait for the responder thread
 
 
 class RaggedEncoderModel:
@@ -107,6 +109,16 @@ class RaggedEncoderModel:
             cost=lambda rows, width: group_cost(rows, width, self.attention_span or None),
         ).start()
         self.metrics = _Metrics(args.get("model_name", ENCODER_MODEL), self._ipc)
+        # Responses of the batches computed inside execute() (RowScheduler.run_now), sent by a
+        # thread of their own; bounded: execute() waits when OUTBOX_BATCHES batches are unsent.
+        self._outbox: queue.Queue = queue.Queue(maxsize=OUTBOX_BATCHES)
+        self._responder = threading.Thread(target=self._send_loop, name="encoder-responses", daemon=True)
+        self._responder.start()
+
+    def _send_loop(self):
+        while (batch := self._outbox.get()) is not None:
+            for sender, response in batch:
+                self._send(sender, response)
 
     def _is_cancelled(self, entry) -> bool:
         with self._ipc:
@@ -123,32 +135,69 @@ class RaggedEncoderModel:
         return int(params.get("solo_row_tokens", "0")) or max(1, self.spec.max_tokens // 4)
 
     def execute(self, requests):
+        """Validate every request, then either compute the batch here (RowScheduler.run_now:
+        short rows, nothing pending in their lane) and hand its responses to the responder
+        thread, or admit the valid requests to the row scheduler, whose workers answer each.
+        Every request is answered through its response sender, bad ones with their error.
+
+        The batch computed here costs no is_cancelled() round trip and no scheduler hand-off.
+        Its responses are not returned nor sent from this thread: under load, responses sent
+        from execute()'s own thread (returned or through the senders) stalled now and then for
+        ~0.5 s in Triton 2.51, which a closed-loop client sees as lost requests/s (measured:
+        BENCHMARKS.md, "Serving path under concurrency"); sent from another thread they did not."""
         # No is_cancelled() here: it is a round trip to the server per request (~0.2 ms); the
-        # scheduler asks before computing where that can pay (RowScheduler._check_cancelled).
-        for request in requests:
-            entry = [request, request.get_response_sender(), None]
-            calibrate = self.calibrating and self._wants_calibration(request)
-            try:
-                params = request_parameters(request)  # an unknown parameter is refused before any work
-                ids = input_array(request, INPUT_IDS, self.max_elements)
-                mask = input_array(request, ATTENTION_MASK, self.max_elements)
-                lengths = validate_ids(ids, mask, self.spec.vocab_size, self.spec.max_tokens)
-            except Exception as exc:  # noqa: BLE001
-                self._respond(entry, outcome="failed", error=exc)
-                continue
-            if calibrate:
-                try:
-                    entry[2] = self._calibration_plan(request, params, lengths)
-                except Exception as exc:  # noqa: BLE001 - counted as the calibration model counts it
-                    if LOGITS not in self._asked(request):
-                        self._count_failure(exc)
-                    self._respond(entry, outcome="failed", error=exc)
-                    continue
-            self.scheduler.admit(entry, [ids[r, :n] for r, n in enumerate(lengths)], timeout_s=_timeout_s(request))
+        # scheduler asks before computing queued work where that can pay (RowScheduler._check_cancelled).
+        self.metrics.flush_if_due()  # buffered counters go out from this thread, between batches
+        if self.class_metrics is not None:
+            self.class_metrics.flush_if_due()
+        checked = [self._check(request) for request in requests]
+        valid = [c for c in checked if not isinstance(c[1], BaseException)]
+        results = self.scheduler.run_now([rows for _, rows, _ in valid], run=self._encode_here) if valid else []
+        if results is not None:
+            done, answers = iter(results), []
+            for request, rows, plan in checked:
+                entry = [request, None, plan]
+                result = rows if isinstance(rows, BaseException) else next(done)
+                if isinstance(result, BaseException):
+                    response = self._response(entry, outcome="failed", error=result)
+                else:
+                    response = self._response(entry, logits=result)
+                answers.append((request.get_response_sender(), response))
+            self._outbox.put(answers)
+            return None
+        for request, rows, plan in checked:
+            entry = [request, request.get_response_sender(), plan]
+            if isinstance(rows, BaseException):
+                self._respond(entry, outcome="failed", error=rows)
+            else:
+                self.scheduler.admit(entry, rows, timeout_s=_timeout_s(request))
         return None
+
+    def _check(self, request):
+        """(request, its unpadded rows or the exception refusing it, calibration plan or None)."""
+        calibrate = self.calibrating and self._wants_calibration(request)
+        try:
+            params = request_parameters(request)  # an unknown parameter is refused before any work
+            ids = input_array(request, INPUT_IDS, self.max_elements)
+            mask = input_array(request, ATTENTION_MASK, self.max_elements)
+            lengths = validate_ids(ids, mask, self.spec.vocab_size, self.spec.max_tokens)
+        except Exception as exc:  # noqa: BLE001
+            return request, exc, None
+        plan = None
+        if calibrate:
+            try:
+                plan = self._calibration_plan(request, params, lengths)
+            except Exception as exc:  # noqa: BLE001 - counted as the calibration model counts it
+                if LOGITS not in self._asked(request):
+                    self._count_failure(exc)
+                return request, exc, None
+        return request, [ids[r, :n] for r, n in enumerate(lengths)], plan
 
     def finalize(self):
         self.scheduler.stop()
+        self._outbox.put(None)  # the responder sends what is queued, then stops
+        self._responder.join(timeout=10)
+        self.metrics.close()
         if self.class_metrics is not None:
             self.class_metrics.close()  # send the per-label counts not yet flushed
 
@@ -192,14 +241,32 @@ class RaggedEncoderModel:
                            attention_span=self.attention_span or None)
 
     def _encode(self, ids, mask):
+        """A worker's run: the rows counter is sent at once (before the answers go out)."""
         self.metrics.add("rows", ids.shape[0])
-        logits = self.encoder(ids, mask)
+        return self._finite(ids, self.encoder(ids, mask))
+
+    def _encode_here(self, ids, mask):
+        """A run inside execute(): the rows counter is sent later (``_Metrics.defer``), so the
+        batch costs no message to the server beyond its responses."""
+        self.metrics.defer("rows", ids.shape[0])
+        return self._finite(ids, self.encoder(ids, mask))
+
+    @staticmethod
+    def _finite(ids, logits):
         if not np.isfinite(logits).all():  # a model fault, not the caller's: INTERNAL, never a decision
             raise FloatingPointError(f"encoder produced non-finite logits for a batch of {ids.shape[0]} rows")
         return logits
 
     def _respond(self, entry, logits=None, outcome=None, error=None):
-        utils = pb()
+        """Answer a request admitted to the scheduler (or refused before it) through its sender."""
+        self._send(entry[1], self._response(entry, logits, outcome, error))
+
+    def _send(self, sender, response):
+        with self._ipc:
+            sender.send(response, flags=pb().TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    def _response(self, entry, logits=None, outcome=None, error=None):
+        """The response of a request: its outputs from ``logits``, or the error of ``outcome``."""
         if logits is not None:
             try:
                 outputs = {LOGITS: logits} if entry[2] is None else self._logits_and_calibrated(entry, logits)
@@ -220,9 +287,7 @@ class RaggedEncoderModel:
             response = error_response(error, ENCODER_MODEL)
         if outcome in (CANCELLED, EXPIRED, OVERLOADED, UNMEETABLE):
             self.metrics.add(outcome)
-        with self._ipc:
-            entry[1].send(response, flags=utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-
+        return response
 
     def _count_failure(self, exc):
         if self.class_metrics is not None:
@@ -238,14 +303,22 @@ class RaggedEncoderModel:
 class _Metrics:
     """Counters on Triton's metrics endpoint (``:8002/metrics``), label ``model``: rows the
     encoder ran, and requests it answered without computing them (cancelled, expired, overloaded,
-    unmeetable: long rows that could not finish before the request's deadline)."""
+    unmeetable: long rows that could not finish before the request's deadline).
+
+    Each increment is a message to the server. ``add`` sends at once; ``defer`` (the runs inside
+    ``execute()``, the common path) only counts, and what was deferred is sent before the next
+    ``add`` (so a counter read after a worker's answer holds every earlier run) or when
+    ``flush_if_due`` / the idle thread of :class:`opencc_cm_serving.metrics.FlushTimer` says so."""
 
     ROWS = "opencc_cm_encoder_rows_computed_total"
     DROPPED = "opencc_cm_encoder_requests_dropped_total"
 
-    def __init__(self, model, ipc_lock):
+    def __init__(self, model, ipc_lock, flush_interval_s: float = 1.0):
         utils = pb()
         self.metrics, self._ipc = {}, ipc_lock
+        self._deferred: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.timer = FlushTimer(flush_interval_s)
         if not hasattr(utils, "MetricFamily"):  # the test stub of triton_python_backend_utils
             return
         rows = utils.MetricFamily(self.ROWS, "Encoder rows run through the graph", utils.MetricFamily.COUNTER)
@@ -255,12 +328,34 @@ class _Metrics:
         self.metrics["rows"] = rows.Metric(labels={"model": model})
         for reason in (CANCELLED, EXPIRED, OVERLOADED, UNMEETABLE):
             self.metrics[reason] = dropped.Metric(labels={"model": model, "reason": reason})
+        self.timer.start(self.flush, f"{model}-encoder-metrics")
 
     def add(self, name, value=1):
+        self.flush()
         metric = self.metrics.get(name)
         if metric is not None:
             with self._ipc:
                 metric.increment(value)
+
+    def defer(self, name, value=1):
+        if name in self.metrics:
+            with self._lock:
+                self._deferred[name] = self._deferred.get(name, 0) + value
+
+    def flush(self):
+        with self._lock:
+            deferred, self._deferred = self._deferred, {}
+        for name, value in deferred.items():
+            with self._ipc:
+                self.metrics[name].increment(value)
+
+    def flush_if_due(self):
+        if self.timer.due():
+            self.flush()
+
+    def close(self):
+        self.timer.stop()
+        self.flush()
 
 
 def _timeout_s(request):

@@ -16,10 +16,11 @@ labels ``model`` (the calibration model's name: one per classifier in the server
   ``nv_inference_request_failure{model=...}``.
 
 Each increment is a round trip from the Python stub to the server (~0.2 ms measured, see
-BENCHMARKS.md), so ``execute()`` only adds to in-process sums and a background thread sends
-them once per ``flush_interval_s`` (1 s), one increment per (metric, label set) that changed:
-the scrape lags by at most that interval, whatever the request rate. ``close()`` (the model's
-``finalize``) sends the rest.
+BENCHMARKS.md), so ``execute()`` only adds to in-process sums, sent one increment per (metric,
+label set) that changed (:class:`FlushTimer`): by the model's own thread at the start of an
+``execute()`` once ``flush_interval_s`` (1 s) passed since the last send, or by a background
+thread when no ``execute()`` started for that long. The scrape lags by about that interval,
+whatever the request rate. ``close()`` (the model's ``finalize``) sends the rest.
 Drift (fire rate per label) in PromQL::
 
     sum by (label) (rate(opencc_cm_label_flags_total{profile="default"}[1h]))
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import Counter
 
 import numpy as np
@@ -59,6 +61,46 @@ def failure_cause(exc: BaseException) -> str:
     return "non_finite_logits" if isinstance(exc, FloatingPointError) else "internal"
 
 
+class FlushTimer:
+    """When buffered counters are sent: ``due()`` (the model's thread, at the start of
+    ``execute()``) once ``interval_s`` passed since the last send, and the background thread
+    (``start(flush)``) only when no ``execute()`` started for ``interval_s``.
+
+    Why not a plain timer thread: a message the stub sends from another thread while its main
+    thread hands ``execute()``'s responses back stalled that batch by ~0.5 s under Triton 2.51
+    (BENCHMARKS.md, "Serving path under concurrency"); sends from the model's own thread, between
+    batches, cannot overlap its responses, and an idle model still gets its counts out."""
+
+    def __init__(self, interval_s: float, clock=time.monotonic):
+        self.interval_s, self.clock = interval_s, clock
+        self.last_send = self.last_execute = clock()
+        self._stop = threading.Event()
+        self._thread = None
+
+    def due(self) -> bool:
+        now = self.last_execute = self.clock()
+        if now - self.last_send < self.interval_s:
+            return False
+        self.last_send = now
+        return True
+
+    def start(self, flush, name: str) -> None:
+        self._thread = threading.Thread(target=self._idle_loop, args=(flush,), name=name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _idle_loop(self, flush) -> None:
+        while not self._stop.wait(self.interval_s):
+            now = self.clock()
+            if now - self.last_execute >= self.interval_s and now - self.last_send >= self.interval_s:
+                self.last_send = now
+                flush()
+
+
 class ClassifierMetrics:
     """Counters of one calibration model; ``pb_utils`` is ``triton_python_backend_utils``."""
 
@@ -75,12 +117,15 @@ class ClassifierMetrics:
         self._metrics: dict[tuple, object] = {}
         self._pending: Counter = Counter()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = None
+        self.timer = None
         if flush_interval_s:
-            self._thread = threading.Thread(target=self._flush_every, args=(flush_interval_s,),
-                                            name=f"{model}-metrics", daemon=True)
-            self._thread.start()
+            self.timer = FlushTimer(flush_interval_s)
+            self.timer.start(self.flush, f"{model}-metrics")
+
+    def flush_if_due(self) -> None:
+        """Call at the start of ``execute()``: sends the counts once the interval passed."""
+        if self.timer is not None and self.timer.due():
+            self.flush()
 
     def record(self, profile: str, label_flags: np.ndarray, tokens: np.ndarray) -> None:
         """Count one answered request: ``label_flags`` BOOL [rows, labels], ``tokens`` [rows, 1]."""
@@ -107,14 +152,9 @@ class ClassifierMetrics:
 
     def close(self) -> None:
         """Stop the background thread and send what is left."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self.timer is not None:
+            self.timer.stop()
         self.flush()
-
-    def _flush_every(self, interval_s: float) -> None:
-        while not self._stop.wait(interval_s):
-            self.flush()
 
     def _metric(self, family: str, key: str, label: str | None):
         ident = (family, key, label)

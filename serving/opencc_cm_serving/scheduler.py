@@ -146,6 +146,52 @@ class RowScheduler:
             self.respond(request, outcome=full, error=late)
         return not full
 
+    # --- direct runs (execute(), Triton's thread)
+    def run_now(self, requests_rows: Sequence[Sequence[np.ndarray]],
+                run: Callable | None = None) -> list[np.ndarray | BaseException] | None:
+        """Compute the requests' rows at once, in the calling thread, when that is what the
+        worker would do next anyway: every row is short (below ``solo_tokens``) and the lane
+        short rows use has nothing pending (nothing queued ahead of them, no group of theirs
+        running). Returns, per request, its logits [rows, labels] or the exception that failed
+        it (a joint run that fails is retried one request at a time, as in ``step``); None when
+        the rows must be admitted instead (a long row, or work pending in that lane). ``run``:
+        the graph call for these runs (default: the worker's ``run``).
+
+        Why: a request admitted to the worker waits for the worker thread to wake up and, once
+        requests queue beside each other, is asked ``is_cancelled()`` (a round trip to the
+        server) before its group runs; rows computed here cost neither. The bounds hold: only
+        short rows run here (at most one batch of them, as one group run of the worker would),
+        the long lane is untouched, and nothing is queued behind them, since admission (the only
+        way work enters) happens in this same thread."""
+        lane = SHORT if self.lanes == (SHORT, LONG) else ALL
+        if not all(requests_rows) or any(self.solo_tokens and len(row) >= self.solo_tokens
+                                         for rows in requests_rows for row in rows):
+            return None
+        with self.lock:
+            if self.stopping or self._has_rows(lane):
+                return None
+        try:
+            logits = self._run_rows([row for rows in requests_rows for row in rows], run or self.run)
+        except Exception:  # noqa: BLE001 - isolate the failing request(s)
+            out: list[np.ndarray | BaseException] = []
+            for rows in requests_rows:
+                try:
+                    out.append(self._run_rows(list(rows), run or self.run))
+                except Exception as exc:  # noqa: BLE001
+                    out.append(exc)
+            return out
+        bounds = np.cumsum([0] + [len(rows) for rows in requests_rows])
+        return [logits[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+
+    def _run_rows(self, rows: list[np.ndarray], run: Callable) -> np.ndarray:
+        """Logits of ``rows``, in their order, run in the groups the planner makes of them."""
+        out: list = [None] * len(rows)
+        for group in self.plan([len(row) for row in rows]):
+            ids, mask = pad_right([rows[k] for k in group], self.pad_id)
+            for k, value in zip(group, run(ids, mask)):
+                out[k] = value
+        return np.stack(out)
+
     # --- the worker
     def start(self) -> RowScheduler:
         for lane in self.lanes:

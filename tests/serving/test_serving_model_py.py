@@ -62,8 +62,9 @@ def test_tokenizer_rejects_one_request_only(repository):
     good = [Request({TEXT: np.array([[b"the model"], [b"x"]], dtype=object)}) for _ in range(2)]
     bad = Request({TEXT: np.array([[b"fine"], [b"\xff"]], dtype=object)})
     requests = [good[0], bad, good[1]]
-    assert tokenizer.execute(requests) is None  # every answer goes through the request's sender
-    first, second, third = (r.sender.wait() for r in requests)
+    # no large request: the batch's answers are execute()'s return (one message), no sender used
+    first, second, third = tokenizer.execute(requests)
+    assert not any(r.sender.done.is_set() for r in requests)
     assert second.error.code == fake.TritonError.INVALID_ARG and "text[1]: invalid UTF-8" in second.error.message
     ids, mask = first.output(INPUT_IDS), first.output(ATTENTION_MASK)
     assert ids.shape == mask.shape and mask[1].tolist() == [1] + [0] * (mask.shape[1] - 1)
@@ -109,9 +110,8 @@ def test_tokenizer_answers_small_requests_while_a_large_one_is_tokenized(reposit
     try:
         tokenizer.execute([large, small[0]])
         assert held.holding.wait(10)
-        tokenizer.execute([small[1]])
-        for request in small:
-            assert request.sender.wait().error is None
+        (alone,) = tokenizer.execute([small[1]])  # no large request in this batch: returned
+        assert small[0].sender.wait().error is None and alone.error is None
         assert not large.sender.done.is_set()    # still held in the worker
     finally:
         held.release.set()
@@ -149,38 +149,78 @@ def test_tokenizer_worker_outlives_a_failed_send(repository):
             raise RuntimeError("client gone")
 
     text = np.array([[b"the model " * 20]], dtype=object)
-    tokenizer.execute([Request({TEXT: text}, sender=Broken())])
+    assert tokenizer.execute([Request({TEXT: text}, sender=Broken())]) is None
     later = [Request({TEXT: text}) for _ in range(2)]
     for request in later:
-        tokenizer.execute([request])
+        assert tokenizer.execute([request]) is None
         assert request.sender.wait().error is None  # answered
     tokenizer.finalize()
 
 
-def test_encoder_isolates_runtime_failures(repository, spec, reference_logits):
+def flaky_encoder(repository):
+    """The encoder model whose graph fails whenever token 5 is in the batch."""
     encoder = model(repository, ENCODER_MODEL)
-    rows = [[1, 2, 3], [4, 5], [7]]
     real_run = encoder.encoder
 
-    def flaky(ids, mask):  # the graph fails whenever token 5 is in the batch
+    def flaky(ids, mask):
         if (ids == 5).any():
             raise RuntimeError("kernel failure")
         return real_run(ids, mask)
 
     encoder.encoder = flaky
-    requests = [Request({INPUT_IDS: np.array([r]), ATTENTION_MASK: np.ones((1, len(r)), np.int64)}) for r in rows]
-    requests.append(Request({INPUT_IDS: np.array([[1]]), ATTENTION_MASK: np.ones((1, 1), np.int64)}, cancelled=True))
+    return encoder
+
+
+def ids_request(row, **kwargs):
+    return Request({INPUT_IDS: np.array([row]), ATTENTION_MASK: np.ones((1, len(row)), np.int64)}, **kwargs)
+
+
+def test_encoder_computes_a_batch_of_short_rows_in_execute(repository, spec, reference_logits):
+    """Short rows with nothing queued: computed in execute() itself (nothing admitted to the row
+    scheduler) and answered through each request's sender by the responder thread; a bad request
+    and a failing run fail alone."""
+    encoder = flaky_encoder(repository)
+    admitted = []
+    real_admit = encoder.scheduler.admit
+    encoder.scheduler.admit = lambda *a, **k: admitted.append(a) or real_admit(*a, **k)
+    rows = [[1, 2, 3], [4, 5], [7]]
+    requests = [ids_request(r) for r in rows]
     long = np.ones((1, spec.max_tokens + 1), np.int64)
     requests.append(Request({INPUT_IDS: long, ATTENTION_MASK: long}))
+    try:
+        assert encoder.execute(requests) is None
+        first, second, third, too_long = [r.sender.wait() for r in requests]
+    finally:
+        encoder.finalize()
+    assert admitted == []
+    assert too_long.error.code == fake.TritonError.INVALID_ARG and "above max_tokens" in too_long.error.message
+    assert second.error.code == fake.TritonError.INTERNAL and "kernel failure" in second.error.message
+    ref = reference_logits([rows[0], rows[2]])
+    assert np.abs(first.output(LOGITS)[0] - ref[0]).max() <= 1e-5
+    assert np.abs(third.output(LOGITS)[0] - ref[1]).max() <= 1e-5
+
+
+def test_encoder_isolates_runtime_failures(repository, spec, reference_logits):
+    """A batch with a long row is admitted to the row scheduler: every request is answered
+    through its response sender, a cancelled one is not computed, a failing run fails alone."""
+    encoder = flaky_encoder(repository)
+    rows = [[1, 2, 3], [4, 5], [7]]
+    requests = [ids_request(r) for r in rows]
+    requests.append(ids_request([1], cancelled=True))
+    long = np.ones((1, spec.max_tokens + 1), np.int64)
+    requests.append(Request({INPUT_IDS: long, ATTENTION_MASK: long}))
+    solo = [1] * encoder.scheduler.solo_tokens  # a long row: the batch goes to the scheduler
+    requests.append(ids_request(solo))
     assert encoder.execute(requests) is None  # answered through each request's response sender
-    first, second, third, cancelled, too_long = [r.sender.wait() for r in requests]
+    first, second, third, cancelled, too_long, long_row = [r.sender.wait() for r in requests]
     encoder.finalize()
     assert too_long.error.code == fake.TritonError.INVALID_ARG and "above max_tokens" in too_long.error.message
     assert second.error.code == fake.TritonError.INTERNAL and "kernel failure" in second.error.message
     assert cancelled.error.code == fake.TritonError.CANCELLED
-    ref = reference_logits([rows[0], rows[2]])
+    ref = reference_logits([rows[0], rows[2], solo])
     assert np.abs(first.output(LOGITS)[0] - ref[0]).max() <= 1e-5
     assert np.abs(third.output(LOGITS)[0] - ref[1]).max() <= 1e-5
+    assert np.abs(long_row.output(LOGITS)[0] - ref[2]).max() <= 1e-5
     assert any(level == "error" and "kernel failure" in msg for level, msg in fake.Logger.messages)
 
 
@@ -215,3 +255,28 @@ def test_encoder_intra_op_spinning_setting(repository):
     instance = load_model(repository / ENCODER_MODEL / "1" / "model.py", ENCODER_MODEL)
     with pytest.raises(ConfigError, match="intra_op_spinning"):
         instance.initialize(args_for(repository, ENCODER_MODEL, broken))
+
+
+class ThreadRecordingSender(fake.ResponseSender):
+    def send(self, response=None, flags=0):
+        import threading
+
+        self.thread = threading.current_thread()
+        super().send(response, flags)
+
+
+def test_encoder_batches_computed_in_execute_are_answered_from_another_thread(repository):
+    """A batch the encoder computes inside execute() is sent by its responder thread, never by
+    execute()'s own thread (responses sent from there stalled ~0.5 s now and then under load in
+    Triton 2.51; serving/README.md)."""
+    import threading
+
+    encoder = model(repository, ENCODER_MODEL)
+    try:
+        ids = Request({INPUT_IDS: np.array([[1, 2, 3]]), ATTENTION_MASK: np.ones((1, 3), np.int64)},
+                      sender=ThreadRecordingSender())
+        assert encoder.execute([ids]) is None
+        assert ids.sender.wait().error is None
+        assert ids.sender.thread is not threading.current_thread()
+    finally:
+        encoder.finalize()

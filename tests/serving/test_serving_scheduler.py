@@ -391,3 +391,47 @@ def test_a_long_row_in_flight_is_not_expired_by_the_short_lane():
         h.release.set()
         assert h.wait_for(lambda: "long" in h.answers)
         assert not isinstance(h.answers["long"], str) and h.answers["long"].tolist() == [[8.0, 8.0]]
+
+
+def rows_of(name, *lengths):
+    return [np.full(n, 1 + len(name), np.int64) for n in lengths]
+
+
+def test_run_now_computes_short_rows_when_their_lane_is_idle():
+    """Short rows with nothing pending ahead of them run in the caller's thread, grouped as the
+    worker groups them, and each request gets its own rows' logits in order; nothing is admitted
+    and no one is answered through ``respond``."""
+    h = Harness(solo_tokens=6)
+    out = h.s.run_now([rows_of("a", 2, 3), rows_of("bb", 2)])
+    assert out is not None and h.answers == {} and h.s.works == []
+    assert [x.tolist() for x in out] == [[[4.0, 4.0], [6.0, 6.0]], [[6.0, 6.0]]]
+    assert sorted(len for run in h.runs for len in run) == [2, 2, 3]
+
+
+def test_run_now_refuses_long_rows_and_work_queued_in_the_lane():
+    """A long row, or short work already pending (queued or running) in the lane short rows use,
+    sends the batch to admission (None): order and the long-row bounds stay the worker's."""
+    h = Harness(solo_tokens=6, long_lane=True, max_group_tokens=64)
+    assert h.s.run_now([rows_of("a", 2), rows_of("b", 8)]) is None
+    h.admit("queued", 2)
+    assert h.s.run_now([rows_of("c", 2)]) is None
+    h.drain()
+    h.admit("long", 8)   # pending in the long lane only: short rows may still run beside it
+    assert h.s.run_now([rows_of("d", 2)]) is not None
+    one = Harness(solo_tokens=6)                   # one worker for all rows: any pending row blocks
+    one.admit("long", 8)
+    assert one.s.run_now([rows_of("d", 2)]) is None
+
+
+def test_run_now_isolates_a_failing_request():
+    h = Harness(solo_tokens=6)
+    h.fail_on = 4  # ids of the request named "bad" (1 + len) -> its runs fail
+    out = h.s.run_now([rows_of("ok", 2), rows_of("bad", 3), rows_of("k", 2)])
+    assert isinstance(out[1], RuntimeError)
+    assert out[0].tolist() == [[6.0, 6.0]] and out[2].tolist() == [[4.0, 4.0]]
+
+
+def test_run_now_after_stop_admits_instead():
+    h = Harness(solo_tokens=6)
+    h.s.stop()
+    assert h.s.run_now([rows_of("a", 2)]) is None

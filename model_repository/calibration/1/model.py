@@ -58,6 +58,7 @@ class TritonPythonModel:
                              f"profiles {list(self.profiles.names)}")
 
     def execute(self, requests):
+        self.metrics.flush_if_due()  # counts go out from this thread, between batches (metrics.FlushTimer)
         return respond_each(requests, self._counted, CALIBRATION_MODEL)
 
     def finalize(self):
