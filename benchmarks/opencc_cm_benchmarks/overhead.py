@@ -810,7 +810,7 @@ def run_pair(args) -> dict:
     from opencc_cm_client.local_tokenizer import LocalTokenizer
     from opencc_cm_contract.bundle_format import TOKENIZER_FILE
 
-    from opencc_cm_serving.launch import TritonServer
+    from opencc_cm_serving.launch import ServerSettings, TritonServer
 
     from .workload import bells_o_prompts
 
@@ -838,7 +838,7 @@ def run_pair(args) -> dict:
                  "other": deploy_null(null_bundle, scratch / "repo-other", other / "model_repository",
                                       args.max_batch_size, other)}
         requests_by = {e: build_requests(e, texts, str(null_bundle / TOKENIZER_FILE)) for e in ENSEMBLES}
-        with TritonServer(repos["this"], log_path=scratch / "this.log", ready_timeout=600) as this_server, \
+        with TritonServer(repos["this"], ServerSettings(log_path=scratch / "this.log", ready_timeout=600)) as this_server, \
                 TreeServer(other, repos["other"], scratch / "other.log") as other_server:
             servers = {"this": this_server, "other": other_server}
             server_cpu = {k: ProcessCpu(v.process.pid) for k, v in servers.items()}
