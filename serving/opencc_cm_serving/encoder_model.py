@@ -52,7 +52,7 @@ from .bundle import CLASSIFIER_FILE, load_classifier
 from .calibration import activate, calibration_settings, decide, fold_max, fold_plan
 from .ids import validate_ids
 from .metrics import ClassifierMetrics, FlushTimer
-from .scheduler import CANCELLED, EXPIRED, OVERLOADED, STOPPING, UNMEETABLE, RowScheduler
+from .scheduler import CANCELLED, EXPIRED, OVERLOADED, STOPPING, UNMEETABLE, RowScheduler, SchedulerSettings
 from .triton import (cancelled_response, error_response, flag_parameter, input_array, outputs_response, parameters,
                      pb, request_parameters, require, unavailable_response, version_path)
 
@@ -97,17 +97,16 @@ class RaggedEncoderModel:
                                                        self.spec.labels, ipc_lock=self._ipc)
         policy = (config.get("dynamic_batching") or {}).get("default_queue_policy") or {}
         timeout_us = int(policy.get("default_timeout_microseconds", 0) or 0)
-        self.scheduler = RowScheduler(
-            self._encode, self._respond, self._is_cancelled, self.spec.pad_token_id,
-            max_pad_fraction=self.max_pad_fraction, max_rows=self.max_rows, max_group_tokens=self.max_group_tokens,
-            max_pending=int(policy.get("max_queue_size", 0) or 1024), default_timeout_s=timeout_us / 1e6 or None,
-            max_defer_s=float(params.get("max_defer_s", "2.0")), plan=self._plan,
+        settings = SchedulerSettings(
+            pad_id=self.spec.pad_token_id, max_pad_fraction=self.max_pad_fraction, max_rows=self.max_rows,
+            max_group_tokens=self.max_group_tokens, max_pending=int(policy.get("max_queue_size", 0) or 1024),
+            default_timeout_s=timeout_us / 1e6 or None, max_defer_s=float(params.get("max_defer_s", "2.0")),
             solo_tokens=self._solo_tokens(params),
             cancel_check_tokens=int(params.get("cancel_check_tokens", "0")) or self._solo_tokens(params),
             cancel_check_wait_s=float(params.get("cancel_check_wait_s", "0.01")),
-            long_lane=self._long_row_lane(params),
-            cost=lambda rows, width: group_cost(rows, width, self.attention_span or None),
-        ).start()
+            long_lane=self._long_row_lane(params))
+        self.scheduler = RowScheduler(self._encode, self._respond, self._is_cancelled, settings, plan=self._plan,
+                                      cost=lambda rows, width: group_cost(rows, width, self.attention_span or None)).start()
         self.metrics = _Metrics(args.get("model_name", ENCODER_MODEL), self._ipc)
         # Responses of the batches computed inside execute() (RowScheduler.run_now), sent by a
         # thread of their own; bounded: execute() waits when OUTBOX_BATCHES batches are unsent.

@@ -88,6 +88,32 @@ class Work:
         self.pending = set(range(len(self.rows)))
 
 
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """How a :class:`RowScheduler` groups, admits and times rows (the encoder's config builds it).
+
+    ``pad_id`` pads a group's rows; ``max_pad_fraction``, ``max_rows`` and ``max_group_tokens``
+    bound a group (batching.plan_groups); ``max_pending`` requests wait at most (more are answered
+    OVERLOADED), each ``default_timeout_s`` unless it brings its own (None: no deadline); a short
+    row waits up to ``max_defer_s`` behind long ones. Rows of ``solo_tokens`` or more are long
+    (0: none are): with ``long_lane`` they run in a lane of their own. Long runs ask for
+    cancellation every ``cancel_check_tokens`` tokens (0: never), each check waiting at most
+    ``cancel_check_wait_s``; the long-row rate estimate is trusted for ``rate_fresh_s``."""
+
+    pad_id: int
+    max_pad_fraction: float
+    max_rows: int
+    max_group_tokens: int
+    max_pending: int
+    default_timeout_s: float | None
+    max_defer_s: float = 2.0
+    solo_tokens: int = 0
+    cancel_check_tokens: int = 0
+    cancel_check_wait_s: float = 0.01
+    long_lane: bool = False
+    rate_fresh_s: float = 10.0
+
+
 class RowScheduler:
     """Pending rows of admitted requests and the worker that runs them (see module doc).
 
@@ -96,23 +122,22 @@ class RowScheduler:
     OVERLOADED, FAILED, STOPPING with ``error`` the exception); ``is_cancelled(request) -> bool``.
     """
 
-    def __init__(self, run: Callable, respond: Callable, is_cancelled: Callable, pad_id: int, *,
-                 max_pad_fraction: float, max_rows: int, max_group_tokens: int, max_pending: int,
-                 default_timeout_s: float | None, max_defer_s: float = 2.0, solo_tokens: int = 0,
+    def __init__(self, run: Callable, respond: Callable, is_cancelled: Callable, settings: SchedulerSettings, *,
                  clock: Callable[[], float] = time.monotonic, plan: Callable | None = None,
-                 cancel_check_tokens: int = 0, cancel_check_wait_s: float = 0.01, long_lane: bool = False,
-                 cost: Callable[[int, int], float] | None = None, rate_fresh_s: float = 10.0):
-        self.run, self.respond, self.is_cancelled, self.pad_id = run, respond, is_cancelled, pad_id
+                 cost: Callable[[int, int], float] | None = None):
+        self.settings = settings
+        self.run, self.respond, self.is_cancelled, self.pad_id = run, respond, is_cancelled, settings.pad_id
         # cost(rows, width) of a run, in the units of the long-row time estimate (batching.group_cost)
         self.cost = cost or (lambda rows, width: float(rows * width))
-        self.rate = LongRowRate(rate_fresh_s)
-        self.plan = plan or (lambda lengths: plan_groups(lengths, max_pad_fraction, max_rows, max_group_tokens))
-        self.max_pending, self.default_timeout_s, self.max_defer_s = max_pending, default_timeout_s, max_defer_s
-        self.solo_tokens = solo_tokens
-        self.cancel_check_tokens, self.cancel_check_wait_s = cancel_check_tokens, cancel_check_wait_s
+        self.rate = LongRowRate(settings.rate_fresh_s)
+        self.plan = plan or (lambda lengths: plan_groups(lengths, settings.max_pad_fraction, settings.max_rows,
+                                                         settings.max_group_tokens))
+        self.max_pending, self.default_timeout_s = settings.max_pending, settings.default_timeout_s
+        self.max_defer_s, self.solo_tokens = settings.max_defer_s, settings.solo_tokens
+        self.cancel_check_tokens, self.cancel_check_wait_s = settings.cancel_check_tokens, settings.cancel_check_wait_s
         # One worker for all rows, or (long_lane) one for rows below solo_tokens and one for the
         # rest, running at the same time on the same encoder (see the module doc).
-        self.lanes = (SHORT, LONG) if long_lane and solo_tokens > 0 else (ALL,)
+        self.lanes = (SHORT, LONG) if settings.long_lane and settings.solo_tokens > 0 else (ALL,)
         self.oldest_just_served = {lane: False for lane in self.lanes}  # per lane: the previous run
         self.clock = clock                                                # served the then-oldest request
         self.works: list[Work] = []

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from opencc_cm_serving.scheduler import (CANCELLED, EXPIRED, FAILED, OVERLOADED, STOPPING, UNMEETABLE,
-                                         RowScheduler)
+                                         RowScheduler, SchedulerSettings)
+
+
+CALLABLES = {"plan", "cost", "clock"}  # RowScheduler keywords; the other options are SchedulerSettings fields
+
+
+def settings_of(options: dict) -> SchedulerSettings:
+    return SchedulerSettings(pad_id=0, **{k: v for k, v in options.items() if k not in CALLABLES})
 
 
 class Harness:
@@ -20,8 +27,8 @@ class Harness:
         options = dict(max_pad_fraction=0.25, max_rows=64, max_group_tokens=8, max_pending=16,
                        default_timeout_s=None, max_defer_s=100.0)
         options.update(kwargs)
-        self.s = RowScheduler(self.run, self.respond, lambda r: r in self.cancelled, 0, clock=lambda: self.now,
-                              **options)
+        self.s = RowScheduler(self.run, self.respond, lambda r: r in self.cancelled, settings_of(options),
+                              clock=lambda: self.now, **{k: options[k] for k in options.keys() & CALLABLES})
 
     def run(self, ids, mask):
         lengths = mask.sum(axis=1).tolist()
@@ -331,7 +338,8 @@ class HeldLanes:
         options = dict(max_pad_fraction=0.25, max_rows=64, max_group_tokens=64, max_pending=16,
                        default_timeout_s=None, solo_tokens=6, long_lane=True)
         options.update(kwargs)
-        self.s = RowScheduler(self.run, self.respond, lambda r: False, 0, **options)
+        self.s = RowScheduler(self.run, self.respond, lambda r: False, settings_of(options),
+                              **{k: options[k] for k in options.keys() & CALLABLES})
 
     def run(self, ids, mask):
         lengths = mask.sum(axis=1)
