@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,21 @@ def encoder_metrics(url) -> dict[str, float]:
             key, value = line.rsplit(" ", 1)
             out[key] = float(value)
     return out
+
+
+def encoder_metrics_settled(url, quiet_s: float = 2.0, wait_s: float = 20.0) -> dict[str, float]:
+    """The encoder's counters once they stopped changing for ``quiet_s`` (or ``wait_s`` passed):
+    the encoder buffers its counts and sends them within a second, between batches or when idle."""
+    deadline = time.monotonic() + wait_s
+    last, since = encoder_metrics(url), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = encoder_metrics(url)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+    return last
 
 
 def fire(client, model, batches, profiles=None):
