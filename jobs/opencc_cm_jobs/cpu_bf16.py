@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from opencc_cm_contract.text_rules import pad_right
-from opencc_cm_export.reference import ReferenceClassifier, activate
+from opencc_cm_export.checkpoint_format import read_checkpoint
+from opencc_cm_export.reference import ReferenceClassifier, activate, load_tokenizer
 from opencc_cm_export.synthetic_checkpoint import checkpoint_paths
 
 from .gpu_check import fidelity, prompt_texts
@@ -95,31 +96,24 @@ def main(argv=None) -> int:
 
     store = args.out / "scores.npz"
     saved = dict(np.load(store)) if store.is_file() else {}
-    ref32 = ReferenceClassifier.load(paths["classifier"], base_model=paths["base_model"], dtype=torch.float32) \
-        if "oracle" in phases or "truth" not in saved else None
-    spec_source = ref32 if ref32 is not None else ReferenceClassifier
-    if ref32 is None:
-        from opencc_cm_export.checkpoint_format import read_checkpoint
-        from opencc_cm_export.reference import load_tokenizer
-
-        spec = read_checkpoint(paths["classifier"], base_model=paths["base_model"])
-        tok = load_tokenizer(spec)
-    else:
-        spec, tok = spec_source.spec, spec_source.tokenizer
+    spec = read_checkpoint(paths["classifier"], base_model=paths["base_model"])
+    tok = load_tokenizer(spec)
     pad = int(tok.pad_token_id)
     labels = list(spec.labels)
     thresholds = np.asarray([spec.thresholds[label] for label in labels], dtype=np.float64)
     texts = prompt_texts(tok, args.prompts)
     rows = [tok(t)["input_ids"] for t in texts]
     say("tokens", {"mean": round(statistics.fmean(map(len, rows)), 1), "max": max(map(len, rows))})
+    scored = bool({"oracle", "reference", "ours"} & set(phases))
 
-    if ref32 is not None:
+    if "oracle" in phases or (scored and "truth" not in saved):
         started = time.perf_counter()
+        ref32 = ReferenceClassifier.load(paths["classifier"], base_model=paths["base_model"], dtype=torch.float32)
         saved["truth"] = np.concatenate([ref32.scores(texts[i:i + 16]) for i in range(0, len(texts), 16)])
+        del ref32
         say("oracle_seconds", round(time.perf_counter() - started, 1))
-        ref32 = None
-    truth = saved["truth"]
-    if "reference" in phases or "reference" not in saved:
+        np.savez(store, **saved)
+    if "reference" in phases or (scored and "reference" not in saved):
         from opencc_cm_export.gated_delta_export import gated_delta_rule
         from transformers.models.qwen3_5 import modeling_qwen3_5 as qwen
 
@@ -128,16 +122,19 @@ def main(argv=None) -> int:
         with gated_delta_rule(stock):
             saved["reference"] = np.concatenate([ref16.scores([t]) for t in texts])
         del ref16
-    np.savez(store, **saved)
-    ref_fid = fidelity(truth, saved["reference"], thresholds, labels)
-    say("reference_as_shipped_bf16", ref_fid)
-    ref_distance = ref_fid["max_abs_score_diff"]
+        np.savez(store, **saved)
+    ref_distance = None
+    if scored:
+        ref_fid = fidelity(saved["truth"], saved["reference"], thresholds, labels)
+        say("reference_as_shipped_bf16", ref_fid)
+        ref_distance = ref_fid["max_abs_score_diff"]
 
-    if "ours" in phases:
+    if "ours" in phases or "latency" in phases:
         log: list[str] = []
         enc = make_encoder(args.bundle, "bf16", pad, log.append)
         say("ours_bf16_log", log)
-        say("ours_bf16", fidelity(truth, ours_scores(enc, rows, pad), thresholds, labels, ref_distance))
+        if "ours" in phases:
+            say("ours_bf16", fidelity(saved["truth"], ours_scores(enc, rows, pad), thresholds, labels, ref_distance))
         if "latency" in phases:
             say("latency_bf16", latency(enc, len(tok), pad, args.repeats))
         del enc
