@@ -21,9 +21,9 @@ matmuls and activations in the reduced dtype; norms, softmax, the Gated DeltaNet
 (q, k, v, g, beta cast to fp32) and the head in fp32. One place computes more precisely than
 the reference: the residual stream between the decoder layers stays fp32
 (:func:`forward_fp32_residual`; each layer still reads its input rounded to the reduced dtype
-after the fp32 norm, as the reference does), which keeps the scores at least as close to the
-fp32 oracle as the reference's for the cost of a few elementwise adds (BENCHMARKS.md, "CPU
-bf16, python-torch").
+after the fp32 norm, as the reference does): it removes one bf16 rounding of the whole hidden
+state per layer for the cost of a few elementwise adds (its effect on the distance to the fp32
+oracle: BENCHMARKS.md, "CPU bf16, python-torch").
 The depthwise causal convolution of the DeltaNet layers runs as four shifted multiply-adds in
 fp32 over the token-major activations (:func:`causal_conv1d`), rounded once to the layer's dtype
 like transformers' own ``conv1d`` fallback.
