@@ -283,8 +283,8 @@ class TorchEncoder:
         self.graph_max_cells = int(settings.graph_max_cells)
         threads = f", {torch.get_num_threads()} threads" if not cuda else ""
         residual = ", fp32 residual stream" if self.dtype != torch.float32 else ""
-        log(f"torch encoder: {self.device}, {self.dtype_name}{residual}{threads}, gated delta {self.rule_name}, "
-            f"buckets {'on' if self.pad_to_buckets else 'off'}, loaded in {time.perf_counter() - started:.1f} s")
+        log(f"torch encoder: {self.device}, {self.dtype_name}{residual}, gated delta {self.rule_name}, "
+            f"buckets {'on' if self.pad_to_buckets else 'off'}{threads}, loaded in {time.perf_counter() - started:.1f} s")
         if self.use_graphs:
             self.capture_graphs()
 
