@@ -141,12 +141,12 @@ def export_torch_weights(reference: ReferenceClassifier, merged, out: Path, *, p
     """Write the merged weights the ``python-torch`` encoder loads, read them back through the
     same loader and runner the server uses (CPU, eager, exact shapes), and check them against
     the oracle with the ONNX graph's probe set and tolerance. Returns the parity record."""
-    from .torch_encoder import TorchEncoder
+    from .torch_encoder import TorchEncoder, TorchEncoderSettings
 
     weights, _ = save_merged(merged, out)
     progress(f"[torch] wrote {weights} ({weights.stat().st_size / 2**20:.1f} MiB)")
     progress(f"[parity] {precision} torch weights (python-torch encoder, CPU eager) vs the reference")
-    encoder = TorchEncoder(out, device="cpu", dtype=precision, gated_delta="torch",
+    encoder = TorchEncoder(out, TorchEncoderSettings(device="cpu", dtype=precision, gated_delta="torch"),
                            pad_id=int(reference.tokenizer.pad_token_id), log=lambda line: progress(f"[torch] {line}"))
     report = check_parity(reference, encoder, precision=precision, progress=progress, **parity_kwargs)
     del encoder

@@ -171,3 +171,45 @@ def export_friendly_gated_delta() -> Iterator[None]:
     """Route Qwen3.5's DeltaNet layers through :func:`scan_chunk_gated_delta_rule` inside the block."""
     with gated_delta_rule(scan_chunk_gated_delta_rule):
         yield
+
+
+def causal_conv1d(hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                  activation: str | None = None, **kwargs) -> torch.Tensor:
+    """Drop-in for transformers' ``causal_conv1d_fn`` (prefill, no cache): the depthwise causal
+    convolution of the DeltaNet layers, ``hidden_states`` [B, C, T] (a transposed view of the
+    token-major [B, T, C] projection), ``weight`` [C, K].
+
+    Computed on the token-major layout as K shifted multiply-adds accumulated in fp32, then
+    rounded once to ``weight``'s dtype before the activation, as transformers' ``conv1d``
+    fallback rounds its output (so bf16 sees the same rounding points); no transposed copy and
+    no K - 1 extra output steps to slice away. Returns a [B, C, T] view like the original."""
+    from transformers.activations import ACT2FN
+
+    kernel = weight.shape[-1]
+    tokens = hidden_states.transpose(1, 2)  # [B, T, C]; a view of the projection's output
+    seq_len = tokens.shape[1]
+    padded = F.pad(tokens.to(weight.dtype), (0, 0, kernel - 1, 0))
+    taps = weight.to(torch.float32).t()  # [K, C]
+    acc = padded[:, 0:seq_len].to(torch.float32) * taps[0]
+    for k in range(1, kernel):
+        acc.addcmul_(padded[:, k:k + seq_len], taps[k])
+    if bias is not None:
+        acc += bias.to(torch.float32)
+    out = acc.to(weight.dtype)
+    if activation is not None:
+        out = ACT2FN[activation](out)
+    return out.to(hidden_states.dtype).transpose(1, 2)
+
+
+@contextlib.contextmanager
+def causal_conv_rule(fn) -> Iterator[None]:
+    """Route Qwen3.5's DeltaNet convolution (prefill) through ``fn`` inside the block
+    (process-wide, like :func:`gated_delta_rule`)."""
+    from transformers.models.qwen3_5 import modeling_qwen3_5 as qwen
+
+    original = qwen.causal_conv1d_fn
+    qwen.causal_conv1d_fn = fn
+    try:
+        yield
+    finally:
+        qwen.causal_conv1d_fn = original

@@ -6,21 +6,37 @@ projection, and the fp32 head ``head.*``) and ``classifier_config.json`` (the te
 transformers config). :func:`load_merged` rebuilds :class:`MergedClassifier` from them
 strictly (every key present, none left over).
 
-:class:`TorchEncoder` is ``(input_ids, attention_mask) -> fp32 logits`` on numpy arrays:
+:class:`TorchEncoder` is ``(input_ids, attention_mask) -> fp32 logits`` on numpy arrays, set up
+by a :class:`TorchEncoderSettings`:
 - CUDA: bf16 (``fp16`` as an option), Gated DeltaNet through fla-core's chunk kernel when it
   imports (else the project's torch rule, said in a log line), rows padded to (batch, length)
   buckets and replayed from CUDA graphs captured at construction over static input buffers;
   shapes outside the captured grid run eager.
-- CPU: fp32 eager, the project's torch rule; buckets only when asked (tests prove that
-  padding to buckets changes no score).
+- CPU: fp32 by default, bf16 when asked (oneDNN's bf16 matmuls; a CPU without native bf16
+  instructions runs it emulated, said in a warning line at load); eager, the project's torch
+  rule, torch's intra-op threads set to the cores this process may use; buckets only when asked
+  (tests prove that padding to buckets changes no score).
+In bf16/fp16 the arithmetic follows the reference as shipped (transformers in bf16): weights,
+matmuls and activations in the reduced dtype; norms, softmax, the Gated DeltaNet recurrence
+(q, k, v, g, beta cast to fp32) and the head in fp32. One place computes more precisely than
+the reference: the residual stream between the decoder layers stays fp32
+(:func:`forward_fp32_residual`; each layer still reads its input rounded to the reduced dtype
+after the fp32 norm, as the reference does): it removes one bf16 rounding of the whole hidden
+state per layer for the cost of a few elementwise adds (its effect on the distance to the fp32
+oracle: BENCHMARKS.md, "CPU bf16, python-torch").
+The depthwise causal convolution of the DeltaNet layers runs as four shifted multiply-adds in
+fp32 over the token-major activations (:func:`causal_conv1d`), rounded once to the layer's dtype
+like transformers' own ``conv1d`` fallback.
 Right padding with last-real-token pooling keeps a row's result independent of the padding
 (both the DeltaNet layers and attention mask it); padding rows are one pad token each.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -31,7 +47,8 @@ from opencc_cm_contract import buckets
 from opencc_cm_contract.bundle_format import TORCH_CONFIG_FILE, TORCH_WEIGHTS_FILE
 
 from .classifier_graph import MergedClassifier
-from .gated_delta_export import gated_delta_rule, torch_chunk_rule
+from .gated_delta_export import causal_conv1d, causal_conv_rule, gated_delta_rule, torch_chunk_rule
+from .reference import last_token_pool
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -140,16 +157,96 @@ def parse_buckets(text: str | Sequence[int]) -> tuple[int, ...]:
         raise TorchEncoderError(str(exc)) from None
 
 
+@dataclass(frozen=True)
+class TorchEncoderSettings:
+    """How :class:`TorchEncoder` runs (the python-torch model's config parameters).
+
+    ``device``: ``auto`` (CUDA when present), ``cpu``, ``cuda[:N]``. ``dtype``: ``auto`` (bf16 on
+    CUDA, fp32 on CPU), ``fp32``, ``fp16``, ``bf16``. ``gated_delta``: ``auto``, ``fla``,
+    ``torch`` (:func:`resolve_gated_delta`). ``length_buckets`` / ``batch_buckets``: bucket sizes
+    (``"16,32,64"`` or a sequence). ``pad_to_buckets`` / ``cuda_graphs``: ``auto``, ``on``, ``off``.
+    ``graph_max_cells``: the largest batch x length captured as a CUDA graph. ``threads``: torch's
+    intra-op threads on the CPU (0: the cores this process may run on)."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    gated_delta: str = "auto"
+    length_buckets: str | Sequence[int] = ""
+    batch_buckets: str | Sequence[int] = ""
+    pad_to_buckets: str = "auto"
+    cuda_graphs: str = "auto"
+    graph_max_cells: int = 16384
+    threads: int = 0
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (None where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return None
+
+
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def bf16_cpu_warning(flags: set[str] | None) -> str | None:
+    """The warning to log when bf16 is asked on a CPU without bf16 instructions, else None."""
+    if flags is not None and any(f in flags for f in NATIVE_BF16_FLAGS):
+        return None
+    seen = "cannot read the CPU flags" if flags is None else f"no {' or '.join(NATIVE_BF16_FLAGS)} in the CPU flags"
+    return (f"WARNING: bf16 asked on a CPU without native bf16 ({seen}): oneDNN emulates bf16 "
+            "matmuls by converting to fp32, so this runs about as slow as fp32 or slower, with "
+            "bf16's rounding; serve dtype fp32 on this CPU")
+
+
+def forward_fp32_residual(model: MergedClassifier, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                          dtype: torch.dtype) -> torch.Tensor:
+    """The merged classifier's forward with the residual stream in fp32 and everything else as
+    transformers computes it in ``dtype``: each decoder layer reads ``norm(h)`` rounded to
+    ``dtype`` (the norms compute in fp32, as in the reference), its token mixer and MLP run in
+    ``dtype``, and their outputs are added to the fp32 stream ``h``; the final norm, pooling and
+    head stay fp32. Embeddings and rotary cos/sin are in ``dtype`` as the reference has them."""
+    from transformers.masking_utils import create_causal_mask, create_recurrent_attention_mask
+
+    text = model.text_model
+    embeds = text.embed_tokens(input_ids)
+    batch, seq = input_ids.shape
+    positions = torch.arange(seq, device=input_ids.device).view(1, 1, -1).expand(4, batch, -1)
+    text_positions, rope_positions = positions[0], positions[1:]
+    mask_args = dict(config=text.config, inputs_embeds=embeds, attention_mask=attention_mask, cache=None,
+                     position_ids=text_positions)
+    masks = {"full_attention": create_causal_mask(**mask_args),
+             "linear_attention": create_recurrent_attention_mask(**mask_args)}
+    rotary = text.rotary_emb(embeds, rope_positions)
+    hidden = embeds.to(torch.float32)
+    for layer in text.layers[: text.config.num_hidden_layers]:
+        mixer_in = layer.input_layernorm(hidden).to(dtype)
+        if layer.block_type == "linear_attention":
+            mixed = layer.linear_attn(hidden_states=mixer_in, cache=None, attention_mask=masks["linear_attention"])
+        else:
+            mixed, _ = layer.self_attn(hidden_states=mixer_in, attention_mask=masks["full_attention"],
+                                       position_ids=text_positions, cache=None, position_embeddings=rotary)
+        hidden = hidden + mixed.to(torch.float32)
+        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden).to(dtype)).to(torch.float32)
+    hidden = text.norm(hidden)
+    return model.head(last_token_pool(hidden, attention_mask).to(torch.float32))
+
+
 class TorchEncoder:
     """``__call__(ids, mask) -> fp32 logits [rows, labels]`` over the merged torch weights."""
 
-    def __init__(self, folder: str | Path, *, device: str = "auto", dtype: str = "auto",
-                 gated_delta: str = "auto", length_buckets: str | Sequence[int] = "",
-                 batch_buckets: str | Sequence[int] = "", pad_to_buckets: str = "auto",
-                 cuda_graphs: str = "auto", graph_max_cells: int = 16384, pad_id: int = 0,
+    def __init__(self, folder: str | Path, settings: TorchEncoderSettings | None = None, *, pad_id: int = 0,
                  log: Callable[[str], None] = print, model: MergedClassifier | None = None):
-        """``model``: an already loaded merged classifier (on ``device``, in ``dtype``) instead of
-        reading ``folder`` (the GPU check runs several settings over one copy)."""
+        """``model``: an already loaded merged classifier (on the settings' device, in their
+        dtype) instead of reading ``folder`` (the GPU check runs several settings over one copy)."""
+        settings = settings if settings is not None else TorchEncoderSettings()
+        self.settings = settings
+        device, dtype = settings.device, settings.dtype
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
                                    else ("cpu" if device == "auto" else device))
         cuda = self.device.type == "cuda"
@@ -158,25 +255,36 @@ class TorchEncoder:
         if dtype not in DTYPES:
             raise TorchEncoderError(f"dtype must be auto, fp32, fp16 or bf16, got {dtype!r}")
         self.dtype_name, self.dtype = dtype, DTYPES[dtype]
-        for name, value in (("pad_to_buckets", pad_to_buckets), ("cuda_graphs", cuda_graphs)):
-            if value not in ("auto", "on", "off"):
-                raise TorchEncoderError(f"{name} must be auto, on or off, got {value!r}")
-        self.length_buckets = parse_buckets(length_buckets)
-        self.batch_buckets = parse_buckets(batch_buckets)
-        self.pad_to_buckets = pad_to_buckets == "on" or (pad_to_buckets == "auto" and cuda)
-        self.use_graphs = cuda and cuda_graphs != "off" and self.pad_to_buckets
-        if cuda_graphs == "on" and not self.use_graphs:
+        for name in ("pad_to_buckets", "cuda_graphs"):
+            if getattr(settings, name) not in ("auto", "on", "off"):
+                raise TorchEncoderError(f"{name} must be auto, on or off, got {getattr(settings, name)!r}")
+        if int(settings.threads) < 0:
+            raise TorchEncoderError(f"threads must be >= 0 (0: the cores available), got {settings.threads!r}")
+        self.length_buckets = parse_buckets(settings.length_buckets)
+        self.batch_buckets = parse_buckets(settings.batch_buckets)
+        self.pad_to_buckets = settings.pad_to_buckets == "on" or (settings.pad_to_buckets == "auto" and cuda)
+        self.use_graphs = cuda and settings.cuda_graphs != "off" and self.pad_to_buckets
+        if settings.cuda_graphs == "on" and not self.use_graphs:
             raise TorchEncoderError("cuda_graphs=on needs a CUDA device and bucket padding")
         self.pad_id, self.log = int(pad_id), log
+        if not cuda:
+            # One intra-op pool per process (the Triton stub runs one instance per process).
+            torch.set_num_threads(int(settings.threads) or len(os.sched_getaffinity(0)))
+            if self.dtype == torch.bfloat16:
+                warning = bf16_cpu_warning(cpu_flags())
+                if warning:
+                    log(warning)
         started = time.perf_counter()
         self.model = model if model is not None else load_merged(Path(folder), dtype=self.dtype, device=self.device)
         self.num_labels = int(self.model.head.out_features)
-        self.rule, self.rule_name = resolve_gated_delta(gated_delta, self.device, log)
+        self.rule, self.rule_name = resolve_gated_delta(settings.gated_delta, self.device, log)
         self.graphs: dict[tuple[int, int], tuple] = {}
         self.shapes_run: deque[tuple[int, int]] = deque(maxlen=256)  # last padded shapes run (tests, debugging)
-        self.graph_max_cells = int(graph_max_cells)
-        log(f"torch encoder: {self.device}, {self.dtype_name}, gated delta {self.rule_name}, "
-            f"buckets {'on' if self.pad_to_buckets else 'off'}, loaded in {time.perf_counter() - started:.1f} s")
+        self.graph_max_cells = int(settings.graph_max_cells)
+        threads = f", {torch.get_num_threads()} threads" if not cuda else ""
+        residual = ", fp32 residual stream" if self.dtype != torch.float32 else ""
+        log(f"torch encoder: {self.device}, {self.dtype_name}{residual}, gated delta {self.rule_name}, "
+            f"buckets {'on' if self.pad_to_buckets else 'off'}{threads}, loaded in {time.perf_counter() - started:.1f} s")
         if self.use_graphs:
             self.capture_graphs()
 
@@ -191,8 +299,10 @@ class TorchEncoder:
 
     # -- running
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        with gated_delta_rule(self.rule), torch.inference_mode():
-            return self.model(ids, mask)
+        with gated_delta_rule(self.rule), causal_conv_rule(causal_conv1d), torch.inference_mode():
+            if self.dtype == torch.float32:
+                return self.model(ids, mask)
+            return forward_fp32_residual(self.model, ids, mask, self.dtype)
 
     def capture_graphs(self) -> None:
         """Capture one CUDA graph per (batch, length) bucket in the grid, sharing one memory pool

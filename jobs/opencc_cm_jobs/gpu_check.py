@@ -54,7 +54,7 @@ from opencc_cm_export.gated_delta_export import gated_delta_rule
 from opencc_cm_export.parity import check_parity
 from opencc_cm_export.reference import ReferenceClassifier, activate
 from opencc_cm_export.synthetic_checkpoint import calibration_prompts, checkpoint_paths, write_synthetic_checkpoint
-from opencc_cm_export.torch_encoder import TorchEncoder, load_merged, save_merged
+from opencc_cm_export.torch_encoder import TorchEncoder, TorchEncoderSettings, load_merged, save_merged
 
 THROUGHPUT_BATCHES = (1, 8, 16, 32, 64)
 TARGETS = {"encoder_p50_ms_35_tokens": 1.5, "prompts_per_s_batch64": 20000, "grpc_p50_ms": 4.0}
@@ -427,8 +427,8 @@ def make_torch_bundle(ref32: ReferenceClassifier, bundle: Path, device, pad: int
     merged = build_merged_classifier(ref32, keep_reference=True)
     save_merged(merged, bundle)
     del merged
-    enc = TorchEncoder(bundle, device=str(device), dtype="fp32", gated_delta="torch", pad_to_buckets="off",
-                       cuda_graphs="off", pad_id=pad)
+    enc = TorchEncoder(bundle, TorchEncoderSettings(device=str(device), dtype="fp32", gated_delta="torch",
+                                                    pad_to_buckets="off", cuda_graphs="off"), pad_id=pad)
     rep = check_parity(ref32, enc, precision="fp32", progress=lambda *_: None)
     record = {"max_abs_score_diff": rep.max_abs_diff, "decision_agreement": rep.decision_agreement,
               "tolerance": rep.tolerance, "passed": rep.passed, "where": f"gpu check on {where}"}
@@ -463,8 +463,9 @@ def encoder_variant(name: str, dtype: str, settings: dict, bundle: Path, device,
     log: list[str] = []
     started = time.perf_counter()
     try:
-        enc = TorchEncoder(bundle, device=str(device), dtype=dtype, pad_id=pad, model=models[dtype],
-                           length_buckets=powers_of_two(16, 512), batch_buckets=powers_of_two(1, 64), log=log.append, **settings)
+        enc = TorchEncoder(bundle, TorchEncoderSettings(device=str(device), dtype=dtype, length_buckets=powers_of_two(16, 512),
+                                                        batch_buckets=powers_of_two(1, 64), **settings),
+                           pad_id=pad, model=models[dtype], log=log.append)
     except Exception as exc:  # noqa: BLE001 - e.g. fla asked where it cannot run
         return f"not run: {exc}"
     result = {"settings": settings, "log": log, "cuda_graphs_captured": len(enc.graphs),

@@ -11,7 +11,7 @@ import torch
 from opencc_cm_contract.buckets import bucket_for, parse_buckets, powers_of_two
 from opencc_cm_contract.text_rules import pad_right
 from opencc_cm_export.reference import activate
-from opencc_cm_export.torch_encoder import (TorchEncoder, TorchEncoderError, load_merged,
+from opencc_cm_export.torch_encoder import (TorchEncoder, TorchEncoderError, TorchEncoderSettings, load_merged,
                                             resolve_gated_delta)
 from opencc_cm_export.gated_delta_export import torch_chunk_rule
 
@@ -25,8 +25,8 @@ def rows(tiny_reference):
 
 
 def _encoder(bundle, tiny_reference, **kwargs):
-    return TorchEncoder(bundle, device="cpu", gated_delta="auto", pad_id=tiny_reference.tokenizer.pad_token_id,
-                        log=lambda line: None, **kwargs)
+    return TorchEncoder(bundle, TorchEncoderSettings(device="cpu", gated_delta="auto", **kwargs),
+                        pad_id=tiny_reference.tokenizer.pad_token_id, log=lambda line: None)
 
 
 def test_bucket_padding_changes_no_score(tiny_bundle, tiny_reference, rows):
@@ -60,12 +60,12 @@ def test_buckets_pick_the_smallest_fitting_size():
 
 def test_cpu_runs_fp32_eager_with_the_projects_rule(tiny_bundle, tiny_reference):
     lines = []
-    enc = TorchEncoder(tiny_bundle, device="cpu", pad_id=0, log=lines.append)
+    enc = TorchEncoder(tiny_bundle, TorchEncoderSettings(device="cpu"), pad_id=0, log=lines.append)
     assert enc.dtype == torch.float32 and enc.rule is torch_chunk_rule and not enc.use_graphs
     assert not enc.pad_to_buckets  # auto: buckets only on CUDA
     assert any("the project's torch rule, because fla-core needs a CUDA device" in line for line in lines)
     with pytest.raises(TorchEncoderError, match="cuda_graphs=on needs a CUDA device"):
-        TorchEncoder(tiny_bundle, device="cpu", cuda_graphs="on", log=lines.append)
+        TorchEncoder(tiny_bundle, TorchEncoderSettings(device="cpu", cuda_graphs="on"), log=lines.append)
 
 
 def test_fla_not_importable_falls_back_to_the_torch_rule_with_a_log_line(monkeypatch):

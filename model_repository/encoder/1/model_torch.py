@@ -5,11 +5,12 @@ Same tensors, ragged batching, grouping and error isolation as the ``python-ort`
 (opencc_cm_serving.encoder_model). The runner is opencc_cm_export.torch_encoder.TorchEncoder:
 on a KIND_GPU instance bf16 (or fp16), fla-core's Gated DeltaNet kernel when importable (else
 the project's torch rule, logged), each length group padded to a (batch, length) bucket and
-replayed from a CUDA graph captured here, before the model is READY; on KIND_CPU fp32 eager.
+replayed from a CUDA graph captured here, before the model is READY; on KIND_CPU eager, fp32
+or bf16 (``dtype``), on all the cores the stub may use.
 Config parameters: ``artifact_dir`` (classifier.json + classifier.safetensors +
-classifier_config.json), ``dtype``, ``gated_delta``, ``pad_to_buckets``, ``cuda_graphs``,
-``length_buckets``, ``batch_buckets``, ``graph_max_cells``, ``max_pad_fraction``,
-``max_group_tokens``.
+classifier_config.json), ``max_pad_fraction``, ``max_group_tokens``, and the runner's
+settings (TorchEncoderSettings): ``dtype``, ``gated_delta``, ``pad_to_buckets``,
+``cuda_graphs``, ``length_buckets``, ``batch_buckets``, ``graph_max_cells``.
 """
 import os
 import sys
@@ -31,13 +32,12 @@ def instance_device(args) -> str:
 
 class TritonPythonModel(RaggedEncoderModel):
     def make_runner(self, args, config, params, spec):
-        from opencc_cm_export.torch_encoder import TorchEncoder
+        from opencc_cm_export.torch_encoder import TorchEncoder, TorchEncoderSettings
 
         def log(line):
             pb().Logger.log_info(f"{ENCODER_MODEL}: {line}")
 
-        return TorchEncoder(
-            version_path(args, require(params, "artifact_dir", ENCODER_MODEL)),
+        settings = TorchEncoderSettings(
             device=instance_device(args),
             dtype=require(params, "dtype", ENCODER_MODEL),
             gated_delta=require(params, "gated_delta", ENCODER_MODEL),
@@ -46,6 +46,6 @@ class TritonPythonModel(RaggedEncoderModel):
             length_buckets=require(params, "length_buckets", ENCODER_MODEL),
             batch_buckets=require(params, "batch_buckets", ENCODER_MODEL),
             graph_max_cells=int(require(params, "graph_max_cells", ENCODER_MODEL)),
-            pad_id=spec.pad_token_id,
-            log=log,
         )
+        return TorchEncoder(version_path(args, require(params, "artifact_dir", ENCODER_MODEL)), settings,
+                            pad_id=spec.pad_token_id, log=log)
