@@ -53,8 +53,8 @@ from .calibration import activate, calibration_settings, decide, fold_max, fold_
 from .ids import validate_ids
 from .metrics import ClassifierMetrics, FlushTimer
 from .scheduler import CANCELLED, EXPIRED, OVERLOADED, STOPPING, UNMEETABLE, RowScheduler, SchedulerSettings
-from .triton import (cancelled_response, error_response, flag_parameter, input_array, outputs_response, parameters,
-                     pb, request_parameters, require, unavailable_response, version_path)
+from .triton import (cancelled_response, error_response, flag_parameter, input_array, log_error, outputs_response,
+                     parameters, pb, request_parameters, require, unavailable_response, version_path)
 
 CALIBRATED = (SCORES, LABEL_FLAGS, FLAGGED, TOKEN_COUNT)
 OUTBOX_BATCHES = 64  # batches computed in execute() whose responses may wait for the responder thread
@@ -117,7 +117,10 @@ class RaggedEncoderModel:
     def _send_loop(self):
         while (batch := self._outbox.get()) is not None:
             for sender, response in batch:
-                self._send(sender, response)
+                try:
+                    self._send(sender, response)
+                except Exception as exc:  # noqa: BLE001 - one sender that fails must not stop the others'
+                    log_error(ENCODER_MODEL, "a response could not be sent", exc)
 
     def _is_cancelled(self, entry) -> bool:
         with self._ipc:

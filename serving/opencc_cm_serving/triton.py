@@ -84,13 +84,18 @@ def request_parameters(request) -> dict[str, Any]:
         raise InputError(str(exc)) from None
 
 
+def log_error(model: str, what: str, exc: BaseException) -> None:
+    """``what`` happened in ``model``, with ``exc``'s traceback, in the server's log."""
+    pb().Logger.log_error(f"{model}: {what}: " + "".join(traceback.format_exception(exc)))
+
+
 def error_response(exc: BaseException, model: str):
     """A response carrying ``exc`` as a TritonError with an explicit code."""
     utils = pb()
     if isinstance(exc, InputError):
         error = utils.TritonError(str(exc), utils.TritonError.INVALID_ARG)
         return utils.InferenceResponse(output_tensors=[], error=error)
-    utils.Logger.log_error(f"{model}: " + "".join(traceback.format_exception(exc)))
+    log_error(model, "internal error", exc)
     message = f"{model}: internal error ({type(exc).__name__}: {exc})"
     return utils.InferenceResponse(output_tensors=[], error=utils.TritonError(message, utils.TritonError.INTERNAL))
 

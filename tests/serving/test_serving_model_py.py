@@ -280,3 +280,31 @@ def test_encoder_batches_computed_in_execute_are_answered_from_another_thread(re
         assert ids.sender.thread is not threading.current_thread()
     finally:
         encoder.finalize()
+
+
+class ClosedSender(fake.ResponseSender):
+    """A sender the server has closed (e.g. its client went away): sending raises."""
+
+    def send(self, response=None, flags=0):
+        raise RuntimeError("Unable to send response: the response sender is closed")
+
+
+def test_encoder_responder_survives_a_sender_that_fails(repository):
+    """One response that cannot be sent is logged; the other requests of the batch and every later
+    batch are still answered (a stopped responder would leave execute() blocked on a full outbox)."""
+    encoder = model(repository, ENCODER_MODEL)
+    try:
+        def request(sender=None):
+            inputs = {INPUT_IDS: np.array([[1, 2, 3]]), ATTENTION_MASK: np.ones((1, 3), np.int64)}
+            return Request(inputs, sender=sender) if sender else Request(inputs)
+
+        closed, first = request(ClosedSender()), request()
+        assert encoder.execute([closed, first]) is None
+        assert first.sender.wait().error is None
+        later = request()
+        assert encoder.execute([later]) is None
+        assert later.sender.wait().error is None
+    finally:
+        encoder.finalize()
+    assert any(level == "error" and "could not be sent" in msg and "sender is closed" in msg
+               for level, msg in fake.Logger.messages)
