@@ -117,10 +117,7 @@ class RaggedEncoderModel:
     def _send_loop(self):
         while (batch := self._outbox.get()) is not None:
             for sender, response in batch:
-                try:
-                    self._send(sender, response)
-                except Exception as exc:  # noqa: BLE001 - one sender that fails must not stop the others'
-                    log_error(ENCODER_MODEL, "a response could not be sent", exc)
+                self._send(sender, response)
 
     def _is_cancelled(self, entry) -> bool:
         with self._ipc:
@@ -264,8 +261,13 @@ class RaggedEncoderModel:
         self._send(entry[1], self._response(entry, logits, outcome, error))
 
     def _send(self, sender, response):
-        with self._ipc:
-            sender.send(response, flags=pb().TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        """Send a request's final response. One that cannot be sent (its sender closed) is logged:
+        the thread sending it (the responder, a scheduler lane) goes on answering the others."""
+        try:
+            with self._ipc:
+                sender.send(response, flags=pb().TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        except Exception as exc:  # noqa: BLE001
+            log_error(ENCODER_MODEL, "a response could not be sent", exc)
 
     def _response(self, entry, logits=None, outcome=None, error=None):
         """The response of a request: its outputs from ``logits``, or the error of ``outcome``."""

@@ -308,3 +308,23 @@ def test_encoder_responder_survives_a_sender_that_fails(repository):
         encoder.finalize()
     assert any(level == "error" and "could not be sent" in msg and "sender is closed" in msg
                for level, msg in fake.Logger.messages)
+
+
+def test_encoder_scheduler_lane_survives_a_sender_that_fails(repository, spec):
+    """The same through the row scheduler (a batch with a long row): the lane that fails to send
+    one response still answers the requests queued after it."""
+    encoder = model(repository, ENCODER_MODEL)
+    solo = [1] * encoder.scheduler.solo_tokens  # a long row: the batch goes to the scheduler
+    try:
+        def request(row, sender=None):
+            inputs = {INPUT_IDS: np.array([row]), ATTENTION_MASK: np.ones((1, len(row)), np.int64)}
+            return Request(inputs, sender=sender) if sender else Request(inputs)
+
+        closed, first = request(solo, ClosedSender()), request(solo)
+        assert encoder.execute([closed, first]) is None
+        assert first.sender.wait().error is None
+        later = request(solo)
+        assert encoder.execute([later]) is None
+        assert later.sender.wait().error is None
+    finally:
+        encoder.finalize()
