@@ -26,7 +26,6 @@ from typing import Sequence
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from starlette.routing import Route
 
 from opencc_cm_client.options import ConnectionOptions
 from opencc_cm_contract import DEFAULT_MAX_TEXT_BYTES
@@ -42,6 +41,7 @@ DEFAULT_DEADLINE_S = 10.0
 DEFAULT_MAX_BODY_BYTES = 6 * DEFAULT_MAX_TEXT_BYTES + 4096
 HEALTH_TIMEOUT_S = 2.0
 REQUEST_FIELDS = ("text", "mode")
+CHECK_PATH = "/check"
 
 
 class BadRequest(Exception):
@@ -95,22 +95,68 @@ class Metrics:
                 self.tokens.labels(entry["stage"]).inc(entry["input_tokens"])
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise BadRequest(413, None, f"request body of {declared} bytes is over the limit of {limit} bytes")
+async def _read_body(scope, receive, limit: int) -> bytes | None:
+    """The request body (None: the client disconnected first); :class:`BadRequest` 413 over ``limit``."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise BadRequest(413, None, f"request body of {value.decode()} bytes is over the limit of {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise BadRequest(413, None, f"request body is over the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send_json(send, status: int, content: dict, headers: tuple = ()) -> None:
+    """``content`` as JSON, encoded as Starlette's JSONResponse encodes it."""
+    body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class OpenCCService:
+    """The service's ASGI app: ``POST /check`` answered here directly (every classified request
+    takes this path, so it skips the web framework's middleware, routing and request objects);
+    everything else (/health, /live, /config, /metrics, lifespan, 404s) by the FastAPI app ``api``."""
+
+    def __init__(self, api: FastAPI, check):
+        self.api, self.state, self._check = api, api.state, check
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == CHECK_PATH:
+            if scope["method"] != "POST":
+                await _send_json(send, 405, {"detail": "Method Not Allowed"}, ((b"allow", b"POST"),))
+                return
+            started = False
+
+            async def tracked(message):
+                nonlocal started
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+
+            try:
+                await self._check(scope, receive, tracked)
+            except Exception as exc:  # noqa: BLE001 - a bug outside the pipeline still answers JSON
+                log.exception("POST /check failed")
+                if started:
+                    raise
+                await _send_json(send, 500, {"detail": f"internal error: {type(exc).__name__}"})
+            return
+        await self.api(scope, receive, send)
 
 
 def create_app(config: ServiceConfig, url: str | Sequence[str], *, options: ConnectionOptions | None = None,
                max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, deadline_s: float = DEFAULT_DEADLINE_S,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> OpenCCService:
     """The app; its gRPC clients (one per configured classifier) live from startup to shutdown."""
     from opencc_cm_client.aio import AsyncClassifierClient
 
@@ -148,43 +194,43 @@ def create_app(config: ServiceConfig, url: str | Sequence[str], *, options: Conn
                   openapi_url=None)
     app.state.metrics = metrics
 
-    def bad_request(exc: BadRequest) -> JSONResponse:
-        metrics.requests.labels("invalid").inc()
-        return JSONResponse({"detail": exc.detail, "field": exc.field}, status_code=exc.status)
-
-    async def check(request: Request):
+    async def check(scope, receive, send):
         try:
-            text, mode = parse_check_request(await _read_body(request, max_body_bytes))
+            body = await _read_body(scope, receive, max_body_bytes)
+            if body is None:
+                return
+            text, mode = parse_check_request(body)
         except BadRequest as exc:
-            return bad_request(exc)
+            metrics.requests.labels("invalid").inc()
+            await _send_json(send, exc.status, {"detail": exc.detail, "field": exc.field})
+            return
         action = mode or config.default_action
         if state["in_flight"] >= max_in_flight:
             metrics.requests.labels("overloaded").inc()
             answer = terminal(action, text, f"overloaded: {max_in_flight} requests are already being classified "
                                             "(fail closed; retry later)", [])
-            return JSONResponse({**answer, "detail": answer["reason"]}, status_code=503, headers={"Retry-After": "1"})
+            await _send_json(send, 503, {**answer, "detail": answer["reason"]}, ((b"retry-after", b"1"),))
+            return
         state["in_flight"] += 1
         metrics.in_flight.inc()
         started = time.perf_counter()
+        status = 200
         try:
             deadline = asyncio.get_running_loop().time() + deadline_s
-            answer = await request.app.state.pipeline.check(text, mode, deadline)
+            answer = await app.state.pipeline.check(text, mode, deadline)
         except Exception as exc:  # noqa: BLE001 - a bug here must still answer JSON, and never allow
             log.exception("check failed")
             metrics.requests.labels(action).inc()
             answer = terminal(action, text, f"internal error, so the input is treated as flagged (fail closed): "
                                             f"{type(exc).__name__}: {exc}", [])
-            return JSONResponse(answer, status_code=500)
+            status = 500
         finally:
             state["in_flight"] -= 1
             metrics.in_flight.dec()
-        metrics.latency.observe(time.perf_counter() - started)
-        metrics.record(answer)
-        return JSONResponse(answer)
-
-    # A plain Starlette route: the endpoint reads the raw request itself, so FastAPI's
-    # dependency and validation layer would only add time to every call.
-    app.router.routes.append(Route("/check", check, methods=["POST"]))
+        if status == 200:
+            metrics.latency.observe(time.perf_counter() - started)
+            metrics.record(answer)
+        await _send_json(send, status, answer)
 
     @app.get("/health")
     async def health(request: Request):
@@ -220,4 +266,4 @@ def create_app(config: ServiceConfig, url: str | Sequence[str], *, options: Conn
     async def internal_error(request: Request, exc: Exception):
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
 
-    return app
+    return OpenCCService(app, check)

@@ -174,6 +174,21 @@ def test_bad_requests_are_4xx_json_naming_the_field(both):
     assert 'opencc_http_requests_total{outcome="invalid"} 8.0' in invalid
 
 
+def test_a_bug_on_the_check_path_still_answers_json_and_the_service_stays_up(monkeypatch):
+    import opencc_cm_http.app as app_module
+
+    def broken(body):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app_module, "parse_check_request", broken)
+    dead = f"127.0.0.1:{free_port()}"  # the request fails before any Triton call
+    with TestClient(create_app(config(CM_ONLY), dead, deadline_s=5)) as client:
+        reply = client.post("/check", json={"text": PROMPTS[0]})
+        assert reply.status_code == 500 and reply.headers["content-type"] == "application/json"
+        assert reply.json() == {"detail": "internal error: RuntimeError"}
+        assert client.get("/live").status_code == 200
+
+
 def metric_text(client) -> str:
     reply = client.get("/metrics")
     assert reply.status_code == 200
