@@ -20,10 +20,9 @@ goes on answering the others (HF tokenizers' ``encode_batch`` releases the GIL):
 never waits for megabytes of text to be tokenized, and a request is refused at the first text
 that breaks a limit (text_rules / texts_to_rows), before the texts after it are encoded. At
 most ``large_request_queue`` large requests wait for the worker; beyond that a large request is
-answered UNAVAILABLE at once. A batch without a large request is answered by execute()'s
-return (one message to the server); in a batch with one, every response goes through the
-request's response sender (one final response per request), under one lock: Triton 2.51's
-Python backend crashed when a stub's threads sent messages to the server at the same time.
+answered UNAVAILABLE at once. Every response goes through the request's response sender (one
+final response per request), under one lock: Triton 2.51's Python backend crashed when a stub's
+threads sent messages to the server at the same time.
 """
 import os
 import sys
@@ -84,60 +83,38 @@ class TritonPythonModel:
     def execute(self, requests):
         # One encode_batch over every text of the small requests of this execute():
         # the tokenizer's own threads and the call overhead are paid once per batch, not once
-        # per request. Without a large request in the batch, the responses are execute()'s
-        # return (one message to the server for the batch); with one, every request of the batch
-        # is answered through its response sender and the large ones go to the worker.
-        decoded = []
-        for request in requests:
+        # per request. Large requests go to the worker (see the module doc).
+        senders, texts, spans = {}, [], {}
+        for i, request in enumerate(requests):
+            senders[i] = request.get_response_sender()
             try:
-                decoded.append(self._decode(request))
+                decoded, size = self._decode(request)
             except Exception as exc:  # noqa: BLE001 - that request's error only
-                decoded.append(exc)
-        if not any(not isinstance(d, BaseException) and d[1] > self.large_bytes for d in decoded):
-            return self._small(decoded)
-        senders = [request.get_response_sender() for request in requests]
-        small = []
-        for request, sender, item in zip(requests, senders, decoded):
-            if isinstance(item, BaseException) or item[1] <= self.large_bytes:
-                small.append((sender, item))
+                self._send(senders[i], error_response(exc, TOKENIZER_MODEL))
                 continue
-            with self._held_lock:  # one tokenizing, large_queue waiting
-                taken = self._held < 1 + self.large_queue
-                self._held += taken
-            if taken:
-                self._large.put((request, sender, item[0]))
-            else:
-                self._send(sender, self._busy(item[1]))
-        for (sender, _), response in zip(small, self._small([item for _, item in small])):
-            self._send(sender, response)
-        return None
-
-    def _small(self, decoded):
-        """Responses of the requests whose texts were decoded (``(texts, size)``) or refused (the
-        exception), tokenized by one encode_batch; one request's bad text fails it alone."""
-        texts, spans = [], []
-        for item in decoded:
-            if isinstance(item, BaseException):
-                spans.append(item)
-            else:
-                spans.append((len(texts), len(texts) + len(item[0])))
-                texts.extend(item[0])
+            if size > self.large_bytes:
+                with self._held_lock:  # one tokenizing, large_queue waiting
+                    taken = self._held < 1 + self.large_queue
+                    self._held += taken
+                if taken:
+                    self._large.put((request, senders[i], decoded))
+                else:
+                    self._send(senders[i], self._busy(size))
+                continue
+            spans[i] = (len(texts), len(texts) + len(decoded))
+            texts.extend(decoded)
         try:
             encoded = encode_texts(self.tokenizer, texts) if texts else []
         except Exception:  # noqa: BLE001 - encode each request alone so one cannot fail the others
             encoded = None
-        responses = []
-        for span in spans:
-            if isinstance(span, BaseException):
-                responses.append(error_response(span, TOKENIZER_MODEL))
-                continue
-            start, end = span
+        for i, (start, end) in spans.items():
             try:
                 rows = encoded[start:end] if encoded is not None else encode_texts(self.tokenizer, texts[start:end])
-                responses.append(outputs_response(self._rows(rows)))
+                response = outputs_response(self._rows(rows))
             except Exception as exc:  # noqa: BLE001
-                responses.append(error_response(exc, TOKENIZER_MODEL))
-        return responses
+                response = error_response(exc, TOKENIZER_MODEL)
+            self._send(senders[i], response)
+        return None
 
     def finalize(self):
         while True:  # the large requests not started yet are answered, then the worker stops
