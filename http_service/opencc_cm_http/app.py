@@ -131,6 +131,11 @@ class OpenCCService:
     def __init__(self, api: FastAPI, check):
         self.api, self.state, self._check = api, api.state, check
 
+    @property
+    def paths(self) -> set[str]:
+        """Every path the service answers (the probes and the fleet's manifests name some)."""
+        return {CHECK_PATH} | {route.path for route in self.api.routes}
+
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["path"] == CHECK_PATH:
             if scope["method"] != "POST":

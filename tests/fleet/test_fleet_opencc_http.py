@@ -90,7 +90,7 @@ def test_the_container_runs_the_service_on_its_pipeline(objects, triton_objects,
     for selector in (service["spec"]["selector"], one(objects, "PodMonitor")["spec"]["selector"]["matchLabels"],
                      one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]):
         assert selector.items() <= labels.items()
-    routes = {r.path for r in create_app(config, "127.0.0.1:1").routes}
+    routes = create_app(config, "127.0.0.1:1").paths
     assert {c["readinessProbe"]["httpGet"]["path"], c["livenessProbe"]["httpGet"]["path"], "/check", "/metrics"} <= routes
     assert (c["readinessProbe"]["httpGet"]["path"], c["livenessProbe"]["httpGet"]["path"]) == ("/health", "/live")
     assert c["securityContext"]["readOnlyRootFilesystem"] is True and spec["securityContext"]["runAsNonRoot"] is True
