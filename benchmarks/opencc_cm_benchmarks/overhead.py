@@ -609,9 +609,7 @@ def run(args) -> dict:
                     report["notes"].append(f"cProfile: no dump from {missing} (finalize not called?)")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    report["cpu_accounting"] = cpu.result()
-    report["loadavg_at_end"] = os.getloadavg()
-    report["duration_s"] = time.time() - started
+    close_report(report, cpu, started)
     report["attribution"] = attribution(report)
     for phase, acc in report["cpu_accounting"]["phases"].items():
         if acc["others_share_of_capacity"] > 0.05 and acc["wall_s"] > 1:
@@ -800,6 +798,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def close_report(report: dict, cpu: CpuAccounting, started: float) -> None:
+    """What every run's report ends with: the CPU accounting, the load at the end, the duration."""
+    report["cpu_accounting"] = cpu.result()
+    report["loadavg_at_end"] = os.getloadavg()
+    report["duration_s"] = time.time() - started
+
+
 def run_pair(args) -> dict:
     """``--pair-with TREE``: this checkout's serving code and TREE's (e.g. an older commit), both
     deployed from the same null bundle and both servers up at once; each (ensemble, clients)
@@ -856,9 +861,7 @@ def run_pair(args) -> dict:
                                   f"{lv['server_cpu_ms_per_request']:.2f} ms/req, errors {lv['errors']}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    report["cpu_accounting"] = cpu.result()
-    report["loadavg_at_end"] = os.getloadavg()
-    report["duration_s"] = time.time() - started
+    close_report(report, cpu, started)
     report["summary"] = pair_summary(report)
     (out / "pair.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     (out / "pair.md").write_text(pair_markdown(report), encoding="utf-8")
