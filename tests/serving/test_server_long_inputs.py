@@ -26,6 +26,7 @@ from toy_bundle import make_toy_bundle
 
 LOOPS_PER_CELL = 30        # a 64-token row: about half a second on a CPU core
 ROWS = 'opencc_cm_encoder_rows_computed_total{model="encoder"}'
+HUGE_BYTES = 2 ** 22        # one emoji repeated: about 2.5 s of tokenizing on a free core
 UNMEETABLE = 'opencc_cm_encoder_requests_dropped_total{model="encoder",reason="unmeetable"}'
 
 
@@ -37,7 +38,7 @@ def slow_windows(tmp_path_factory):
     root = tmp_path_factory.mktemp("slow-windows")
     bundle = make_toy_bundle(root / "bundle", loops_per_cell=LOOPS_PER_CELL)
     spec = load_classifier(bundle / "classifier.json")
-    with served(bundle, root, "--long-input-policy", "windows", "--max-text-bytes", str(2 ** 20)) as (server, client):
+    with served(bundle, root, "--long-input-policy", "windows", "--max-text-bytes", str(HUGE_BYTES)) as (server, client):
         yield client, spec, load_tokenizer(bundle / "tokenizer.json"), \
             f"http://127.0.0.1:{server.metrics_port}/metrics"
 
@@ -95,13 +96,15 @@ def test_long_text_within_its_deadline_is_answered(slow_windows):
 
 
 def test_short_prompt_is_answered_while_a_huge_request_is_tokenized(slow_windows):
-    """A 1 MiB text (one emoji repeated: far too many windows, refused) takes the tokenizer a while;
-    short prompts sent one after another meanwhile are answered, the first of them before that
-    refusal (a tokenizer taking requests strictly in turn would answer it only after)."""
+    """A 4 MiB text (one emoji repeated: far too many windows, refused) takes the tokenizer
+    seconds; short prompts (about 10 ms each) sent one after another meanwhile are answered, the
+    first of them before that refusal (a tokenizer taking requests strictly in turn would answer
+    it only after)."""
     client, _, _, metrics_url = slow_windows
-    huge = ("\U0001F642" * 2 ** 18).encode()
+    huge = ("\U0001F642" * (HUGE_BYTES // 4)).encode()
     before = rows_computed(metrics_url)
     done: queue.Queue = queue.Queue()
+    start = time.monotonic()
     client.async_infer(TEXT_ENSEMBLE, text_inputs([huge]), client_timeout=120,
                        callback=lambda result, error: done.put((time.monotonic(), error)))
     answered = []
@@ -114,5 +117,7 @@ def test_short_prompt_is_answered_while_a_huge_request_is_tokenized(slow_windows
     huge_answered, error = done.get(timeout=120)
     assert error.status() == "StatusCode.INVALID_ARGUMENT"
     assert "above max_batch_size" in error.message(), error.message()
-    assert answered[0] < huge_answered  # the first short prompt did not wait for the huge one
+    # the first short prompt did not wait for the huge one
+    assert answered[0] < huge_answered, (f"first short prompt answered {answered[0] - start:.3f} s after the start, "
+                                         f"the huge one {huge_answered - start:.3f} s; {sent} short prompts sent")
     assert rows_computed_settled(metrics_url, before + sent) - before == sent  # the short prompts' rows only
