@@ -32,13 +32,14 @@ Config parameters read here: ``artifact_dir`` (classifier.json), ``max_pad_fract
 attention_span) of the max_group_tokens budget), ``max_defer_s`` (a request waiting longer runs next whatever its
 length: long rows cannot starve), ``solo_row_tokens`` (rows at least this long run one per
 run; 0 = max_tokens / 4), ``long_row_lane`` ("1": those rows run in a second worker beside the
-short ones; "0"/absent: one worker). The queue policy's ``max_queue_size`` and
-``default_timeout_microseconds`` also bound the scheduler.
+short ones; "0"/absent: one worker), ``queue_timeout_us`` and ``max_queue_size`` (the
+scheduler's default timeout and bound; the config has no Triton queue policy: queue_settings).
+A batch computed inside execute() is answered by execute()'s return; admitted requests through
+their response senders.
 """
 from __future__ import annotations
 
 import json
-import queue
 import threading
 
 import numpy as np
@@ -57,7 +58,6 @@ from .triton import (cancelled_response, error_response, flag_parameter, input_a
                      parameters, pb, request_parameters, require, unavailable_response, version_path)
 
 CALIBRATED = (SCORES, LABEL_FLAGS, FLAGGED, TOKEN_COUNT)
-OUTBOX_BATCHES = 64  # batches computed in execute() whose responses may wait for the responder thread
 
 
 class RaggedEncoderModel:
@@ -95,11 +95,12 @@ class RaggedEncoderModel:
             if hasattr(pb(), "MetricFamily"):
                 self.class_metrics = ClassifierMetrics(pb(), require(params, "calibration_model", ENCODER_MODEL),
                                                        self.spec.labels, ipc_lock=self._ipc)
-        policy = (config.get("dynamic_batching") or {}).get("default_queue_policy") or {}
-        timeout_us = int(policy.get("default_timeout_microseconds", 0) or 0)
+        # The queue bounds are this model's own (the scheduler's), not a Triton queue policy: see
+        # queue_settings.
+        timeout_us, max_pending = queue_settings(params)
         settings = SchedulerSettings(
             pad_id=self.spec.pad_token_id, max_pad_fraction=self.max_pad_fraction, max_rows=self.max_rows,
-            max_group_tokens=self.max_group_tokens, max_pending=int(policy.get("max_queue_size", 0) or 1024),
+            max_group_tokens=self.max_group_tokens, max_pending=max_pending,
             default_timeout_s=timeout_us / 1e6 or None, max_defer_s=float(params.get("max_defer_s", "2.0")),
             solo_tokens=self._solo_tokens(params),
             cancel_check_tokens=int(params.get("cancel_check_tokens", "0")) or self._solo_tokens(params),
@@ -108,16 +109,6 @@ class RaggedEncoderModel:
         self.scheduler = RowScheduler(self._encode, self._respond, self._is_cancelled, settings, plan=self._plan,
                                       cost=lambda rows, width: group_cost(rows, width, self.attention_span or None)).start()
         self.metrics = _Metrics(args.get("model_name", ENCODER_MODEL), self._ipc)
-        # Responses of the batches computed inside execute() (RowScheduler.run_now), sent by a
-        # thread of their own; bounded: execute() waits when OUTBOX_BATCHES batches are unsent.
-        self._outbox: queue.Queue = queue.Queue(maxsize=OUTBOX_BATCHES)
-        self._responder = threading.Thread(target=self._send_loop, name="encoder-responses", daemon=True)
-        self._responder.start()
-
-    def _send_loop(self):
-        while (batch := self._outbox.get()) is not None:
-            for sender, response in batch:
-                self._send(sender, response)
 
     def _is_cancelled(self, entry) -> bool:
         with self._ipc:
@@ -135,15 +126,14 @@ class RaggedEncoderModel:
 
     def execute(self, requests):
         """Validate every request, then either compute the batch here (RowScheduler.run_now:
-        short rows, nothing pending in their lane) and hand its responses to the responder
-        thread, or admit the valid requests to the row scheduler, whose workers answer each.
-        Every request is answered through its response sender, bad ones with their error.
+        short rows, nothing pending in their lane, fewer rows than max_batch_size) and return
+        every request's response, or admit the valid requests to the row scheduler, whose
+        workers answer each through its response sender (bad ones are answered through theirs
+        at once).
 
-        The batch computed here costs no is_cancelled() round trip and no scheduler hand-off.
-        Its responses are not returned nor sent from this thread: under load, responses sent
-        from execute()'s own thread (returned or through the senders) stalled now and then for
-        ~0.5 s in Triton 2.51, which a closed-loop client sees as lost requests/s (measured:
-        BENCHMARKS.md, "Serving path under concurrency"); sent from another thread they did not."""
+        The batch computed here costs no is_cancelled() round trip, no scheduler hand-off and
+        one message to the server for all its responses. Returning them is safe from stalls
+        only because this model has no Triton queue policy (see queue_settings)."""
         # No is_cancelled() here: it is a round trip to the server per request (~0.2 ms); the
         # scheduler asks before computing queued work where that can pay (RowScheduler._check_cancelled).
         self.metrics.flush_if_due()  # buffered counters go out from this thread, between batches
@@ -151,7 +141,14 @@ class RaggedEncoderModel:
             self.class_metrics.flush_if_due()
         checked = [self._check(request) for request in requests]
         valid = [c for c in checked if not isinstance(c[1], BaseException)]
-        results = self.scheduler.run_now([rows for _, rows, _ in valid], run=self._encode_here) if valid else []
+        # A batch that fills max_batch_size means Triton holds a backlog: it is admitted, so that the
+        # scheduler's bound (max_queue_size) and timeouts shed overload (Triton's queue has no
+        # policy: queue_settings). A smaller batch is all Triton had queued when it formed it.
+        results = None
+        if not valid:
+            results = []
+        elif sum(len(rows) for _, rows, _ in valid) < self.max_rows:
+            results = self.scheduler.run_now([rows for _, rows, _ in valid], run=self._encode_here)
         if results is not None:
             done, answers = iter(results), []
             for request, rows, plan in checked:
@@ -161,9 +158,8 @@ class RaggedEncoderModel:
                     response = self._response(entry, outcome="failed", error=result)
                 else:
                     response = self._response(entry, logits=result)
-                answers.append((request.get_response_sender(), response))
-            self._outbox.put(answers)
-            return None
+                answers.append(response)
+            return answers
         for request, rows, plan in checked:
             entry = [request, request.get_response_sender(), plan]
             if isinstance(rows, BaseException):
@@ -194,8 +190,6 @@ class RaggedEncoderModel:
 
     def finalize(self):
         self.scheduler.stop()
-        self._outbox.put(None)  # the responder sends what is queued, then stops
-        self._responder.join(timeout=10)
         self.metrics.close()
         if self.class_metrics is not None:
             self.class_metrics.close()  # send the per-label counts not yet flushed
@@ -262,7 +256,7 @@ class RaggedEncoderModel:
 
     def _send(self, sender, response):
         """Send a request's final response. One that cannot be sent (its sender closed) is logged:
-        the thread sending it (the responder, a scheduler lane) goes on answering the others."""
+        the thread sending it (execute(), a scheduler lane) goes on answering the others."""
         try:
             with self._ipc:
                 sender.send(response, flags=pb().TRITONSERVER_RESPONSE_COMPLETE_FINAL)
@@ -360,6 +354,29 @@ class _Metrics:
     def close(self):
         self.timer.stop()
         self.flush()
+
+
+def queue_settings(params: dict[str, str]) -> tuple[int, int]:
+    """(default timeout in microseconds, 0 = none; most requests admitted and not yet answered)
+    from the config parameters ``queue_timeout_us`` and ``max_queue_size``.
+
+    Why parameters and not Triton's ``default_queue_policy``: in Triton 2.51 a model with a queue
+    policy (a timeout, timeout overrides or a queue size) cannot prefetch, and its dynamic batcher
+    then waits for a free instance on a condition whose wake-up is lost when the instance frees
+    between the batcher's check and its wait (``WaitForPayloadSlotAvailable`` waits on a mutex
+    of its own): the queued request waits out the batcher's default 500 ms. That happened
+    whenever a response reached its client before the instance was marked free, i.e. under any
+    concurrency and at one client once responses are returned from ``execute()``. Without a
+    policy the batcher prefetches and never takes that wait; the row scheduler enforces both
+    bounds, with Triton's messages ("Request timeout expired", "Exceeds maximum queue size"),
+    from the moment a request reaches ``execute()``. BENCHMARKS.md, "Serving path under
+    concurrency", has the measurements."""
+    timeout_us = int(require(params, "queue_timeout_us", ENCODER_MODEL))
+    max_queue = int(require(params, "max_queue_size", ENCODER_MODEL))
+    if timeout_us < 0 or max_queue < 1:
+        raise ValueError(f"{ENCODER_MODEL}: need queue_timeout_us >= 0 and max_queue_size >= 1, got {timeout_us} and "
+                         f"{max_queue}")
+    return timeout_us, max_queue
 
 
 def _timeout_s(request):

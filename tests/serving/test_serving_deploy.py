@@ -52,7 +52,12 @@ def test_configs_parse_and_agree(deployed, spec):
         assert config.name == model
         assert config.max_batch_size == 48
         assert list(config.version_policy.specific.versions) == [1]
-        if config.platform != "ensemble":
+        if config.backend == "python" and model in (contract.TOKENIZER_MODEL, contract.ENCODER_MODEL):
+            # no Triton queue policy (encoder_model.queue_settings); the encoder's bounds are parameters
+            assert not config.dynamic_batching.HasField("default_queue_policy")
+            if model == contract.ENCODER_MODEL:
+                assert int(config.parameters["max_queue_size"].string_value) > 0
+        elif config.platform != "ensemble":
             assert config.dynamic_batching.default_queue_policy.max_queue_size > 0
     backend, platform = ENCODER_PLATFORM[target]
     encoder = configs[contract.ENCODER_MODEL]

@@ -177,8 +177,8 @@ def ids_request(row, **kwargs):
 
 def test_encoder_computes_a_batch_of_short_rows_in_execute(repository, spec, reference_logits):
     """Short rows with nothing queued: computed in execute() itself (nothing admitted to the row
-    scheduler) and answered through each request's sender by the responder thread; a bad request
-    and a failing run fail alone."""
+    scheduler) and answered by execute()'s return, one response per request in their order, none
+    through a response sender; a bad request and a failing run fail alone."""
     encoder = flaky_encoder(repository)
     admitted = []
     real_admit = encoder.scheduler.admit
@@ -188,11 +188,10 @@ def test_encoder_computes_a_batch_of_short_rows_in_execute(repository, spec, ref
     long = np.ones((1, spec.max_tokens + 1), np.int64)
     requests.append(Request({INPUT_IDS: long, ATTENTION_MASK: long}))
     try:
-        assert encoder.execute(requests) is None
-        first, second, third, too_long = [r.sender.wait() for r in requests]
+        first, second, third, too_long = encoder.execute(requests)
     finally:
         encoder.finalize()
-    assert admitted == []
+    assert admitted == [] and all(r.sender.sent == [] for r in requests)
     assert too_long.error.code == fake.TritonError.INVALID_ARG and "above max_tokens" in too_long.error.message
     assert second.error.code == fake.TritonError.INTERNAL and "kernel failure" in second.error.message
     ref = reference_logits([rows[0], rows[2]])
@@ -257,29 +256,26 @@ def test_encoder_intra_op_spinning_setting(repository):
         instance.initialize(args_for(repository, ENCODER_MODEL, broken))
 
 
-class ThreadRecordingSender(fake.ResponseSender):
-    def send(self, response=None, flags=0):
-        import threading
-
-        self.thread = threading.current_thread()
-        super().send(response, flags)
-
-
-def test_encoder_batches_computed_in_execute_are_answered_from_another_thread(repository):
-    """A batch the encoder computes inside execute() is sent by its responder thread, never by
-    execute()'s own thread (responses sent from there stalled ~0.5 s now and then under load in
-    Triton 2.51; serving/README.md)."""
-    import threading
-
+def test_encoder_queue_bounds_are_parameters_not_a_triton_queue_policy(repository):
+    """The deploy's queue timeout and size reach the row scheduler as parameters; neither the
+    encoder nor the tokenizer has a Triton queue policy (one made Triton 2.51's batcher lose
+    wake-ups: 500 ms stalls, encoder_model.queue_settings). A bad value fails to load."""
+    for name in (ENCODER_MODEL, TOKENIZER_MODEL):
+        assert "default_queue_policy" not in (repository / name / "config.pbtxt").read_text()
+    config = (repository / ENCODER_MODEL / "config.pbtxt").read_text()
+    assert 'key: "queue_timeout_us" value: { string_value: "30000000" }' in config
+    assert 'key: "max_queue_size" value: { string_value: "1024" }' in config
     encoder = model(repository, ENCODER_MODEL)
     try:
-        ids = Request({INPUT_IDS: np.array([[1, 2, 3]]), ATTENTION_MASK: np.ones((1, 3), np.int64)},
-                      sender=ThreadRecordingSender())
-        assert encoder.execute([ids]) is None
-        assert ids.sender.wait().error is None
-        assert ids.sender.thread is not threading.current_thread()
+        assert (encoder.scheduler.default_timeout_s, encoder.scheduler.max_pending) == (30.0, 1024)
     finally:
         encoder.finalize()
+    broken = config.replace('key: "max_queue_size" value: { string_value: "1024" }',
+                            'key: "max_queue_size" value: { string_value: "0" }')
+    assert broken != config
+    instance = load_model(repository / ENCODER_MODEL / "1" / "model.py", ENCODER_MODEL)
+    with pytest.raises(ValueError, match="max_queue_size"):
+        instance.initialize(args_for(repository, ENCODER_MODEL, broken))
 
 
 class ClosedSender(fake.ResponseSender):
@@ -289,30 +285,9 @@ class ClosedSender(fake.ResponseSender):
         raise RuntimeError("Unable to send response: the response sender is closed")
 
 
-def test_encoder_responder_survives_a_sender_that_fails(repository):
-    """One response that cannot be sent is logged; the other requests of the batch and every later
-    batch are still answered (a stopped responder would leave execute() blocked on a full outbox)."""
-    encoder = model(repository, ENCODER_MODEL)
-    try:
-        def request(sender=None):
-            inputs = {INPUT_IDS: np.array([[1, 2, 3]]), ATTENTION_MASK: np.ones((1, 3), np.int64)}
-            return Request(inputs, sender=sender) if sender else Request(inputs)
-
-        closed, first = request(ClosedSender()), request()
-        assert encoder.execute([closed, first]) is None
-        assert first.sender.wait().error is None
-        later = request()
-        assert encoder.execute([later]) is None
-        assert later.sender.wait().error is None
-    finally:
-        encoder.finalize()
-    assert any(level == "error" and "could not be sent" in msg and "sender is closed" in msg
-               for level, msg in fake.Logger.messages)
-
-
 def test_encoder_scheduler_lane_survives_a_sender_that_fails(repository, spec):
-    """The same through the row scheduler (a batch with a long row): the lane that fails to send
-    one response still answers the requests queued after it."""
+    """A response a scheduler lane cannot send (a batch with a long row, admitted) is logged and
+    the lane still answers the requests queued after it."""
     encoder = model(repository, ENCODER_MODEL)
     solo = [1] * encoder.scheduler.solo_tokens  # a long row: the batch goes to the scheduler
     try:
@@ -328,3 +303,5 @@ def test_encoder_scheduler_lane_survives_a_sender_that_fails(repository, spec):
         assert later.sender.wait().error is None
     finally:
         encoder.finalize()
+    assert any(level == "error" and "could not be sent" in msg and "sender is closed" in msg
+               for level, msg in fake.Logger.messages)
