@@ -126,10 +126,9 @@ class RaggedEncoderModel:
 
     def execute(self, requests):
         """Validate every request, then either compute the batch here (RowScheduler.run_now:
-        short rows, nothing pending in their lane, fewer rows than max_batch_size) and return
-        every request's response, or admit the valid requests to the row scheduler, whose
-        workers answer each through its response sender (bad ones are answered through theirs
-        at once).
+        short rows, nothing pending in their lane) and return every request's response, or
+        admit the valid requests to the row scheduler, whose workers answer each through its
+        response sender (bad ones are answered through theirs at once).
 
         The batch computed here costs no is_cancelled() round trip, no scheduler hand-off and
         one message to the server for all its responses. Returning them is safe from stalls
@@ -141,14 +140,7 @@ class RaggedEncoderModel:
             self.class_metrics.flush_if_due()
         checked = [self._check(request) for request in requests]
         valid = [c for c in checked if not isinstance(c[1], BaseException)]
-        # A batch that fills max_batch_size means Triton holds a backlog: it is admitted, so that the
-        # scheduler's bound (max_queue_size) and timeouts shed overload (Triton's queue has no
-        # policy: queue_settings). A smaller batch is all Triton had queued when it formed it.
-        results = None
-        if not valid:
-            results = []
-        elif sum(len(rows) for _, rows, _ in valid) < self.max_rows:
-            results = self.scheduler.run_now([rows for _, rows, _ in valid], run=self._encode_here)
+        results = self.scheduler.run_now([rows for _, rows, _ in valid], run=self._encode_here) if valid else []
         if results is not None:
             done, answers = iter(results), []
             for request, rows, plan in checked:
@@ -367,10 +359,15 @@ def queue_settings(params: dict[str, str]) -> tuple[int, int]:
     of its own): the queued request waits out the batcher's default 500 ms. That happened
     whenever a response reached its client before the instance was marked free, i.e. under any
     concurrency and at one client once responses are returned from ``execute()``. Without a
-    policy the batcher prefetches and never takes that wait; the row scheduler enforces both
-    bounds, with Triton's messages ("Request timeout expired", "Exceeds maximum queue size"),
-    from the moment a request reaches ``execute()``. BENCHMARKS.md, "Serving path under
-    concurrency", has the measurements."""
+    policy the batcher prefetches and never takes that wait.
+
+    The cost: Triton's queue in front of ``execute()`` is unbounded. Both bounds hold for the
+    requests admitted to the row scheduler (long rows, and any batch that arrives while work is
+    pending in its lane), with Triton's messages ("Request timeout expired", "Exceeds maximum
+    queue size"), counted from admission. A batch of short rows computed at once inside
+    ``execute()`` is neither counted nor timed: under an overload of short prompts they wait in
+    Triton's queue, bounded by the callers' concurrency, instead of being refused.
+    BENCHMARKS.md, "Serving path under concurrency", has the measurements."""
     timeout_us = int(require(params, "queue_timeout_us", ENCODER_MODEL))
     max_queue = int(require(params, "max_queue_size", ENCODER_MODEL))
     if timeout_us < 0 or max_queue < 1:

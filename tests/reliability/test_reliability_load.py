@@ -1,10 +1,11 @@
-"""Under load: bursts of 10x the server's admission capacity end with a correct answer or an
-explicit overload error, none lost, none wrong; memory returns to its level. A steady soak
-shows no growth in memory or latency.
+"""Under load: bursts of 20x ``max_queue_size`` end with a correct answer or an explicit overload
+error, none lost, none wrong; memory returns to its level. A steady soak shows no growth in
+memory or latency.
 
-Admission capacity: each model admits one executing batch plus ``max_queue_size`` queued
-requests (the dynamic batcher forms batches from the queue), so a stage holds at most
-2 x QUEUE_SIZE requests; bursts send 10 x that many at once, over both ensembles.
+The bursts are short prompts: the Python-backend encoder computes a batch of short rows at
+once and its Triton queue has no bound (opencc_cm_serving.encoder_model.queue_settings), so
+a burst the server absorbs is answered rather than shed; shedding of admitted work is
+tests/serving/test_server_backpressure.py.
 """
 from __future__ import annotations
 
@@ -23,8 +24,7 @@ from reliability_tools import (MIB, QUEUE_SIZE, RssSampler, Tally, classify_outc
                                percentile, tree_rss)
 from serving_calls import params
 
-CAPACITY = 2 * QUEUE_SIZE
-BURST = 10 * CAPACITY
+BURST = 20 * QUEUE_SIZE
 ROUNDS = 5
 OVERLOAD = {"UNAVAILABLE": "Exceeds maximum queue size", "RESOURCE_EXHAUSTED": "", "DEADLINE_EXCEEDED": ""}
 SOAK_S = float(os.environ.get("OPENCC_CM_SOAK_S", "180"))  # a few minutes
@@ -72,8 +72,7 @@ def test_bursts_of_ten_times_capacity(load_server, load_client, reference):
     elapsed = time.monotonic() - t0
     after = settle_rss(pid)
     peak = max(sampler.peak, before)
-    print(f"\n[load] burst: {ROUNDS} x {BURST} concurrent requests (capacity {CAPACITY} = 2 x max_queue_size "
-          f"{QUEUE_SIZE}) in {elapsed:.1f} s")
+    print(f"\n[load] burst: {ROUNDS} x {BURST} concurrent requests (max_queue_size {QUEUE_SIZE}) in {elapsed:.1f} s")
     print(tally.table("[load] outcomes"))
     print(f"[load] RSS tritonserver+stubs: before {before / MIB:.1f} MiB, peak {peak / MIB:.1f} MiB, "
           f"after {after / MIB:.1f} MiB ({len(sampler.samples)} samples)")
@@ -84,7 +83,7 @@ def test_bursts_of_ten_times_capacity(load_server, load_client, reference):
     for kind, text in OVERLOAD.items():
         if tally.counts[kind]:
             assert text in tally.examples[kind]
-    assert tally.counts["ok"] > 0 and tally.counts["UNAVAILABLE"] > 0, "a 10x burst must both serve and shed"
+    assert tally.counts["ok"] > 0
     assert client.is_server_live() and client.is_server_ready()
     assert all(kind == "ok" for kind, _ in fire_cases(client, cases[:4]))
     assert after <= before + max(64 * MIB, before // 4), "memory must return near its level after the bursts"
