@@ -55,7 +55,7 @@ def settle_rss(pid: int, seconds: float = 2.0) -> int:
     return low
 
 
-def test_bursts_of_ten_times_capacity(load_server, load_client, reference):
+def test_bursts_of_twenty_times_the_queue_size(load_server, load_client, reference):
     pid, client = load_server.process.pid, load_client
     cases = make_cases(reference, 48)
     warm = fire_cases(client, cases[:4])  # warm every path before the baseline
