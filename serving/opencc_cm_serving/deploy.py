@@ -452,10 +452,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--length-buckets", help="comma list; default: none for python-ort, powers of 2 otherwise")
     p.add_argument("--queue-timeout-us", type=int,
                    help="default time a request may wait: in the Python-backend encoder's row scheduler, from "
-                        "admission; in Triton's queue for the native targets' models (default 30 s)")
+                        f"admission; in Triton's queue for the native targets' models (default "
+                        f"{DeploySettings.queue_timeout_us / 1e6:g} s)")
     p.add_argument("--max-queue-size", type=int,
                    help="requests the Python-backend encoder's row scheduler admits and has not answered; Triton's "
-                        "queue size for the native targets' models (default 1024)")
+                        f"queue size for the native targets' models (default {DeploySettings.max_queue_size})")
     p.add_argument("--encoder-queue-delay-us", type=int,
                    help="extra wait for a fuller encoder batch; 0 = batch what queued during the last run")
     p.add_argument("--max-group-tokens", type=int,

@@ -223,6 +223,15 @@ def test_encoder_isolates_runtime_failures(repository, spec, reference_logits):
     assert any(level == "error" and "kernel failure" in msg for level, msg in fake.Logger.messages)
 
 
+def assert_refused_at_load(repository, config: str, setting: str, bad: str, error=ConfigError) -> None:
+    """The encoder's config with ``setting``'s value replaced by ``bad`` fails to load, naming it."""
+    broken = re.sub(rf'(key: "{setting}" value: {{ string_value: )"[^"]*"', rf'\1"{bad}"', config)
+    assert broken != config
+    instance = load_model(repository / ENCODER_MODEL / "1" / "model.py", ENCODER_MODEL)
+    with pytest.raises(error, match=setting):
+        instance.initialize(args_for(repository, ENCODER_MODEL, broken))
+
+
 def test_encoder_long_row_lane_setting(repository):
     """The python-ort template turns the long-row lane on; anything but "0"/"1" fails to load."""
     config = (repository / ENCODER_MODEL / "config.pbtxt").read_text()
@@ -232,10 +241,7 @@ def test_encoder_long_row_lane_setting(repository):
         assert encoder.scheduler.lanes == ("short", "long") and len(encoder.scheduler.threads) == 2
     finally:
         encoder.finalize()
-    broken = config.replace('key: "long_row_lane" value: { string_value: "1" }', 'key: "long_row_lane" value: { string_value: "yes" }')
-    instance = load_model(repository / ENCODER_MODEL / "1" / "model.py", ENCODER_MODEL)
-    with pytest.raises(ConfigError, match="long_row_lane"):
-        instance.initialize(args_for(repository, ENCODER_MODEL, broken))
+    assert_refused_at_load(repository, config, "long_row_lane", "yes")
 
 
 def test_encoder_intra_op_spinning_setting(repository):
@@ -248,12 +254,7 @@ def test_encoder_intra_op_spinning_setting(repository):
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     finally:
         encoder.finalize()
-    broken = config.replace('key: "intra_op_spinning" value: { string_value: "0" }',
-                            'key: "intra_op_spinning" value: { string_value: "off" }')
-    assert broken != config
-    instance = load_model(repository / ENCODER_MODEL / "1" / "model.py", ENCODER_MODEL)
-    with pytest.raises(ConfigError, match="intra_op_spinning"):
-        instance.initialize(args_for(repository, ENCODER_MODEL, broken))
+    assert_refused_at_load(repository, config, "intra_op_spinning", "off")
 
 
 def test_encoder_queue_bounds_are_parameters_not_a_triton_queue_policy(repository):
@@ -270,12 +271,7 @@ def test_encoder_queue_bounds_are_parameters_not_a_triton_queue_policy(repositor
         assert (encoder.scheduler.default_timeout_s, encoder.scheduler.max_pending) == (30.0, 1024)
     finally:
         encoder.finalize()
-    broken = config.replace('key: "max_queue_size" value: { string_value: "1024" }',
-                            'key: "max_queue_size" value: { string_value: "0" }')
-    assert broken != config
-    instance = load_model(repository / ENCODER_MODEL / "1" / "model.py", ENCODER_MODEL)
-    with pytest.raises(ValueError, match="max_queue_size"):
-        instance.initialize(args_for(repository, ENCODER_MODEL, broken))
+    assert_refused_at_load(repository, config, "max_queue_size", "0", error=ValueError)
 
 
 class ClosedSender(fake.ResponseSender):
