@@ -34,6 +34,22 @@ def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_int8_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
+    """The tiny checkpoint exported with ``--precision int8``. Its fidelity gate may fail on this
+    random checkpoint (the record then says ``passed: false``); the serving paths that use it are
+    tested all the same."""
+    from opencc_cm_export.export_pipeline import ParityError, export_bundle
+
+    out = tmp_path_factory.mktemp("tiny-int8")
+    try:
+        export_bundle(tiny_checkpoint["classifier"], out, base_model=tiny_checkpoint["base_model"],
+                      precision="int8", max_tokens=2048, progress=lambda *_: None)
+    except ParityError:
+        pass
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_reference(tiny_checkpoint):
     from opencc_cm_export.reference import ReferenceClassifier
 

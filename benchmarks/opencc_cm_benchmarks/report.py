@@ -17,10 +17,19 @@ def _find(configs, name):
     return next((c for c in configs if c["name"] == name), None)
 
 
-def ratios(configs: list[dict]) -> dict:
+def _precision(config: dict) -> str:
+    return config.get("precision", "fp32")
+
+
+def ratios(configs: list[dict], fidelity: dict | None = None) -> dict:
+    """Speed-ups against the baseline, overheads, throughput ratios and the targets. ``fidelity``
+    (``fidelity_vs_fp32_oracle`` of the report) says which reduced-precision paths passed their
+    gate: only those count for the reduced-precision targets."""
     base1, base16 = _find(configs, "baseline b1"), _find(configs, "baseline b16")
     out: dict = {}
-    for name in ("onnxruntime b1", "triton ids b1", "triton text b1"):
+    reduced_b1 = [c["name"] for c in configs if c["mode"] == "sequential" and c["path"].startswith("triton")
+                  and _precision(c) != "fp32"]
+    for name in ("onnxruntime b1", "triton ids b1", "triton text b1", *reduced_b1):
         c = _find(configs, name)
         if c and base1:
             out[f"batch1_mean_latency_speedup[{name}]"] = base1["latency"]["mean_ms"] / c["latency"]["mean_ms"]
@@ -46,6 +55,21 @@ def ratios(configs: list[dict]) -> dict:
                 server - stats["encoder"]["compute_ms_per_request"])
             out[f"grpc_and_client_ms[{name}: client latency - ensemble, per request]"] = c["latency"]["mean_ms"] - server
     conc = [c for c in configs if c["mode"] == "concurrent" and c["latency"].get("n")]
+
+    def best_rate(path: str, precision: str) -> float | None:
+        mine = [c["throughput"]["prompts_per_s"] for c in conc if c["path"] == path and _precision(c) == precision]
+        return max(mine) if mine else None
+
+    fp32_ids = best_rate("triton-ids", "fp32")
+    gates = {name: fid.get("gate_passed") for name, fid in (fidelity or {}).items() if name.startswith("triton")}
+    reduced_rates = {}
+    for name in reduced_b1:
+        precision = _precision(_find(configs, name))
+        rate = best_rate("triton-ids", precision)
+        if rate and fp32_ids:
+            reduced_rates[name] = rate / fp32_ids
+            out[f"throughput_ratio[best ids {precision} concurrent / best ids fp32 concurrent]"] = reduced_rates[name]
+    conc = [c for c in conc if _precision(c) == "fp32"]  # the fp32 ratios below, as before
     if conc and base16:
         best = max(conc, key=lambda c: c["throughput"]["prompts_per_s"])
         out["best_concurrent_config"] = best["name"]
@@ -64,8 +88,29 @@ def ratios(configs: list[dict]) -> dict:
     lat = out.get("batch1_mean_latency_speedup[triton ids b1]")
     thr = out.get("throughput_ratio[best concurrent / baseline b16]")
     out["targets"] = {"grpc_batch1_latency_at_least_2x": None if lat is None else lat >= 2.0,
-                      "concurrent_throughput_at_least_2x_baseline_b16": None if thr is None else thr >= 2.0}
+                      "concurrent_throughput_at_least_2x_baseline_b16": None if thr is None else thr >= 2.0,
+                      "fp32_grpc_batch1_latency_at_least_3.5x": None if lat is None else lat >= 3.5}
+    if reduced_b1:
+        passed = [n for n in reduced_b1 if gates.get(n)]
+        speed = [out.get(f"batch1_mean_latency_speedup[{n}]", 0.0) for n in passed]
+        out["targets"]["reduced_precision_within_the_reference_band"] = all(gates.get(n) for n in reduced_b1)
+        out["targets"]["reduced_precision_batch1_latency_at_least_6x"] = bool(speed) and max(speed) >= 6.0
+        out["targets"]["reduced_precision_throughput_at_least_2x_fp32"] = any(
+            reduced_rates.get(n, 0.0) >= 2.0 for n in passed)
     return out
+
+
+TARGET_TEXT = {
+    "grpc_batch1_latency_at_least_2x": "gRPC batch-1 mean latency >= 2x faster than the baseline (fp32)",
+    "concurrent_throughput_at_least_2x_baseline_b16": "concurrent throughput >= 2x the baseline at batch 16",
+    "fp32_grpc_batch1_latency_at_least_3.5x": "fp32 gRPC batch-1 mean latency >= 3.5x faster than the baseline",
+    "reduced_precision_within_the_reference_band": "every reduced-precision path no further from the fp32 oracle "
+                                                   "than the reference as shipped, no flip >= 0.05 from its threshold",
+    "reduced_precision_batch1_latency_at_least_6x": "a reduced-precision path within the band: batch-1 mean latency "
+                                                    ">= 6x faster than the baseline",
+    "reduced_precision_throughput_at_least_2x_fp32": "a reduced-precision path within the band: best concurrent "
+                                                     "throughput >= 2x fp32's (ids)",
+}
 
 
 def _fmt_ms(x: float) -> str:
@@ -124,10 +169,24 @@ def markdown(report: dict) -> str:
             continue
         lines.append(f"- {k}: {v:.2f}" + ("x" if "speedup" in k or "ratio" in k or "gain" in k else "")
                      if isinstance(v, float) else f"- {k}: {v}")
-    t = r["targets"]
-    lines += [f"- target gRPC batch-1 latency >= 2x baseline: {'met' if t['grpc_batch1_latency_at_least_2x'] else 'MISSED'}",
-              f"- target concurrent throughput >= 2x baseline batch 16: "
-              f"{'met' if t['concurrent_throughput_at_least_2x_baseline_b16'] else 'MISSED'}", ""]
+    lines += [f"- target {TARGET_TEXT.get(k, k)}: {'n/a' if v is None else 'met' if v else 'MISSED'}"
+              for k, v in r["targets"].items()]
+    lines.append("")
+    fid = report.get("fidelity_vs_fp32_oracle")
+    if fid:
+        lines += ["## Reduced precision: fidelity against the fp32 oracle (baseline b1), same prompts", "",
+                  "The reference as shipped (bf16) sets the band; a path passes when it is no further from fp32 "
+                  "and flips no decision whose fp32 score is >= 0.05 from its threshold.", "",
+                  "| path | max \\|score diff\\| | mean | flips (of decisions), fp32 distance to threshold | gate |",
+                  "|---|---:|---:|---|---|"]
+        for name, f in fid.items():
+            flips = f"{f['decision_flips']} (of {f['decisions']})"
+            if f["flips"]:
+                flips += ": " + ", ".join(f"{x['oracle_distance_to_threshold']:.4f}" for x in f["flips"][:8])
+            gate = "(the band)" if "gate_passed" not in f else "passed" if f["gate_passed"] else \
+                "FAILED: " + "; ".join(f["gate_failures"])
+            lines.append(f"| {name} | {f['max_abs_score_diff']:.2e} | {f['mean_abs_score_diff']:.2e} | {flips} | {gate} |")
+        lines.append("")
     mem = report["memory_peak_rss_mib"]
     lines += ["## Peak memory (RSS)", "",
               f"- baseline process: {mem['baseline_process']:,.0f} MiB",
@@ -179,22 +238,28 @@ def plot(report: dict, path: Path) -> None:
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6), dpi=80, gridspec_kw={"width_ratios": [2.1, 1]})
     colors = {"reference": "tab:red", "onnxruntime": "tab:gray", "triton-ids": "tab:blue", "triton-text": "tab:green"}
-    for j, path_name in enumerate(("triton-ids", "triton-text")):
+    curve_colors = {"bf16": "tab:purple", "int8": "tab:orange"}
+    curves = [("triton-ids", "fp32"), ("triton-text", "fp32")] + [
+        ("triton-ids", p) for p in sorted({_precision(c) for c in report["configs"]} - {"fp32"})]
+    for j, (path_name, precision) in enumerate(curves):
         conc = [c for c in report["configs"] if c["path"] == path_name and c["mode"] == "concurrent"
-                and c["latency"].get("n")]
+                and _precision(c) == precision and c["latency"].get("n")]
         if not conc:
             continue
+        color = colors[path_name] if precision == "fp32" else curve_colors.get(precision, "tab:brown")
         x = [c["throughput"]["prompts_per_s"] for c in conc]
         for key, style, label in (("p50_ms", "-o", "p50"), ("p95_ms", "--^", "p95")):
-            ax.plot(x, [c["latency"][key] for c in conc], style, color=colors[path_name], ms=4, lw=1.2,
-                    label=f"{path_name.replace('-', ' ')}, N clients: {label}")
+            ax.plot(x, [c["latency"][key] for c in conc], style, color=color, ms=4, lw=1.2,
+                    label=f"{path_name.replace('-', ' ')}{'' if precision == 'fp32' else ' ' + precision}, "
+                          f"N clients: {label}")
         for c, xi in zip(conc, x):
             ax.annotate(f"N={c['clients']}", (xi, c["latency"]["p50_ms"]), textcoords="offset points",
-                        xytext=(-34 if j == 0 else 6, -3), fontsize=7, color=colors[path_name])
+                        xytext=(-34 if j == 0 else 6, -3), fontsize=7, color=color)
     markers = {"baseline b1": "s", "baseline b16": "D", "onnxruntime b1": "P", "triton ids b1": "X",
                "triton text b1": "*"}
     for c in (c for c in report["configs"] if c["mode"] != "concurrent" and c["latency"].get("n")):
-        x, color = c["throughput"]["prompts_per_s"], colors[c["path"]]
+        x = c["throughput"]["prompts_per_s"]
+        color = colors[c["path"]] if _precision(c) == "fp32" else curve_colors.get(_precision(c), "tab:brown")
         ax.plot([x, x], [c["latency"]["p50_ms"], c["latency"]["p95_ms"]], "-", color=color, lw=1, alpha=.6)
         ax.plot([x], [c["latency"]["p50_ms"]], markers.get(c["name"], "o"), color=color, ms=7,
                 mfc="none" if c["path"] == "reference" else color, label=f"{c['name']}: p50, bar to p95")

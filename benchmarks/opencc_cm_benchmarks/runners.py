@@ -102,7 +102,27 @@ def worker_onnxruntime(cfg: dict) -> dict:
             "b1_ms": lat, "b1_wall_s": wall, "b1_scores": scores, "peak_rss_mib": peak_rss_mib()}
 
 
-WORKERS = {"reference": worker_reference, "onnxruntime": worker_onnxruntime}
+def worker_reference_shipped(cfg: dict) -> dict:
+    """The reference as shipped: the same checkpoint in bf16 (HF eager, unmerged PEFT), batch 1
+    sequential. Its distance from the fp32 baseline on these prompts is the band the
+    reduced-precision rows are judged against."""
+    import torch
+
+    from opencc_cm_export.reference import ReferenceClassifier
+
+    t0 = time.perf_counter()
+    ref = ReferenceClassifier.load(cfg["checkpoint"], base_model=cfg["base_model"], dtype=torch.bfloat16)
+    load_s = time.perf_counter() - t0
+    print(f"[baseline bf16] loaded in {load_s:.1f} s; batch 1 x {len(cfg['texts'])}")
+    for text in cfg["warmup_texts"]:
+        ref.scores([text])
+    lat, scores, wall = _timed_loop(lambda t: ref.scores([t])[0].tolist(), cfg["texts"])
+    print(f"[baseline bf16] batch 1: mean {statistics.fmean(lat):.1f} ms")
+    return {"load_s": load_s, "b1_ms": lat, "b1_wall_s": wall, "b1_scores": scores, "peak_rss_mib": peak_rss_mib()}
+
+
+WORKERS = {"reference": worker_reference, "reference_shipped": worker_reference_shipped,
+           "onnxruntime": worker_onnxruntime}
 
 
 def run_worker(phase: str, cfg: dict, scratch: Path) -> dict:
@@ -249,21 +269,54 @@ def serve_and_measure(args, plan: Plan, bundle: Path, tokenizer_path: str, texts
                        "samples": mem.samples}}
 
 
-def serve_int8_b1(args, bundle: Path, tokenizer_path: str, texts, warm, tokens, scratch: Path, usd: float) -> dict:
-    """The int8 bundle deployed on python-ort (its only target) to its own repository and server:
-    batch 1 sequential over the ids ensemble, config ``triton ids int8 b1``; the client's local
-    tokenizer is the fp32 bundle's, so a bundle with another tokenizer fails the client's check."""
+# What each reduced-precision row deploys: target and encoder options. bf16 serves the fp32
+# bundle's torch weights on python-torch (oneDNN bf16 matmuls on a CPU instance); int8 serves
+# an int8 bundle (export --precision int8) on python-ort, its only target.
+REDUCED_PRECISION_TARGETS = {
+    "bf16": ["--target", "python-torch", "--instance-kind", "cpu", "--torch-dtype", "bf16"],
+    "int8": ["--target", "python-ort"],
+}
+
+
+def serve_reduced_precision(args, plan: Plan, precision: str, bundle: Path, tokenizer_path: str, texts, warm,
+                            tokens, scratch: Path, usd: float) -> dict:
+    """One reduced-precision path deployed to its own repository and server: the ids ensemble at
+    batch 1 (``triton ids <precision> b1``, whose scores are judged against the fp32 oracle) and
+    under the plan's concurrent clients (``triton ids <precision> cN``). A bundle whose own
+    fidelity gate failed is deployed with ``--allow-unverified-bundle`` (a benchmark measures it;
+    the row says so). The client's local tokenizer is the fp32 bundle's, so a bundle with another
+    tokenizer fails the client's check."""
+    from opencc_cm_contract.bundle_format import CLASSIFIER_FILE, ClassifierManifest
     from opencc_cm_serving.deploy import main as deploy_main
     from opencc_cm_serving.launch import ServerSettings, TritonServer
 
-    repo = scratch / "repo-int8"
-    if deploy_main(["--bundle", str(bundle), "--repository", str(args.repository), "--output", str(repo),
-                    "--target", "python-ort", "--max-batch-size", str(args.max_batch_size)]) != 0:
-        raise RuntimeError(f"deploy of the int8 bundle {bundle} failed")
-    with TritonServer(repo, ServerSettings(log_path=scratch / "server-int8.log", ready_timeout=900)) as server:
-        r = sequential_grpc(server.grpc_url, texts, warm, tokenizer_path, args.client_timeout_s)
-    print(f"[triton] ids int8 batch 1: mean {statistics.fmean(r['ms']):.1f} ms")
-    config = entry("triton ids int8 b1", "triton-ids", "sequential", r["ms"], len(texts), sum(tokens), r["wall_s"],
-                   usd, lengths=tokens, batch=1, clients=1, retries=r["retries"], triton=r["triton"],
-                   precision="int8")
-    return {"configs": [config], "scores": r["scores"]}
+    manifest = ClassifierManifest.read(bundle / CLASSIFIER_FILE)
+    verified = bool((manifest.parity or {}).get("passed"))
+    repo = scratch / f"repo-{precision}"
+    deploy_args = ["--bundle", str(bundle), "--repository", str(args.repository), "--output", str(repo),
+                   "--max-batch-size", str(args.max_batch_size), *REDUCED_PRECISION_TARGETS[precision]]
+    if not verified:
+        deploy_args.append("--allow-unverified-bundle")
+    if deploy_main(deploy_args) != 0:
+        raise RuntimeError(f"deploy of {bundle} for {precision} failed")
+    configs = []
+    log = scratch / f"server-{precision}.log"
+    with TritonServer(repo, ServerSettings(log_path=log, ready_timeout=900)) as server:
+        url = server.grpc_url
+        r = sequential_grpc(url, texts, warm, tokenizer_path, args.client_timeout_s)
+        print(f"[triton] ids {precision} batch 1: mean {statistics.fmean(r['ms']):.1f} ms")
+        configs.append(entry(f"triton ids {precision} b1", "triton-ids", "sequential", r["ms"], len(texts),
+                             sum(tokens), r["wall_s"], usd, lengths=tokens, batch=1, clients=1,
+                             retries=r["retries"], triton=r["triton"], precision=precision,
+                             bundle_gate_passed=verified))
+        b1_scores = r["scores"]
+        for n in plan.concurrency:
+            total = plan.requests(n)
+            c = concurrent_grpc(url, texts, tokenizer_path, n, total, args.client_timeout_s)
+            ok = len(c["ms"])
+            configs.append(entry(f"triton ids {precision} c{n}", "triton-ids", "concurrent", c["ms"], ok,
+                                 c["tokens"], c["wall_s"], usd, batch=1, clients=n, requests=total,
+                                 errors=len(c["errors"]), error_examples=c["errors"][:3], retries=c["retries"],
+                                 triton=c["triton"], precision=precision))
+            print(f"[triton] ids {precision} {n:>3} clients: {ok}/{total} ok, {ok / c['wall_s']:.2f} prompts/s")
+    return {"configs": configs, "scores": b1_scores, "bundle_gate_passed": verified}

@@ -19,6 +19,14 @@ of the synthetic corpus and counted with the bundle's tokenizer. Paths, one afte
    Triton's inference statistics per step (encoder ``execution_count`` vs
    ``inference_count`` shows what dynamic batching did).
 
+4. with ``--bf16`` and/or ``--int8-bundle``: the reference as shipped (the same checkpoint in
+   bf16, batch 1, in a child process: its distance from the fp32 baseline is the band), then
+   each reduced-precision path on its own server (bf16: the bundle on python-torch, a CPU
+   instance; int8: the int8 bundle on python-ort), ids ensemble at batch 1 and under the same
+   concurrent clients, named ``triton ids <precision> b1`` / ``cN``; each path's batch-1 scores
+   are judged against the fp32 baseline next to the reference as shipped
+   (``fidelity_vs_fp32_oracle``, with the export's reduced-precision gate).
+
 Writes ``serving_benchmark.json``, ``serving_benchmark.md`` and ``serving_benchmark.png``
 (latency percentiles vs throughput) under ``--out`` and prints the ratios. Memory: peak RSS
 of each child (``getrusage``) and of the server process tree (sampled every 0.2 s).
@@ -48,7 +56,7 @@ import numpy as np
 
 from .measurement import CpuAccounting, machine_info
 from .report import ratios, summary_text, write_reports
-from .runners import TEMPLATES, WORKERS, entry, run_worker, serve_and_measure, serve_int8_b1
+from .runners import TEMPLATES, WORKERS, entry, run_worker, serve_and_measure, serve_reduced_precision
 from .workload import LONG_TOKENS, QUICK, Plan, bells_o_prompts
 
 print = functools.partial(print, flush=True)  # noqa: A001 - progress lines as they happen
@@ -56,6 +64,25 @@ print = functools.partial(print, flush=True)  # noqa: A001 - progress lines as t
 
 def _max_diff(a, b) -> float:
     return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
+
+
+def reduced_fidelity(bundle: Path, oracle, shipped, paths: dict) -> dict:
+    """Each reduced-precision path's batch-1 scores against the fp32 baseline (the oracle), next to
+    the reference as shipped (bf16) on the same prompts, with the export's gate for reduced
+    precision: no further from fp32 than the reference, no flip far from its threshold."""
+    from opencc_cm_contract.bundle_format import ClassifierManifest
+    from opencc_cm_export.fidelity import fidelity, reduced_precision_gate
+
+    spec = ClassifierManifest.read(bundle)
+    thresholds, labels = np.asarray(spec.thresholds, dtype=np.float64), list(spec.labels)
+    truth = np.asarray(oracle, dtype=np.float64)
+    band = fidelity(truth, np.asarray(shipped, dtype=np.float64), thresholds, labels)
+    out = {"baseline bf16 b1": band}
+    for name, scores in paths.items():
+        fid = fidelity(truth, np.asarray(scores, dtype=np.float64), thresholds, labels, band["max_abs_score_diff"])
+        fid["gate_passed"], fid["gate_failures"] = reduced_precision_gate(fid)
+        out[name] = fid
+    return out
 
 
 def run(args) -> dict:
@@ -131,11 +158,22 @@ def run(args) -> dict:
         server_out = serve_and_measure(args, plan, bundle, tokenizer_path, texts, warm, tokens, scratch, usd)
         configs.extend(server_out["configs"])
         cpu.mark("triton")  # the server has exited: its CPU time is counted
-        int8_out = None
-        if args.int8_bundle:
-            int8_out = serve_int8_b1(args, Path(args.int8_bundle), tokenizer_path, texts, warm, tokens, scratch, usd)
-            configs.extend(int8_out["configs"])
-            cpu.mark("triton int8")
+        # -- 4. reduced precision: the reference as shipped (the band), then each path -----------
+        reduced = [(p, b) for p, b in (("bf16", bundle if args.bf16 else None),
+                                       ("int8", Path(args.int8_bundle) if args.int8_bundle else None)) if b]
+        shipped, reduced_out = None, {}
+        if reduced:
+            shipped = run_worker("reference_shipped", {"checkpoint": args.checkpoint, "base_model": args.base_model,
+                                                       "texts": texts, "warmup_texts": warm}, scratch)
+            cpu.mark("baseline bf16")
+            configs.append(entry("baseline bf16 b1", "reference", "sequential", shipped["b1_ms"], len(texts),
+                                 sum(tokens), shipped["b1_wall_s"], usd, lengths=tokens, batch=1, clients=1,
+                                 precision="bf16"))
+        for precision, reduced_bundle in reduced:
+            reduced_out[precision] = serve_reduced_precision(args, plan, precision, reduced_bundle, tokenizer_path,
+                                                             texts, warm, tokens, scratch, usd)
+            configs.extend(reduced_out[precision]["configs"])
+            cpu.mark(f"triton {precision}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -150,15 +188,16 @@ def run(args) -> dict:
         "triton_ids": _max_diff(server_out["scores"]["ids"], ref["b1_scores"]),
         "triton_text": _max_diff(server_out["scores"]["text"], ref["b1_scores"]),
     }
-    if int8_out:
-        report["parity_max_abs_score_diff_vs_baseline_b1"]["triton_ids_int8"] = _max_diff(int8_out["scores"],
-                                                                                          ref["b1_scores"])
+    if shipped:
+        report["fidelity_vs_fp32_oracle"] = reduced_fidelity(bundle, ref["b1_scores"], shipped["b1_scores"],
+                                                             {f"triton ids {p} b1": o["scores"]
+                                                              for p, o in reduced_out.items()})
     if server_out["server_tokens"] != tokens:
         report["notes"].append("the server's token counts differ from the workload's")
     report["load"] = {"baseline_load_s": ref["load_s"], "onnxruntime_session_s": ort_res["load_s"],
                       "server_ready_s": server_out["ready_s"], "torch_threads": ref["torch_threads"],
                       "onnxruntime_providers": ort_res["providers"]}
-    report["ratios"] = ratios(configs)
+    report["ratios"] = ratios(configs, report.get("fidelity_vs_fp32_oracle"))
     report["cpu_accounting"] = cpu.result()
     report["loadavg_at_end"] = os.getloadavg()
     report["duration_s"] = time.time() - started
@@ -198,8 +237,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="classifier checkpoint folder (the baseline loads it)")
     p.add_argument("--base-model", help="base model folder")
     p.add_argument("--bundle", help="deploy bundle exported from that checkpoint")
+    p.add_argument("--bf16", action="store_true",
+                   help="also serve the bundle in bf16 (python-torch, CPU instance): 'triton ids bf16 b1/cN', "
+                   "judged against the fp32 baseline next to the reference as shipped (bf16, also run)")
     p.add_argument("--int8-bundle", help="also serve this int8 bundle (export --precision int8 of the same "
-                   "checkpoint) on python-ort: config 'triton ids int8 b1', its max |score diff| next to fp32's")
+                   "checkpoint) on python-ort: 'triton ids int8 b1/cN', judged like --bf16")
     p.add_argument("--out", help="folder for the JSON, markdown and PNG reports")
     p.add_argument("--quick", action="store_true", help="a handful of prompts: a smoke run (seconds on tiny)")
     p.add_argument("--prompts", type=int, help="timed prompts per batch-1 path (default 40; quick 6)")
@@ -236,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:  # rewrite the markdown and the plot from a report (e.g. after a format change)
         path = Path(args.render)
         report = json.loads(path.read_text())
-        report["ratios"] = ratios(report["configs"])
+        report["ratios"] = ratios(report["configs"], report.get("fidelity_vs_fp32_oracle"))
         write_reports(report, Path(args.out) if args.out else path.parent)
         return 0
     missing = [k for k in ("checkpoint", "base_model", "bundle", "out") if not getattr(args, k)]

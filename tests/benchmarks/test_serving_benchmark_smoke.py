@@ -69,7 +69,8 @@ def test_quick_serving_benchmark_writes_sane_reports(tiny_checkpoint, tiny_bundl
     ratios = report["ratios"]
     assert ratios["batch1_mean_latency_speedup[triton ids b1]"] > 0
     assert ratios["throughput_ratio[best concurrent / baseline b16]"] > 0
-    assert set(ratios["targets"]) == {"grpc_batch1_latency_at_least_2x", "concurrent_throughput_at_least_2x_baseline_b16"}
+    assert set(ratios["targets"]) == {"grpc_batch1_latency_at_least_2x", "concurrent_throughput_at_least_2x_baseline_b16",
+                                      "fp32_grpc_batch1_latency_at_least_3.5x"}  # no reduced-precision row here
     md = (out / REPORT_MD).read_text()
     assert "| config |" in md and "baseline b16" in md and "triton ids c4" in md and REPORT_PNG in md
 
@@ -78,3 +79,48 @@ def test_quick_serving_benchmark_writes_sane_reports(tiny_checkpoint, tiny_bundl
     (out / REPORT_PNG).unlink()
     assert main(["--render", str(out / REPORT_JSON)]) == 0
     assert (out / REPORT_MD).read_text() == md and (out / REPORT_PNG).is_file()
+
+
+def test_quick_benchmark_serves_bf16_and_int8_beside_fp32_judged_against_the_fp32_baseline(
+        tiny_checkpoint, tiny_bundle, tiny_int8_bundle, tmp_path):
+    from opencc_cm_contract.bundle_format import ClassifierManifest
+
+    out = tmp_path / "bench"
+    assert main(["--checkpoint", str(tiny_checkpoint["classifier"]), "--base-model", str(tiny_checkpoint["base_model"]),
+                 "--bundle", str(tiny_bundle), "--out", str(out), "--quick", "--concurrency", "2",
+                 "--concurrent-paths", "ids", "--bf16", "--int8-bundle", str(tiny_int8_bundle)]) == 0
+    report = json.loads((out / REPORT_JSON).read_text())
+    configs = {c["name"]: c for c in report["configs"]}
+    for precision in ("bf16", "int8"):
+        for name in (f"triton ids {precision} b1", f"triton ids {precision} c2"):
+            c = configs[name]
+            assert c["precision"] == precision and c["path"] == "triton-ids", name
+            assert c["latency"]["n"] > 0 and c.get("errors", 0) == 0, name
+            assert c["triton"]["encoder"]["inference_count"] >= c["latency"]["n"], name
+    assert configs["baseline bf16 b1"]["precision"] == "bf16" and configs["baseline bf16 b1"]["path"] == "reference"
+    assert configs["triton ids int8 b1"]["bundle_gate_passed"] == ClassifierManifest.read(tiny_int8_bundle).parity["passed"]
+    assert configs["triton ids bf16 b1"]["bundle_gate_passed"] is True  # the fp32 bundle passed its parity
+
+    fid = report["fidelity_vs_fp32_oracle"]
+    assert set(fid) == {"baseline bf16 b1", "triton ids bf16 b1", "triton ids int8 b1"}
+    band = fid["baseline bf16 b1"]["max_abs_score_diff"]
+    for name in ("triton ids bf16 b1", "triton ids int8 b1"):
+        f = fid[name]
+        # reduced precision moves the scores, but not far on this model
+        assert 0 < f["max_abs_score_diff"] < 0.2 and f["reference_max_abs_score_diff"] == band, name
+        assert f["gate_passed"] == (not f["gate_failures"]), name
+        assert f["gate_passed"] == (f["max_abs_score_diff"] <= band and not any(
+            x["oracle_distance_to_threshold"] >= 0.05 for x in f["flips"])), name
+    assert 0 < band < 0.2
+
+    ratios = report["ratios"]
+    for name in ("triton ids bf16 b1", "triton ids int8 b1"):
+        assert ratios[f"batch1_mean_latency_speedup[{name}]"] > 0
+    assert ratios["throughput_ratio[best ids bf16 concurrent / best ids fp32 concurrent]"] > 0
+    targets = ratios["targets"]
+    assert targets["reduced_precision_within_the_reference_band"] == all(
+        fid[n]["gate_passed"] for n in ("triton ids bf16 b1", "triton ids int8 b1"))
+    assert {"reduced_precision_batch1_latency_at_least_6x", "reduced_precision_throughput_at_least_2x_fp32",
+            "fp32_grpc_batch1_latency_at_least_3.5x"} <= set(targets)
+    md = (out / REPORT_MD).read_text()
+    assert "Reduced precision: fidelity against the fp32 oracle" in md and "triton ids int8 c2" in md
