@@ -4,9 +4,10 @@
         --checkpoint .../classifier --base-model .../base-model --out artifacts/int8-real-shape \
         [--texts data/test.jsonl | --prompts 48] [--variants dynamic:in_proj_a,in_proj_b nbits:in_proj_a,in_proj_b]
 
-Each variant ``METHOD:KIND,KIND`` is the bundle's fp32 graph quantized by
+Each variant ``METHOD[-bBLOCK][-aLEVEL]:KIND,KIND`` is the bundle's fp32 graph quantized by
 ``opencc_cm_export.int8_quantization.quantize_graph`` with those module kinds kept fp32 (empty:
-every weight MatMul in int8). Latency: median of ``--repeats`` runs per (batch, tokens) shape
+every weight MatMul in int8); ``nbits-b16-a1`` = MatMulNBits with blocks of 16 at accuracy
+level 1 (int8 weights, fp32 products). Latency: median of ``--repeats`` runs per (batch, tokens) shape
 after one warm-up, ``--threads`` intra-op threads, random ids. Fidelity on the prompts (graphs
 at batch 1, the reference in its batches of 16): every graph against the fp32 graph (the oracle: its parity with the
 torch fp32 reference is 1e-5), next to the reference as shipped (HF bf16, unmerged PEFT) on the
@@ -26,9 +27,18 @@ import numpy as np
 SHAPES = ((1, 35), (1, 256), (8, 64))
 
 
-def parse_variant(text: str) -> tuple[str, tuple[str, ...]]:
-    method, _, kinds = text.partition(":")
-    return method, tuple(k for k in kinds.split(",") if k)
+def parse_variant(text: str) -> tuple[str, tuple[str, ...], dict]:
+    """``nbits-b16-a4:in_proj_a,in_proj_b`` -> ("nbits", ("in_proj_a", "in_proj_b"), {"block_size": 16,
+    "accuracy_level": 4})."""
+    head, _, kinds = text.partition(":")
+    method, *options = head.split("-")
+    names = {"b": "block_size", "a": "accuracy_level"}
+    settings = {}
+    for option in options:
+        if option[:1] not in names or not option[1:].isdigit():
+            raise SystemExit(f"variant {text!r}: unknown option {option!r} (bN: block size, aN: accuracy level)")
+        settings[names[option[0]]] = int(option[1:])
+    return method, tuple(k for k in kinds.split(",") if k), settings
 
 
 def latency(session, shapes, repeats: int, vocab: int) -> dict:
@@ -118,9 +128,9 @@ def main(argv=None) -> int:
           f"{ref_fid['decision_flips']} flips", flush=True)
 
     for variant in args.variants:
-        method, keep = parse_variant(variant)
-        path = out / f"{method}-{'-'.join(keep) or 'all'}.onnx"
-        quantized = quantize_graph(fp32_path, path, method=method, keep=keep)
+        method, keep, settings = parse_variant(variant)
+        path = out / f"{variant.split(':')[0]}-{'-'.join(keep) or 'all'}.onnx"
+        quantized = quantize_graph(fp32_path, path, method=method, keep=keep, **settings)
         session = onnx_session(path, threads=args.threads)
         scores = graph_scores(session, tokenizer, texts, activation)
         fid = fidelity(truth, scores, thresholds, labels, ref_fid["max_abs_score_diff"])

@@ -29,6 +29,7 @@ KEEP_FP32 = ("in_proj_a", "in_proj_b")
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 INTEGER_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulNBits", "MatMulIntegerToFloat")
 NBITS_BLOCK = 32
+NBITS_ACCURACY_LEVEL = 4
 
 
 class QuantizationError(RuntimeError):
@@ -82,9 +83,12 @@ def op_counts(path: str | Path) -> dict[str, int]:
 
 
 def quantize_graph(source: str | Path, out: str | Path, *, method: str = DEFAULT_METHOD,
-                   keep=KEEP_FP32, exclude_nodes=(), progress=print) -> dict:
+                   keep=KEEP_FP32, exclude_nodes=(), block_size: int = NBITS_BLOCK,
+                   accuracy_level: int = NBITS_ACCURACY_LEVEL, progress=print) -> dict:
     """Write the int8 graph of the fp32 graph ``source`` to ``out`` (+ ``out.data`` when the
-    source has external data). Returns what was done: method, nodes kept in fp32, op counts."""
+    source has external data). Returns what was done: method, nodes kept in fp32, op counts.
+    ``block_size`` and ``accuracy_level`` apply to ``nbits`` (level 4: int8 activations and dot
+    products; 1: the int8 weights dequantized to fp32 for an fp32 product)."""
     import onnx
 
     if method not in METHODS:
@@ -111,8 +115,8 @@ def quantize_graph(source: str | Path, out: str | Path, *, method: str = DEFAULT
         # it logs one INFO line per node of the graph (tens of thousands at real shape)
         logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
 
-        quantizer = MatMulNBitsQuantizer(model, bits=8, block_size=NBITS_BLOCK, is_symmetric=True,
-                                         accuracy_level=4, nodes_to_exclude=excluded,
+        quantizer = MatMulNBitsQuantizer(model, bits=8, block_size=block_size, is_symmetric=True,
+                                         accuracy_level=accuracy_level, nodes_to_exclude=excluded,
                                          op_types_to_quantize=("MatMul",))
         quantizer.process()
         quantizer.model.save_model_to_file(str(out), external)
@@ -122,7 +126,8 @@ def quantize_graph(source: str | Path, out: str | Path, *, method: str = DEFAULT
     if not integer:
         raise QuantizationError(f"{out}: no MatMul was quantized ({counts})")
     progress(f"[int8] wrote {out}: {integer} integer MatMuls, {counts.get('MatMul', 0)} fp32 MatMuls left")
-    return {"method": method, "kept_fp32_kinds": list(keep), "kept_fp32_nodes": excluded,
+    settings = {"block_size": block_size, "accuracy_level": accuracy_level} if method == "nbits" else {}
+    return {"method": method, **settings, "kept_fp32_kinds": list(keep), "kept_fp32_nodes": excluded,
             "weight_matmuls": total, "integer_matmuls": integer}
 
 

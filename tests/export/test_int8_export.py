@@ -108,3 +108,26 @@ def test_unknown_precision_in_a_manifest_is_an_error_naming_it(int8_export):
     raw["precision"] = "int4"
     with pytest.raises(ManifestError, match="unknown precision 'int4'"):
         ClassifierManifest.from_json(raw)
+
+
+def test_nbits_block_size_and_accuracy_level_reach_every_integer_matmul(tiny_bundle, tmp_path):
+    import onnx
+
+    from opencc_cm_benchmarks.int8_cpu import parse_variant
+    from opencc_cm_export.int8_quantization import quantize_graph
+
+    method, keep, settings = parse_variant("nbits-b16-a1:in_proj_a,in_proj_b,down_proj")
+    assert (method, keep, settings) == ("nbits", ("in_proj_a", "in_proj_b", "down_proj"),
+                                        {"block_size": 16, "accuracy_level": 1})
+    with pytest.raises(SystemExit, match="unknown option 'x3'"):
+        parse_variant("nbits-x3:")
+    done = quantize_graph(tiny_bundle / ONNX_FILE, tmp_path / "q.onnx", method=method, keep=keep,
+                          progress=lambda *_: None, **settings)
+    assert done["block_size"] == 16 and done["accuracy_level"] == 1
+    nodes = [n for n in onnx.load(str(tmp_path / "q.onnx")).graph.node if n.op_type == "MatMulNBits"]
+    assert len(nodes) == done["integer_matmuls"] > 0
+    for node in nodes:
+        attrs = {a.name: a.i for a in node.attribute}
+        assert (attrs["bits"], attrs["block_size"], attrs["accuracy_level"]) == (8, 16, 1), node.name
+    kept = weight_matmuls(onnx.load(str(tmp_path / "q.onnx")))
+    assert {path.rsplit(".", 1)[-1] for path in kept.values()} == set(keep)
