@@ -195,6 +195,7 @@ class DeploySettings:
     max_group_tokens: int | None = None
     attention_span: int = DEFAULT_ATTENTION_SPAN
     encoder_memory: str = "shrink"
+    encoder_spinning: str = "off"
     long_row_lane: str = "on"
     max_pad_fraction: float = 0.25
     # python-torch encoder
@@ -223,7 +224,7 @@ class DeploySettings:
 # The allowed values of each choice setting, for the command line and the Python API alike.
 CHOICES: dict[str, tuple[str, ...]] = {
     "target": TARGETS, "long_input_policy": LONG_INPUT_POLICIES, "special_tokens_in_text": SPECIAL_TOKEN_MODES,
-    "encoder_memory": MEMORY_MODES, "long_row_lane": ("on", "off"), "instance_kind": ("auto", "gpu", "cpu"),
+    "encoder_memory": MEMORY_MODES, "encoder_spinning": ("on", "off"), "long_row_lane": ("on", "off"), "instance_kind": ("auto", "gpu", "cpu"),
     "torch_dtype": ("auto", "bf16", "fp16", "fp32"), "gated_delta": ("auto", "fla", "torch"),
     "pad_to_buckets": ("auto", "on", "off"), "cuda_graphs": ("auto", "on", "off"),
 }
@@ -285,6 +286,7 @@ def template_values(settings: DeploySettings, spec, profiles: dict) -> dict[str,
         "max_pad_fraction": repr(float(settings.max_pad_fraction)),
         "attention_span": settings.attention_span,
         "encoder_memory": settings.encoder_memory,
+        "encoder_spinning": "1" if settings.encoder_spinning == "on" else "0",
         "long_row_lane": "1" if settings.long_row_lane == "on" else "0",
         "special_tokens_in_text": settings.special_tokens_in_text,
         "client_metadata": client_metadata(spec, profiles, Path(settings.bundle), settings.long_input_policy,
@@ -469,6 +471,10 @@ def parser() -> argparse.ArgumentParser:
                    help="python-ort encoder: shrink = ONNX Runtime's arena, shrunk after each run (gives "
                         "back what a long run took); release = no arena (also gives it back, slower); "
                         "arena = keep it (RSS stays at the largest request's)")
+    p.add_argument("--encoder-spinning", choices=CHOICES["encoder_spinning"],
+                   help="python-ort encoder: on = ONNX Runtime's idle threads spin between operators: ~10-15%% "
+                        "lower batch-1 latency on cores nothing else needs (BENCHMARKS.md); off (default) = they "
+                        "sleep, leaving the cores to the other lane, the tokenizer and Triton under load")
     p.add_argument("--long-row-lane", choices=CHOICES["long_row_lane"],
                    help="python-ort encoder: rows of at least solo_row_tokens run in a second worker beside the "
                         "short ones, so a short prompt never waits for a long row (off: one worker, a short "

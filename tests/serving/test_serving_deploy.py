@@ -187,15 +187,15 @@ def test_bad_profiles_fail_before_writing(tmp_path, bundle_dir, profiles, proble
 def test_encoder_grouping_options_reach_the_config_or_fail_before_writing(tmp_path, bundle_dir, capsys):
     repo = deploy_to(bundle_dir, tmp_path / "repo", "python-ort", "--max-pad-fraction", "0.1",
                      "--max-group-tokens", "4096", "--attention-span", "9000", "--encoder-memory", "arena",
-                     "--long-row-lane", "off")
+                     "--long-row-lane", "off", "--encoder-spinning", "on")
     params = parse(repo / contract.ENCODER_MODEL / "config.pbtxt").parameters
     assert params["max_pad_fraction"].string_value == "0.1" and params["max_group_tokens"].string_value == "4096"
     assert params["attention_span"].string_value == "9000" and params["memory"].string_value == "arena"
-    assert params["long_row_lane"].string_value == "0"
+    assert params["long_row_lane"].string_value == "0" and params["intra_op_spinning"].string_value == "1"
     defaults = parse(deploy_to(bundle_dir, tmp_path / "defaults", "python-ort") / contract.ENCODER_MODEL
                      / "config.pbtxt").parameters
     assert defaults["memory"].string_value == "shrink" and int(defaults["attention_span"].string_value) > 0
-    assert defaults["long_row_lane"].string_value == "1"
+    assert defaults["long_row_lane"].string_value == "1" and defaults["intra_op_spinning"].string_value == "0"
     max_tokens = json.loads((bundle_dir / "classifier.json").read_text())["max_tokens"]
     assert defaults["max_group_tokens"].string_value == str(max_tokens)  # one max-length row per run
     for option, value in [("--max-pad-fraction", "1.0"), ("--max-pad-fraction", "-0.1"),
