@@ -185,6 +185,7 @@ def markdown(report: dict) -> str:
                 flips += ": " + ", ".join(f"{x['oracle_distance_to_threshold']:.4f}" for x in f["flips"][:8])
             gate = "(the band)" if "gate_passed" not in f else "passed" if f["gate_passed"] else \
                 "FAILED: " + "; ".join(f["gate_failures"])
+            gate = gate.replace("|", "\\|")  # the gate's reasons quote "max |score diff|"
             lines.append(f"| {name} | {f['max_abs_score_diff']:.2e} | {f['mean_abs_score_diff']:.2e} | {flips} | {gate} |")
         lines.append("")
     mem = report["memory_peak_rss_mib"]
@@ -273,17 +274,24 @@ def plot(report: dict, path: Path) -> None:
     ax.grid(True, which="both", alpha=.25)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.47, 1.0), ncol=2)
 
-    names = [n for n in ("baseline b1", "onnxruntime b1", "triton ids b1", "triton text b1") if _find(report["configs"], n)]
+    names = [n for n in ("baseline b1", "onnxruntime b1", "triton ids b1", "triton text b1", "triton ids bf16 b1",
+                         "triton ids int8 b1") if _find(report["configs"], n)]
+
+    def bar_color(name):
+        c = _find(report["configs"], name)
+        return colors[c["path"]] if _precision(c) == "fp32" else curve_colors.get(_precision(c), "tab:brown")
+
     for k, part in enumerate(("short", "long")):
         vals = [(_find(report["configs"], n).get("latency_by_length", {}).get(part, {}).get("mean_ms") or 0.0)
                 for n in names]
         xs = np.arange(len(names)) + (k - 0.5) * 0.38
-        bars = bx.bar(xs, vals, 0.36, color=[colors[_find(report["configs"], n)["path"]] for n in names],
+        bars = bx.bar(xs, vals, 0.36, color=[bar_color(n) for n in names],
                       alpha=0.55 if part == "short" else 0.95, label=f"{part} prompts", edgecolor="black", lw=0.4)
         for b, v in zip(bars, vals):
             if v:
                 bx.annotate(f"{v:,.0f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=7)
-    bx.set_xticks(np.arange(len(names)), [n.replace(" b1", "") for n in names], fontsize=8)
+    bx.set_xticks(np.arange(len(names)), [n.replace(" b1", "").replace("triton ", "") for n in names], fontsize=7,
+                  rotation=20)
     bx.set_ylabel("batch-1 mean latency (ms)")
     bx.set_title(f"Batch 1: short (light) vs long (dark, >= {w['long_threshold_tokens']} tokens)", fontsize=9)
     bx.grid(True, axis="y", alpha=.25)
