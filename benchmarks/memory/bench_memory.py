@@ -110,8 +110,15 @@ def run_point(bundle: Path, length: int, memory: str, threads: int) -> dict:
     mode, _, planner = memory.partition("+")
     if planner not in ("", "reuse"):
         raise SystemExit(f"memory mode {memory!r}: the only suffix is +reuse")
-    encoder = OnnxEncoder(bundle / "model.onnx", spec.num_labels, providers="CPUExecutionProvider",
-                          intra_op_threads=threads, memory=mode, reuse_buffers=planner == "reuse")
+    if mode.startswith("torch-"):  # the python-torch runner on the CPU, e.g. torch-bf16
+        from opencc_cm_export.torch_encoder import TorchEncoder, TorchEncoderSettings
+
+        encoder = TorchEncoder(bundle, TorchEncoderSettings(device="cpu", dtype=mode.removeprefix("torch-"),
+                                                            threads=threads), log=lambda line: None)
+        encoder.reuse_buffers = None
+    else:
+        encoder = OnnxEncoder(bundle / "model.onnx", spec.num_labels, providers="CPUExecutionProvider",
+                              intra_op_threads=threads, memory=mode, reuse_buffers=planner == "reuse")
     load_s = time.perf_counter() - started
     rng = np.random.default_rng(length)
     short = rng.integers(0, spec.vocab_size, size=(1, WARMUP_TOKENS), dtype=np.int64)
@@ -342,7 +349,9 @@ def main(argv=None) -> int:
     point = sub.add_parser("point")
     point.add_argument("--bundle", required=True, type=Path)
     point.add_argument("--length", required=True, type=int)
-    point.add_argument("--memory", default="shrink")
+    point.add_argument("--memory", default="shrink",
+                       help="an ONNX Runtime encoder memory mode (+reuse), or torch-fp32 / torch-bf16: the "
+                            "python-torch runner on the CPU")
     point.add_argument("--threads", type=int, default=0)
     render = sub.add_parser("render", help="re-render memory_benchmark.md from a JSON report")
     render.add_argument("--json", required=True, type=Path)

@@ -101,6 +101,14 @@ def load_merged(folder: Path, *, dtype: torch.dtype = torch.float32,
     _rebuild_buffers(model.text_model)
     model.text_model.to(device=device, dtype=dtype)
     model.head.to(device=device, dtype=torch.float32)
+    if dtype != torch.float32:
+        # Tensors that kept the file's dtype on the CPU (the fp32 head, integer buffers) still
+        # point into the memory-mapped weights file, which would then stay mapped with every
+        # page the conversion touched resident: 2.9 GB of RSS at real shape for a 1.5 GB bf16
+        # model. Giving them their own memory lets the mapping go.
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.device.type == "cpu" and tensor.dtype != dtype:
+                tensor.data = tensor.data.clone()
     return model.eval()
 
 

@@ -153,3 +153,30 @@ def test_cpu_threads_are_the_cores_unless_set(tiny_reference, tmp_path):
             TorchEncoder(bundle, TorchEncoderSettings(device="cpu", threads=-1), log=lambda line: None)
     finally:
         torch.set_num_threads(before)
+
+
+def _mapped(path) -> bool:
+    with open("/proc/self/maps") as maps:
+        return any(line.rstrip().endswith(str(path)) for line in maps)
+
+
+def test_bf16_runner_keeps_nothing_of_the_mapped_fp32_weights_file(tiny_reference, tmp_path):
+    """In bf16 no tensor may point into the fp32 weights file (the fp32 head did): the file then
+    stays mapped, with every page the conversion read resident (2.9 GB at real shape)."""
+    import gc
+
+    from opencc_cm_contract.bundle_format import TORCH_WEIGHTS_FILE
+
+    bundle = _torch_bundle(tiny_reference, tmp_path)
+    weights = (bundle / TORCH_WEIGHTS_FILE).resolve()
+    fp32 = TorchEncoder(bundle, TorchEncoderSettings(device="cpu", dtype="fp32"), log=lambda line: None)
+    assert _mapped(weights)  # fp32 runs on the file's own pages: nothing copied
+    del fp32
+    gc.collect()
+    assert not _mapped(weights)
+    bf16 = TorchEncoder(bundle, TorchEncoderSettings(device="cpu", dtype="bf16"), log=lambda line: None)
+    gc.collect()
+    assert not _mapped(weights)
+    assert bf16.model.head.weight.dtype == torch.float32  # the head stays fp32, in its own memory
+    ids = np.array([[5, 6, 7, 8]], dtype=np.int64)
+    assert np.isfinite(bf16(ids, np.ones_like(ids))).all()
