@@ -72,7 +72,7 @@ bench-export:
 # the reference (fp32, and bf16 as shipped), fp32, bf16 (python-torch) and int8 (python-ort) on
 # the real-shape checkpoint; JSON, markdown and a PNG plot in benchmarks/serving/. The int8
 # export exits 1 when its bundle fails the fidelity gate; the benchmark measures it all the
-# same and its report says so. About 40 minutes on 2 cores.
+# same and its report says so. On 2 cores: the benchmark 15 minutes, each real-shape export 7.
 INT8_BUNDLE := $(ARTIFACTS)/bundles/real-shape-int8
 $(INT8_BUNDLE)/classifier.json: $(ARTIFACTS)/checkpoints/real-shape/classifier/weight_frame.json
 	$(PY) -m opencc_cm_export export --precision int8 --checkpoint $(ARTIFACTS)/checkpoints/real-shape/classifier \
