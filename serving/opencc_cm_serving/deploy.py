@@ -224,7 +224,8 @@ class DeploySettings:
 # The allowed values of each choice setting, for the command line and the Python API alike.
 CHOICES: dict[str, tuple[str, ...]] = {
     "target": TARGETS, "long_input_policy": LONG_INPUT_POLICIES, "special_tokens_in_text": SPECIAL_TOKEN_MODES,
-    "encoder_memory": MEMORY_MODES, "encoder_spinning": ("on", "off"), "long_row_lane": ("on", "off"), "instance_kind": ("auto", "gpu", "cpu"),
+    "encoder_memory": MEMORY_MODES, "encoder_spinning": ("on", "off"), "long_row_lane": ("on", "off"),
+    "instance_kind": ("auto", "gpu", "cpu"),
     "torch_dtype": ("auto", "bf16", "fp16", "fp32"), "gated_delta": ("auto", "fla", "torch"),
     "pad_to_buckets": ("auto", "on", "off"), "cuda_graphs": ("auto", "on", "off"),
 }
@@ -472,9 +473,9 @@ def parser() -> argparse.ArgumentParser:
                         "back what a long run took); release = no arena (also gives it back, slower); "
                         "arena = keep it (RSS stays at the largest request's)")
     p.add_argument("--encoder-spinning", choices=CHOICES["encoder_spinning"],
-                   help="python-ort encoder: on = ONNX Runtime's idle threads spin between operators: ~10-15%% "
-                        "lower batch-1 latency on cores nothing else needs (BENCHMARKS.md); off (default) = they "
-                        "sleep, leaving the cores to the other lane, the tokenizer and Triton under load")
+                   help="python-ort encoder: on = ONNX Runtime's idle threads spin between operators: ~4%% lower "
+                        "batch-1 latency through Triton where nothing else needs the cores (BENCHMARKS.md); off "
+                        "(default) = they sleep, leaving the cores to the other lane, the tokenizer and Triton")
     p.add_argument("--long-row-lane", choices=CHOICES["long_row_lane"],
                    help="python-ort encoder: rows of at least solo_row_tokens run in a second worker beside the "
                         "short ones, so a short prompt never waits for a long row (off: one worker, a short "
