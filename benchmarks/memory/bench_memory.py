@@ -115,10 +115,11 @@ def run_point(bundle: Path, length: int, memory: str, threads: int) -> dict:
 
         encoder = TorchEncoder(bundle, TorchEncoderSettings(device="cpu", dtype=mode.removeprefix("torch-"),
                                                             threads=threads), log=lambda line: None)
-        encoder.reuse_buffers = None
+        reuse_buffers = None
     else:
         encoder = OnnxEncoder(bundle / "model.onnx", spec.num_labels, providers="CPUExecutionProvider",
                               intra_op_threads=threads, memory=mode, reuse_buffers=planner == "reuse")
+        reuse_buffers = encoder.reuse_buffers
     load_s = time.perf_counter() - started
     rng = np.random.default_rng(length)
     short = rng.integers(0, spec.vocab_size, size=(1, WARMUP_TOKENS), dtype=np.int64)
@@ -138,7 +139,7 @@ def run_point(bundle: Path, length: int, memory: str, threads: int) -> dict:
     peak = max(sampler.peak, peak_hwm) if hwm_reset else sampler.peak
     return {
         "bundle": str(bundle), "length": length, "memory_mode": memory, "threads": threads,
-        "reuse_buffers": encoder.reuse_buffers, "load_s": round(load_s, 2), "run_s": round(run_s, 3), "ms_per_token": round(1000 * run_s / length, 3),
+        "reuse_buffers": reuse_buffers, "load_s": round(load_s, 2), "run_s": round(run_s, 3), "ms_per_token": round(1000 * run_s / length, 3),
         "rss_before_mib": round(rss_before, 1), "peak_rss_mib": round(peak, 1),
         "peak_added_mib": round(peak - rss_before, 1),
         "peak_source": "VmHWM after clear_refs" if hwm_reset else "5 ms sampler",

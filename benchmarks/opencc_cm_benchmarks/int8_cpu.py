@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from opencc_cm_export.benchmark import median_ms
+
 SHAPES = ((1, 35), (1, 256), (8, 64))
 
 
@@ -47,13 +49,7 @@ def latency(session, shapes, repeats: int, vocab: int) -> dict:
     for batch, tokens in shapes:
         ids = rng.integers(0, vocab, (batch, tokens)).astype(np.int64)
         feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-        session.run(None, feed)
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            session.run(None, feed)
-            times.append((time.perf_counter() - t) * 1e3)
-        out[f"{batch}x{tokens}"] = round(statistics.median(times), 1)
+        out[f"{batch}x{tokens}"] = round(median_ms(lambda feed=feed: session.run(None, feed), repeats), 1)
     return out
 
 

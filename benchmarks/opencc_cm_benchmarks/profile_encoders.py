@@ -19,12 +19,13 @@ import collections
 import functools
 import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from opencc_cm_export.benchmark import median_ms
 
 print = functools.partial(print, flush=True)  # noqa: A001 - progress lines as they happen
 
@@ -41,16 +42,6 @@ def feeds(shapes, vocab: int):
     for rows, tokens in shapes:
         ids = rng.integers(0, vocab, (rows, tokens)).astype(np.int64)
         yield (rows, tokens), ids, np.ones_like(ids)
-
-
-def wall_ms(run, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def top(by_op: dict[str, float], count: dict[str, int], total: float, n: int = 20) -> list[dict]:
@@ -72,7 +63,7 @@ def profile_onnx(path: Path, shapes, vocab: int, repeats: int, spinning: bool) -
     out, runs = {}, []
     for shape, ids, mask in feeds(shapes, vocab):
         feed = {"input_ids": ids, "attention_mask": mask}
-        ms = wall_ms(lambda feed=feed: plain.run(None, feed), repeats)
+        ms = median_ms(lambda feed=feed: plain.run(None, feed), repeats)
         profiled.run(None, feed)  # warm-up, then the profiled run
         profiled.run(None, feed)
         runs.append((shape, ms))
@@ -102,7 +93,7 @@ def profile_torch(bundle: Path, dtype: str, shapes, vocab: int, repeats: int) ->
     encoder = TorchEncoder(bundle, TorchEncoderSettings(device="cpu", dtype=dtype), log=lambda *_: None)
     out = {}
     for shape, ids, mask in feeds(shapes, vocab):
-        ms = wall_ms(lambda ids=ids, mask=mask: encoder(ids, mask), repeats)
+        ms = median_ms(lambda ids=ids, mask=mask: encoder(ids, mask), repeats)
         t0 = time.perf_counter()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             encoder(ids, mask)

@@ -21,7 +21,8 @@ from .parity import onnx_runner, onnx_session
 from .reference import ReferenceClassifier
 
 
-def _median_ms(fn, repeats: int) -> float:
+def median_ms(fn, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls of ``fn`` after one untimed warm-up call, in ms."""
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -43,8 +44,8 @@ def run_benchmark(reference: ReferenceClassifier, bundle: str, batches, seqs, re
             ids = rng.integers(0, vocab, size=(batch, seq), dtype=np.int64)
             mask = np.ones_like(ids)
             ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
-            ref_ms = _median_ms(lambda: reference.logits_from_ids(ids_t, mask_t), repeats)
-            ort_ms = _median_ms(lambda: run_onnx(ids, mask), repeats)
+            ref_ms = median_ms(lambda: reference.logits_from_ids(ids_t, mask_t), repeats)
+            ort_ms = median_ms(lambda: run_onnx(ids, mask), repeats)
             row = {"batch": batch, "seq": seq, "reference_ms": ref_ms, "onnxruntime_ms": ort_ms,
                    "speedup": ref_ms / ort_ms}
             rows.append(row)

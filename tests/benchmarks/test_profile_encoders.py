@@ -19,10 +19,11 @@ def test_profiles_the_graph_and_the_torch_runner_by_operator(tiny_bundle, tmp_pa
     for shape, r in graph.items():
         ops = {o["op"] for o in r["by_op"]}
         assert "MatMul" in ops and r["nodes"] > 0, shape
-        assert 0 < r["kernel_ms"] <= 1.5 * r["profiled_run_ms"], shape  # the nodes' time lies inside the run
+        # the nodes' time lies inside the run (at most twice: were a Scan's body reported beside it)
+        assert 0 < r["kernel_ms"] <= 2 * r["profiled_run_ms"], shape
     torch_run = report["torch"]["by_shape"]["2x70"]
     assert any(o["op"] in ("aten::mm", "aten::addmm", "aten::linear") for o in torch_run["by_op"])
-    assert 0 < torch_run["aten_self_ms"] <= torch_run["profiled_run_ms"] * 1.5
+    assert 0 < torch_run["aten_self_ms"] <= 2 * torch_run["profiled_run_ms"]  # one calling thread, 2 workers
 
 
 def test_a_malformed_shape_is_refused_naming_it():

@@ -21,27 +21,22 @@ ROUNDING = 1e-4
 
 
 @pytest.fixture(scope="module")
-def int8_bundle(tiny_int8_bundle):
-    return tiny_int8_bundle
-
-
-@pytest.fixture(scope="module")
-def int8_server(int8_bundle, tmp_path_factory):
+def int8_server(tiny_int8_bundle, tmp_path_factory):
     from opencc_cm_serving.launch import ServerSettings, TritonServer
 
-    passed = ClassifierManifest.read(int8_bundle).parity["passed"]
+    passed = ClassifierManifest.read(tiny_int8_bundle).parity["passed"]
     extra = () if passed else ("--allow-unverified-bundle",)
-    repo = deploy_tiny(int8_bundle, tmp_path_factory.mktemp("int8-repo") / "repo", *extra)
+    repo = deploy_tiny(tiny_int8_bundle, tmp_path_factory.mktemp("int8-repo") / "repo", *extra)
     with TritonServer(repo, ServerSettings(log_path=tmp_path_factory.mktemp("log") / "server.log", ready_timeout=120)) as server:
         yield server
 
 
-def test_client_sees_int8_and_scores_within_the_reported_band(int8_server, int8_bundle, tiny_reference):
-    spec = ClassifierManifest.read(int8_bundle)
+def test_client_sees_int8_and_scores_within_the_reported_band(int8_server, tiny_int8_bundle, tiny_reference):
+    spec = ClassifierManifest.read(tiny_int8_bundle)
     band = spec.parity["max_abs_score_diff"]
     texts = calibration_prompts()  # among the export's parity prompts
     oracle = tiny_reference.scores(texts)
-    with ClassifierClient(int8_server.grpc_url, tokenizer=int8_bundle / "tokenizer.json") as client:
+    with ClassifierClient(int8_server.grpc_url, tokenizer=tiny_int8_bundle / "tokenizer.json") as client:
         for ensemble in (IDS_ENSEMBLE, TEXT_ENSEMBLE):
             assert client.server_info(ensemble).precision == "int8"
         served = np.array([[r.score for r in c.labels] for c in client.classify(texts)])
